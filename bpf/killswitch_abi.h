@@ -1,0 +1,169 @@
+/* SPDX-License-Identifier: GPL-2.0 OR MIT */
+/*
+ * Killswitch C ABI: the one description of every BPF map key and value, shared by the
+ * kernel side (bpf/killswitch.bpf.c) and the user side (ksd, ksrun, ksctl, tests).
+ * Fixed-width types only; every layout is checked with static asserts below, so a change
+ * that would make pinned maps of an older ksd unreadable fails to compile instead.
+ *
+ * How a protected socket is judged
+ * --------------------------------
+ * 1. cgroup/sock_create classifies the socket once: it walks the creating task's cgroup
+ *    ancestors (deepest first) through ks_cgroups until one is known, and stores the
+ *    profile id in the socket's local storage (ks_sk_profile). A socket in the protected
+ *    tree whose cgroup chain is unknown gets KS_PROFILE_NONE: it may only use loopback.
+ * 2. Binding: sock_create, connect and sendmsg pin the socket to its profile's preferred
+ *    tunnel (SO_BINDTOIFINDEX), so routes on the physical interface cannot pull it away.
+ *    With no usable tunnel, connect and sendmsg fail at once with ENETUNREACH.
+ * 3. cgroup_skb/egress is the authority: a packet leaves only through loopback, through
+ *    an interface that ks_tunnels lists for the socket's profile, or towards one of the
+ *    profile's allow_lan CIDRs (ks_lan). Everything else is dropped and counted.
+ * 4. cgroup_skb/ingress applies the same rule to what arrives.
+ *
+ * Examples (profile 1 = "default", tunnels = ["wg0"], wg0 is ifindex 7, up, IPv4 only):
+ *    ks_tunnels {1, 7} = {KS_FAMILY_V4}
+ *    ks_profiles[1]    = {.flags = KS_PROFILE_VALID, .bind_ifindex_v4 = 7, .bind_ifindex_v6 = 0}
+ *    UDP to 203.0.113.10 leaving via eth0 (ifindex 2)  -> dropped  (not a tunnel)
+ *    UDP to 203.0.113.10 leaving via wg0               -> allowed
+ *    connect() to 2001:db8::1                          -> ENETUNREACH (no IPv6 tunnel)
+ *    wg0 deleted: ksd removes {1, 7} and the bind targets -> every connect fails fast;
+ *    if ksd is dead, the stale {1, 7} only admits an interface that no longer exists.
+ */
+#ifndef KILLSWITCH_ABI_H
+#define KILLSWITCH_ABI_H
+
+#ifdef __cplusplus
+#include <cstdint>
+typedef std::uint8_t ks_u8;
+typedef std::uint16_t ks_u16;
+typedef std::uint32_t ks_u32;
+typedef std::uint64_t ks_u64;
+#else
+typedef __u8 ks_u8;
+typedef __u16 ks_u16;
+typedef __u32 ks_u32;
+typedef __u64 ks_u64;
+#endif
+
+/* Bumped whenever a map layout changes; ksd refuses to adopt pins of another version. */
+#define KS_ABI_VERSION 1
+
+#define KS_MAX_PROFILES 64      /* profile ids 1..63; 0 is KS_PROFILE_NONE */
+#define KS_MAX_CGROUPS 65536    /* known cgroups (tree root, profile slices, apps) */
+#define KS_MAX_TUNNEL_ENTRIES 1024
+#define KS_MAX_LAN_ENTRIES 4096
+#define KS_MAX_DNS 4
+#define KS_PROFILE_NAME_MAX 32
+#define KS_MAX_CGROUP_DEPTH 32 /* ancestor walk bound in sock_create */
+
+#define KS_PROFILE_NONE 0
+
+/* ks_profiles[].flags */
+#define KS_PROFILE_VALID (1u << 0)
+
+/* ks_tunnels value: families the tunnel can carry (it has an address of that family). */
+#define KS_FAMILY_V4 (1u << 0)
+#define KS_FAMILY_V6 (1u << 1)
+
+/* ks_config[0].flags */
+#define KS_CONFIG_READY (1u << 0)
+
+/* Loopback is ifindex 1 in every network namespace. */
+#define KS_LOOPBACK_IFINDEX 1
+
+/*
+ * Canary used by ksrun to prove, without privileges, that the programs judge its own
+ * sockets: a UDP send to 127.0.0.1 or ::1 on this port is dropped by egress (EPERM),
+ * and a connect() to it is refused by the connect hooks with KS_CANARY_ERRNO. Without
+ * enforcement the send succeeds and the connect gets ECONNREFUSED.
+ */
+#define KS_CANARY_PORT 9 /* discard; nothing legitimate sends there over loopback */
+#define KS_CANARY_ERRNO 131 /* ENOTRECOVERABLE: a value no real connect() returns */
+
+/* Global settings written by ksd: single-entry array map ks_config. */
+struct ks_config {
+	ks_u64 netns_cookie; /* network namespace whose ifindexes the maps hold */
+	ks_u32 flags;        /* KS_CONFIG_* */
+	ks_u32 abi_version;  /* KS_ABI_VERSION of the ksd that wrote it */
+};
+
+/* Per profile: array map ks_profiles, index = profile id. */
+struct ks_profile {
+	ks_u32 flags;           /* KS_PROFILE_* */
+	ks_u32 bind_ifindex_v4; /* preferred up tunnel carrying IPv4, 0 = none */
+	ks_u32 bind_ifindex_v6; /* preferred up tunnel carrying IPv6, 0 = none */
+	ks_u32 dns_count;       /* resolvers (issue 3 uses them); 0 = none configured */
+	ks_u8 dns[KS_MAX_DNS][16]; /* IPv6 or IPv4-mapped IPv6, network order */
+	char name[KS_PROFILE_NAME_MAX]; /* so a restarted ksd keeps ids stable */
+};
+
+/* ks_cgroups: cgroup id -> profile. */
+struct ks_cgroup_value {
+	ks_u32 profile_id;
+	ks_u32 flags; /* reserved */
+};
+
+/* ks_tunnels: (profile, ifindex) -> families. Presence means "up and usable". */
+struct ks_tunnel_key {
+	ks_u32 profile_id;
+	ks_u32 ifindex;
+};
+struct ks_tunnel_value {
+	ks_u32 families; /* KS_FAMILY_* */
+	ks_u32 reserved;
+};
+
+/* ks_lan: LPM trie over (profile, address). IPv4 is stored IPv4-mapped. */
+struct ks_lan_key {
+	ks_u32 prefixlen; /* 32 (profile bits) + prefix length over the 128-bit address */
+	ks_u32 profile_id; /* network byte order, so it is the leading 32 bits of the key */
+	ks_u8 addr[16];
+};
+
+/* Per-socket classification, in socket local storage (cloned to accepted children). */
+struct ks_sk_state {
+	ks_u32 profile_id;
+	ks_u32 reserved;
+};
+
+/* Per-cgroup counters, per-CPU hash keyed by cgroup id; summed by ksd. Index 0 of the
+ * totals array holds the same counters for everything. */
+struct ks_counters {
+	ks_u64 allowed_packets;
+	ks_u64 allowed_bytes;
+	ks_u64 blocked_packets;
+	ks_u64 blocked_bytes;
+	ks_u64 blocked_connects; /* connect/sendmsg refused by the socket hooks */
+	ks_u64 reserved;
+};
+
+/* Why a verdict was reached; used by counters now and by events later. */
+enum ks_reason {
+	KS_REASON_ALLOW_TUNNEL = 0,
+	KS_REASON_ALLOW_LOOPBACK = 1,
+	KS_REASON_ALLOW_LAN = 2,
+	KS_REASON_BLOCK_NOT_TUNNEL = 3, /* would leave through a non-tunnel interface */
+	KS_REASON_BLOCK_NO_TUNNEL = 4,  /* no tunnel of the profile is up for this family */
+	KS_REASON_BLOCK_NO_PROFILE = 5, /* socket not classified, or profile removed */
+	KS_REASON_BLOCK_WRONG_NETNS = 6, /* socket lives in another network namespace */
+	KS_REASON_BLOCK_CANARY = 7,     /* the ksrun canary, refused on purpose */
+};
+
+#ifdef __cplusplus
+static_assert(sizeof(struct ks_config) == 16, "ks_config layout");
+static_assert(sizeof(struct ks_profile) == 16 + 16 * KS_MAX_DNS + KS_PROFILE_NAME_MAX,
+              "ks_profile layout");
+static_assert(sizeof(struct ks_cgroup_value) == 8, "ks_cgroup_value layout");
+static_assert(sizeof(struct ks_tunnel_key) == 8, "ks_tunnel_key layout");
+static_assert(sizeof(struct ks_tunnel_value) == 8, "ks_tunnel_value layout");
+static_assert(sizeof(struct ks_lan_key) == 24, "ks_lan_key layout");
+static_assert(sizeof(struct ks_sk_state) == 8, "ks_sk_state layout");
+static_assert(sizeof(struct ks_counters) == 48, "ks_counters layout");
+#else
+_Static_assert(sizeof(struct ks_config) == 16, "ks_config layout");
+_Static_assert(sizeof(struct ks_profile) == 16 + 16 * KS_MAX_DNS + KS_PROFILE_NAME_MAX,
+               "ks_profile layout");
+_Static_assert(sizeof(struct ks_lan_key) == 24, "ks_lan_key layout");
+_Static_assert(sizeof(struct ks_counters) == 48, "ks_counters layout");
+#endif
+
+#endif /* KILLSWITCH_ABI_H */

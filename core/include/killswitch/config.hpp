@@ -1,0 +1,61 @@
+// Killswitch configuration: the TOML file described in shared/spec/interface.md.
+//
+//   [profiles.default]
+//   tunnels   = ["wg0"]
+//   dns       = ["10.99.0.1"]
+//   allow_lan = ["192.168.1.0/24"]
+//
+// Parsing is strict: an unknown key, a bad CIDR or address, an empty tunnels list, an
+// invalid interface or profile name is an error whose message names file, line and key.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ks {
+
+struct IpAddress {
+  int family = 0;                      // AF_INET or AF_INET6
+  std::array<std::uint8_t, 16> bytes{};  // network order; IPv4 uses the first 4 bytes
+  std::string text;                    // as written in the file
+};
+
+struct Cidr {
+  IpAddress address;  // host bits are zero
+  int prefix_len = 0;
+  std::string text;
+};
+
+struct Profile {
+  std::string name;
+  std::vector<std::string> tunnels;  // in order of preference
+  std::vector<IpAddress> dns;
+  std::vector<Cidr> allow_lan;
+};
+
+struct Config {
+  std::string path;
+  std::vector<Profile> profiles;  // in file order
+
+  const Profile* find_profile(std::string_view name) const;
+};
+
+inline constexpr std::string_view kDefaultConfigPath = "/etc/killswitch/config.toml";
+inline constexpr std::string_view kDefaultProfile = "default";
+inline constexpr std::size_t kMaxTunnelsPerProfile = 8;
+
+// Throws ks::Error("PATH:LINE: profiles.NAME.KEY: what is wrong") on any problem.
+Config parse_config(std::string_view toml_text, const std::string& path);
+Config load_config(const std::string& path);
+
+// Validators, also used by ksctl and the admin protocol.
+bool is_valid_interface_name(std::string_view name);  // Linux dev_valid_name()
+bool is_valid_profile_name(std::string_view name);    // [A-Za-z0-9_]{1,31}
+std::optional<IpAddress> parse_ip_address(std::string_view text);
+std::optional<Cidr> parse_cidr(std::string_view text);  // rejects host bits set
+
+}  // namespace ks

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package Killswitch needs to build, test and demo.
+# Idempotent; run as root. Nothing else has to be installed by hand.
+set -euo pipefail
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps.sh: must run as root (it calls apt-get)" >&2
+  exit 1
+fi
+packages=(
+  # build
+  cmake g++ make pkg-config clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev
+  libsystemd-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
+  googletest libgtest-dev libgmock-dev clang-format
+  # lab, demo and tests
+  iproute2 wireguard-go wireguard-tools tcpdump util-linux procps iperf3 kmod
+  # systemd test container
+  systemd-container mmdebstrap
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
