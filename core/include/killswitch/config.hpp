@@ -19,9 +19,9 @@
 namespace ks {
 
 struct IpAddress {
-  int family = 0;                      // AF_INET or AF_INET6
+  int family = 0;                        // AF_INET or AF_INET6
   std::array<std::uint8_t, 16> bytes{};  // network order; IPv4 uses the first 4 bytes
-  std::string text;                    // as written in the file
+  std::string text;                      // as written in the file
 };
 
 struct Cidr {
@@ -47,6 +47,8 @@ struct Config {
 inline constexpr std::string_view kDefaultConfigPath = "/etc/killswitch/config.toml";
 inline constexpr std::string_view kDefaultProfile = "default";
 inline constexpr std::size_t kMaxTunnelsPerProfile = 8;
+inline constexpr std::size_t kMaxDnsPerProfile = 4;  // KS_MAX_DNS
+inline constexpr std::size_t kMaxProfiles = 63;      // KS_MAX_PROFILES - 1: id 0 means "none"
 
 // Throws ks::Error("PATH:LINE: profiles.NAME.KEY: what is wrong") on any problem.
 Config parse_config(std::string_view toml_text, const std::string& path);
@@ -57,5 +59,8 @@ bool is_valid_interface_name(std::string_view name);  // Linux dev_valid_name()
 bool is_valid_profile_name(std::string_view name);    // [A-Za-z0-9_]{1,31}
 std::optional<IpAddress> parse_ip_address(std::string_view text);
 std::optional<Cidr> parse_cidr(std::string_view text);  // rejects host bits set
+// Same, and on failure stores in *why_not a message a user can act on (it quotes the text;
+// for host bits set it suggests the network address). why_not may be null.
+std::optional<Cidr> parse_cidr(std::string_view text, std::string* why_not);
 
 }  // namespace ks
