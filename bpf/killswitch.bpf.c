@@ -1,6 +1,455 @@
 // SPDX-License-Identifier: GPL-2.0
-#include <linux/bpf.h>
+/*
+ * Killswitch enforcement programs, attached (as pinned bpf_links, so they survive the
+ * daemon) to the protected cgroup tree and inherited by every cgroup below it.
+ *
+ * Thin entry points gather facts and ask the shared decision function in policy.h.
+ * Map layouts and the rule semantics are documented in killswitch_abi.h.
+ */
+#include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/udp.h>
+
 #include "killswitch_abi.h"
-SEC("cgroup_skb/egress") int ks_egress(struct __sk_buff *skb) { return 1; }
+#include "policy.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define SOL_SOCKET 1
+#define SO_BINDTOIFINDEX 62
+#define ENETUNREACH 101
+#define EPERM 1
+
+/* Verdicts of cgroup programs. */
+#define KS_DROP 0
+#define KS_PASS 1
+
+/* ---- maps (pinned by name under ksd's pin directory, reused across restarts) ---- */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ks_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ks_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, KS_MAX_PROFILES);
+	__type(key, __u32);
+	__type(value, struct ks_profile);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ks_profiles SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, KS_MAX_CGROUPS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct ks_cgroup_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ks_cgroups SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, KS_MAX_TUNNEL_ENTRIES);
+	__type(key, struct ks_tunnel_key);
+	__type(value, struct ks_tunnel_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ks_tunnels SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, KS_MAX_LAN_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct ks_lan_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ks_lan SEC(".maps");
+
+/* BPF_F_CLONE: accepted TCP children inherit their listener's classification. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_CLONE);
+	__type(key, int);
+	__type(value, struct ks_sk_state);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ks_sk_state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, KS_MAX_CGROUPS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct ks_counters);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ks_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ks_counters);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ks_totals SEC(".maps");
+
+/* ks_sk_state.reserved bit: the socket was created in a network namespace other than
+ * the one whose ifindexes ksd wrote. */
+#define KS_SK_FOREIGN_NETNS (1u << 0)
+
+/* ---- small helpers ---- */
+
+static __always_inline const struct ks_profile *profile_of(__u32 profile_id)
+{
+	const struct ks_profile *p = bpf_map_lookup_elem(&ks_profiles, &profile_id);
+
+	if (!p || !(p->flags & KS_PROFILE_VALID))
+		return 0;
+	return p;
+}
+
+static __always_inline __u64 config_netns_cookie(void)
+{
+	__u32 zero = 0;
+	const struct ks_config *c = bpf_map_lookup_elem(&ks_config, &zero);
+
+	return c ? c->netns_cookie : 0;
+}
+
+static __always_inline int lan_contains(__u32 profile_id, const __u8 addr[16])
+{
+	struct ks_lan_key key = {
+	    .prefixlen = 32 + 128,
+	    .profile_id = bpf_htonl(profile_id),
+	};
+
+	__builtin_memcpy(key.addr, addr, 16);
+	return bpf_map_lookup_elem(&ks_lan, &key) != 0;
+}
+
+static __always_inline void v4_mapped(__u8 out[16], __u32 addr_be)
+{
+	__builtin_memset(out, 0, 10);
+	out[10] = 0xff;
+	out[11] = 0xff;
+	__builtin_memcpy(out + 12, &addr_be, 4);
+}
+
+static __always_inline int is_v4_loopback(__u32 addr_be)
+{
+	__u32 host = bpf_ntohl(addr_be);
+
+	return (host >> 24) == 127 || host == 0;
+}
+
+static __always_inline void count(__u64 cgroup_id, enum ks_reason reason, __u64 bytes,
+				  int is_packet)
+{
+	struct ks_counters *c;
+	__u32 zero = 0;
+	int allowed = ks_reason_allows(reason);
+
+	if (reason == KS_REASON_BLOCK_CANARY)
+		return; /* ksrun's proof, not an attempt to leak */
+	c = bpf_map_lookup_elem(&ks_counters, &cgroup_id);
+	if (!c) {
+		struct ks_counters fresh = {};
+
+		bpf_map_update_elem(&ks_counters, &cgroup_id, &fresh, BPF_NOEXIST);
+		c = bpf_map_lookup_elem(&ks_counters, &cgroup_id);
+	}
+	/* Per-CPU values: plain increments are exact. */
+	if (c) {
+		if (!is_packet)
+			c->blocked_connects++;
+		else if (allowed) {
+			c->allowed_packets++;
+			c->allowed_bytes += bytes;
+		} else {
+			c->blocked_packets++;
+			c->blocked_bytes += bytes;
+		}
+	}
+	c = bpf_map_lookup_elem(&ks_totals, &zero);
+	if (c) {
+		if (!is_packet)
+			c->blocked_connects++;
+		else if (allowed) {
+			c->allowed_packets++;
+			c->allowed_bytes += bytes;
+		} else {
+			c->blocked_packets++;
+			c->blocked_bytes += bytes;
+		}
+	}
+}
+
+/* ---- cgroup/sock_create: classify the socket once, pin it to its tunnel ---- */
+
+static __always_inline __u32 classify_current_task(void)
+{
+	/* Deepest known ancestor wins: an app cgroup, else its profile slice, else the
+	 * tree root (which ksd maps to the default profile, or to nothing). */
+	for (int level = KS_MAX_CGROUP_DEPTH - 1; level >= 0; level--) {
+		__u64 id = bpf_get_current_ancestor_cgroup_id(level);
+		const struct ks_cgroup_value *v;
+
+		if (!id)
+			continue;
+		v = bpf_map_lookup_elem(&ks_cgroups, &id);
+		if (v)
+			return v->profile_id;
+	}
+	return KS_PROFILE_NONE;
+}
+
+SEC("cgroup/sock_create")
+int ks_sock_create(struct bpf_sock *sk)
+{
+	struct ks_sk_state *state;
+	const struct ks_profile *p;
+	__u32 profile_id;
+
+	if (sk->family != AF_INET && sk->family != AF_INET6)
+		return KS_PASS;
+
+	state = bpf_sk_storage_get(&ks_sk_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!state)
+		return KS_DROP; /* cannot classify: refuse the socket rather than guess */
+
+	profile_id = classify_current_task();
+	state->profile_id = profile_id;
+	state->reserved =
+	    bpf_get_netns_cookie(sk) == config_netns_cookie() ? 0 : KS_SK_FOREIGN_NETNS;
+
+	/* Pin to the tunnel from birth, so even a send path no hook sees (raw sockets,
+	 * connected sends after a re-route) cannot pick a physical interface. connect and
+	 * sendmsg re-check and re-bind, since the tunnel may come and go meanwhile. */
+	p = profile_of(profile_id);
+	if (p && !(state->reserved & KS_SK_FOREIGN_NETNS)) {
+		__u32 target = sk->family == AF_INET6 && p->bind_ifindex_v6 ? p->bind_ifindex_v6
+									    : p->bind_ifindex_v4;
+		if (target)
+			sk->bound_dev_if = target;
+	}
+	return KS_PASS;
+}
+
+/* ---- cgroup/connect4/6 and sendmsg4/6: fail fast, re-pin to the live tunnel ---- */
+
+struct ks_dst {
+	__u8 addr[16]; /* IPv6 or IPv4-mapped */
+	int is_v4;
+	int is_loopback;
+	__u16 port; /* host order */
+};
+
+static __always_inline int judge_sock_addr(struct bpf_sock_addr *ctx, const struct ks_dst *dst,
+					   int check_canary)
+{
+	struct ks_connect_facts facts = {};
+	struct ks_connect_verdict verdict;
+	const struct ks_profile *p = 0;
+	struct ks_sk_state *state = 0;
+	struct bpf_sock *sk = ctx->sk;
+
+	if (sk)
+		state = bpf_sk_storage_get(&ks_sk_state, sk, 0, 0);
+	if (state) {
+		facts.profile_id = state->profile_id;
+		facts.foreign_netns = state->reserved & KS_SK_FOREIGN_NETNS;
+		p = profile_of(state->profile_id);
+	}
+	facts.profile_valid = p != 0;
+	facts.dst_is_loopback = dst->is_loopback;
+	facts.is_canary = check_canary && dst->is_loopback && dst->port == KS_CANARY_PORT;
+	if (p) {
+		facts.tunnel_ifindex = dst->is_v4 ? p->bind_ifindex_v4 : p->bind_ifindex_v6;
+		if (!dst->is_loopback)
+			facts.dst_in_lan = lan_contains(facts.profile_id, dst->addr);
+	}
+
+	verdict = ks_judge_connect(&facts);
+	if (!ks_reason_allows(verdict.reason)) {
+		count(bpf_get_current_cgroup_id(), verdict.reason, 0, 0);
+		bpf_set_retval(verdict.reason == KS_REASON_BLOCK_CANARY ? -KS_CANARY_ERRNO
+									: -ENETUNREACH);
+		return KS_DROP;
+	}
+	if (sk && sk->bound_dev_if != verdict.bind_ifindex) {
+		int ifindex = (int)verdict.bind_ifindex;
+
+		/* Binding is what keeps TunnelVision-style routes from pulling the socket
+		 * off the tunnel. If it cannot be set, refuse rather than send unpinned. */
+		if (bpf_setsockopt(ctx, SOL_SOCKET, SO_BINDTOIFINDEX, &ifindex, sizeof(ifindex))) {
+			bpf_set_retval(-ENETUNREACH);
+			return KS_DROP;
+		}
+	}
+	return KS_PASS;
+}
+
+static __always_inline void dst_from_v4(struct ks_dst *dst, __u32 addr_be, __u32 port_be)
+{
+	v4_mapped(dst->addr, addr_be);
+	dst->is_v4 = 1;
+	dst->is_loopback = is_v4_loopback(addr_be);
+	dst->port = bpf_ntohs((__u16)port_be);
+}
+
+static __always_inline void dst_from_v6(struct ks_dst *dst, struct bpf_sock_addr *ctx)
+{
+	__u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1], w2 = ctx->user_ip6[2],
+	      w3 = ctx->user_ip6[3];
+
+	__builtin_memcpy(dst->addr, &w0, 4);
+	__builtin_memcpy(dst->addr + 4, &w1, 4);
+	__builtin_memcpy(dst->addr + 8, &w2, 4);
+	__builtin_memcpy(dst->addr + 12, &w3, 4);
+	dst->port = bpf_ntohs((__u16)ctx->user_port);
+	/* A v4-mapped destination on a dual-stack socket is IPv4 on the wire. */
+	dst->is_v4 = w0 == 0 && w1 == 0 && w2 == bpf_htonl(0xffff);
+	if (dst->is_v4)
+		dst->is_loopback = is_v4_loopback(w3);
+	else
+		dst->is_loopback = w0 == 0 && w1 == 0 && w2 == 0 && (w3 == 0 || w3 == bpf_htonl(1));
+}
+
+SEC("cgroup/connect4")
+int ks_connect4(struct bpf_sock_addr *ctx)
+{
+	struct ks_dst dst = {};
+
+	if (ctx->user_family != AF_INET)
+		return KS_PASS; /* AF_UNSPEC: disconnect */
+	dst_from_v4(&dst, ctx->user_ip4, ctx->user_port);
+	return judge_sock_addr(ctx, &dst, 1);
+}
+
+SEC("cgroup/connect6")
+int ks_connect6(struct bpf_sock_addr *ctx)
+{
+	struct ks_dst dst = {};
+
+	if (ctx->user_family != AF_INET6)
+		return KS_PASS;
+	dst_from_v6(&dst, ctx);
+	return judge_sock_addr(ctx, &dst, 1);
+}
+
+SEC("cgroup/sendmsg4")
+int ks_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	struct ks_dst dst = {};
+
+	dst_from_v4(&dst, ctx->user_ip4, ctx->user_port);
+	/* No canary here: the egress canary must reach the egress program. */
+	return judge_sock_addr(ctx, &dst, 0);
+}
+
+SEC("cgroup/sendmsg6")
+int ks_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	struct ks_dst dst = {};
+
+	dst_from_v6(&dst, ctx);
+	return judge_sock_addr(ctx, &dst, 0);
+}
+
+/* ---- cgroup_skb/egress (the authority) and ingress ---- */
+
+struct ks_pkt {
+	__u8 peer[16]; /* remote address: destination on egress, source on ingress */
+	int is_canary;
+};
+
+/* Reads only what the judgement needs: the peer address for allow_lan, and on loopback
+ * whether this is ksrun's UDP canary. Returns 0 when the packet is not IP. */
+static __always_inline int parse_packet(struct __sk_buff *skb, int egress, struct ks_pkt *pkt)
+{
+	__u16 port = 0;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+
+		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)))
+			return 0;
+		v4_mapped(pkt->peer, egress ? ip.daddr : ip.saddr);
+		if (egress && skb->ifindex == KS_LOOPBACK_IFINDEX && ip.protocol == IPPROTO_UDP &&
+		    ip.daddr == bpf_htonl(0x7f000001) &&
+		    !bpf_skb_load_bytes(skb, ip.ihl * 4 + 2, &port, sizeof(port)))
+			pkt->is_canary = bpf_ntohs(port) == KS_CANARY_PORT;
+		return 1;
+	}
+	if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+
+		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)))
+			return 0;
+		__builtin_memcpy(pkt->peer, egress ? &ip6.daddr : &ip6.saddr, 16);
+		if (egress && skb->ifindex == KS_LOOPBACK_IFINDEX && ip6.nexthdr == IPPROTO_UDP &&
+		    ip6.daddr.in6_u.u6_addr32[0] == 0 && ip6.daddr.in6_u.u6_addr32[1] == 0 &&
+		    ip6.daddr.in6_u.u6_addr32[2] == 0 &&
+		    ip6.daddr.in6_u.u6_addr32[3] == bpf_htonl(1) &&
+		    !bpf_skb_load_bytes(skb, sizeof(ip6) + 2, &port, sizeof(port)))
+			pkt->is_canary = bpf_ntohs(port) == KS_CANARY_PORT;
+		return 1;
+	}
+	return 0;
+}
+
+static __always_inline int judge_skb(struct __sk_buff *skb, int egress)
+{
+	struct ks_packet_facts facts = {.ifindex = skb->ifindex};
+	struct ks_pkt pkt = {};
+	struct ks_sk_state *state = 0;
+	struct bpf_sock *sk = skb->sk;
+	enum ks_reason reason;
+	int is_ip;
+
+	if (sk)
+		sk = bpf_sk_fullsock(sk);
+	if (sk)
+		state = bpf_sk_storage_get(&ks_sk_state, sk, 0, 0);
+	if (state) {
+		facts.profile_id = state->profile_id;
+		facts.foreign_netns = state->reserved & KS_SK_FOREIGN_NETNS;
+		facts.profile_valid = profile_of(state->profile_id) != 0;
+	}
+
+	is_ip = parse_packet(skb, egress, &pkt);
+	facts.is_canary = pkt.is_canary;
+	if (facts.profile_valid && facts.ifindex != KS_LOOPBACK_IFINDEX) {
+		struct ks_tunnel_key key = {.profile_id = facts.profile_id,
+					    .ifindex = skb->ifindex};
+
+		facts.through_tunnel = bpf_map_lookup_elem(&ks_tunnels, &key) != 0;
+		if (!facts.through_tunnel && is_ip)
+			facts.peer_in_lan = lan_contains(facts.profile_id, pkt.peer);
+	}
+
+	reason = ks_judge_packet(&facts);
+	count(bpf_skb_cgroup_id(skb), reason, skb->len, 1);
+	return ks_reason_allows(reason) ? KS_PASS : KS_DROP;
+}
+
+SEC("cgroup_skb/egress")
+int ks_egress(struct __sk_buff *skb)
+{
+	return judge_skb(skb, 1);
+}
+
+SEC("cgroup_skb/ingress")
+int ks_ingress(struct __sk_buff *skb)
+{
+	return judge_skb(skb, 0);
+}
+
 char LICENSE[] SEC("license") = "GPL";

@@ -47,8 +47,8 @@ typedef __u64 ks_u64;
 /* Bumped whenever a map layout changes; ksd refuses to adopt pins of another version. */
 #define KS_ABI_VERSION 1
 
-#define KS_MAX_PROFILES 64      /* profile ids 1..63; 0 is KS_PROFILE_NONE */
-#define KS_MAX_CGROUPS 65536    /* known cgroups (tree root, profile slices, apps) */
+#define KS_MAX_PROFILES 64   /* profile ids 1..63; 0 is KS_PROFILE_NONE */
+#define KS_MAX_CGROUPS 65536 /* known cgroups (tree root, profile slices, apps) */
 #define KS_MAX_TUNNEL_ENTRIES 1024
 #define KS_MAX_LAN_ENTRIES 4096
 #define KS_MAX_DNS 4
@@ -76,23 +76,23 @@ typedef __u64 ks_u64;
  * and a connect() to it is refused by the connect hooks with KS_CANARY_ERRNO. Without
  * enforcement the send succeeds and the connect gets ECONNREFUSED.
  */
-#define KS_CANARY_PORT 9 /* discard; nothing legitimate sends there over loopback */
+#define KS_CANARY_PORT 9    /* discard; nothing legitimate sends there over loopback */
 #define KS_CANARY_ERRNO 131 /* ENOTRECOVERABLE: a value no real connect() returns */
 
 /* Global settings written by ksd: single-entry array map ks_config. */
 struct ks_config {
 	ks_u64 netns_cookie; /* network namespace whose ifindexes the maps hold */
-	ks_u32 flags;        /* KS_CONFIG_* */
+	ks_u32 flags;	     /* KS_CONFIG_* */
 	ks_u32 abi_version;  /* KS_ABI_VERSION of the ksd that wrote it */
 };
 
 /* Per profile: array map ks_profiles, index = profile id. */
 struct ks_profile {
-	ks_u32 flags;           /* KS_PROFILE_* */
-	ks_u32 bind_ifindex_v4; /* preferred up tunnel carrying IPv4, 0 = none */
-	ks_u32 bind_ifindex_v6; /* preferred up tunnel carrying IPv6, 0 = none */
-	ks_u32 dns_count;       /* resolvers (issue 3 uses them); 0 = none configured */
-	ks_u8 dns[KS_MAX_DNS][16]; /* IPv6 or IPv4-mapped IPv6, network order */
+	ks_u32 flags;			/* KS_PROFILE_* */
+	ks_u32 bind_ifindex_v4;		/* preferred up tunnel carrying IPv4, 0 = none */
+	ks_u32 bind_ifindex_v6;		/* preferred up tunnel carrying IPv6, 0 = none */
+	ks_u32 dns_count;		/* resolvers (issue 3 uses them); 0 = none configured */
+	ks_u8 dns[KS_MAX_DNS][16];	/* IPv6 or IPv4-mapped IPv6, network order */
 	char name[KS_PROFILE_NAME_MAX]; /* so a restarted ksd keeps ids stable */
 };
 
@@ -114,7 +114,7 @@ struct ks_tunnel_value {
 
 /* ks_lan: LPM trie over (profile, address). IPv4 is stored IPv4-mapped. */
 struct ks_lan_key {
-	ks_u32 prefixlen; /* 32 (profile bits) + prefix length over the 128-bit address */
+	ks_u32 prefixlen;  /* 32 (profile bits) + prefix length over the 128-bit address */
 	ks_u32 profile_id; /* network byte order, so it is the leading 32 bits of the key */
 	ks_u8 addr[16];
 };
@@ -141,17 +141,17 @@ enum ks_reason {
 	KS_REASON_ALLOW_TUNNEL = 0,
 	KS_REASON_ALLOW_LOOPBACK = 1,
 	KS_REASON_ALLOW_LAN = 2,
-	KS_REASON_BLOCK_NOT_TUNNEL = 3, /* would leave through a non-tunnel interface */
-	KS_REASON_BLOCK_NO_TUNNEL = 4,  /* no tunnel of the profile is up for this family */
-	KS_REASON_BLOCK_NO_PROFILE = 5, /* socket not classified, or profile removed */
+	KS_REASON_BLOCK_NOT_TUNNEL = 3,	 /* would leave through a non-tunnel interface */
+	KS_REASON_BLOCK_NO_TUNNEL = 4,	 /* no tunnel of the profile is up for this family */
+	KS_REASON_BLOCK_NO_PROFILE = 5,	 /* socket not classified, or profile removed */
 	KS_REASON_BLOCK_WRONG_NETNS = 6, /* socket lives in another network namespace */
-	KS_REASON_BLOCK_CANARY = 7,     /* the ksrun canary, refused on purpose */
+	KS_REASON_BLOCK_CANARY = 7,	 /* the ksrun canary, refused on purpose */
 };
 
 #ifdef __cplusplus
 static_assert(sizeof(struct ks_config) == 16, "ks_config layout");
 static_assert(sizeof(struct ks_profile) == 16 + 16 * KS_MAX_DNS + KS_PROFILE_NAME_MAX,
-              "ks_profile layout");
+	      "ks_profile layout");
 static_assert(sizeof(struct ks_cgroup_value) == 8, "ks_cgroup_value layout");
 static_assert(sizeof(struct ks_tunnel_key) == 8, "ks_tunnel_key layout");
 static_assert(sizeof(struct ks_tunnel_value) == 8, "ks_tunnel_value layout");
@@ -161,7 +161,7 @@ static_assert(sizeof(struct ks_counters) == 48, "ks_counters layout");
 #else
 _Static_assert(sizeof(struct ks_config) == 16, "ks_config layout");
 _Static_assert(sizeof(struct ks_profile) == 16 + 16 * KS_MAX_DNS + KS_PROFILE_NAME_MAX,
-               "ks_profile layout");
+	       "ks_profile layout");
 _Static_assert(sizeof(struct ks_lan_key) == 24, "ks_lan_key layout");
 _Static_assert(sizeof(struct ks_counters) == 48, "ks_counters layout");
 #endif

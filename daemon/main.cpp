@@ -1,1 +1,45 @@
-int main() { return 0; }
+// ksd — the Killswitch daemon. See docs/ and `ksd --help`.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+
+#include "daemon.hpp"
+#include "killswitch/error.hpp"
+#include "killswitch/log.hpp"
+
+int main(int argc, char** argv) {
+  ks::DaemonOptions options;
+  options.config_path = std::string(ks::kDefaultConfigPath);
+  options.socket_path = ks::ipc::default_socket_path();
+
+  CLI::App app{
+      "ksd - Killswitch daemon: pins the kill-switch BPF programs on the protected "
+      "cgroup tree and keeps them in step with the tunnel interfaces"};
+  app.set_version_flag("--version", std::string("ksd ") + KS_VERSION);
+  app.add_option("--config", options.config_path, "configuration file")->capture_default_str();
+  app.add_option("--socket", options.socket_path,
+                 "admin socket (default: $KILLSWITCH_SOCKET or /run/killswitch/ksd.sock)");
+  app.add_option("--pin-dir", options.pin_dir, "where programs, links and maps are pinned (bpffs)")
+      ->capture_default_str();
+  app.add_option("--slice", options.slice,
+                 "name of the protected cgroup tree below the cgroup2 mount")
+      ->capture_default_str()
+      ->check([](const std::string& s) {
+        return s.empty() || s.find('/') != std::string::npos || s == "." || s == ".."
+                   ? std::string("must be a single directory name")
+                   : std::string();
+      });
+  CLI11_PARSE(app, argc, argv);
+
+  if (::geteuid() != 0) {
+    std::fprintf(stderr, "ksd: must run as root (it loads BPF programs and manages cgroups)\n");
+    return 1;
+  }
+  try {
+    ks::Daemon daemon(options);
+    daemon.run();
+  } catch (const ks::Error& e) {
+    ks::log_error(e.what());
+    return 1;
+  }
+  return 0;
+}

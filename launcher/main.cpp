@@ -1,1 +1,87 @@
-int main() { return 0; }
+// ksrun — run a program (and all its descendants) inside a protected cgroup.
+//
+// The order is the point: ask ksd for a protected cgroup and be moved into it, prove
+// that enforcement judges this very process, shed the capabilities that could get
+// around it, and only then exec. Any failure before exec exits 125 and the command
+// never runs.
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "killswitch/cgroup.hpp"
+#include "killswitch/config.hpp"
+#include "killswitch/error.hpp"
+#include "killswitch/ipc.hpp"
+#include "killswitch/launch_proof.hpp"
+
+namespace {
+
+constexpr int kRefused = 125;  // like env(1)/chroot(1): the launcher itself failed
+constexpr int kNotExecutable = 126;
+constexpr int kNotFound = 127;
+
+[[noreturn]] void refuse(const std::string& command, const std::string& why) {
+  std::fprintf(stderr, "ksrun: %s\nksrun: refusing to run %s unprotected\n", why.c_str(),
+               command.c_str());
+  std::exit(kRefused);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string socket_path = ks::ipc::default_socket_path();
+  std::string profile(ks::kDefaultProfile);
+  std::vector<std::string> command;
+
+  CLI::App app{
+      "ksrun - run COMMAND so that it and everything it starts can only talk through "
+      "the VPN tunnel of a Killswitch profile"};
+  app.set_version_flag("--version", std::string("ksrun ") + KS_VERSION);
+  app.add_option("--profile", profile, "profile to run under")->capture_default_str();
+  app.add_option("--socket", socket_path,
+                 "ksd admin socket (default: $KILLSWITCH_SOCKET or /run/killswitch/ksd.sock)");
+  app.add_option("command", command, "COMMAND [ARGS...]")->required();
+  app.prefix_command();  // everything from COMMAND on belongs to COMMAND
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : kRefused;
+  }
+  // prefix_command() leaves COMMAND's own arguments in remaining().
+  for (const auto& extra : app.remaining()) command.push_back(extra);
+  if (!command.empty() && command.front() == "--") command.erase(command.begin());
+  if (command.empty()) refuse("(nothing)", "no COMMAND given");
+  const std::string shown = command.front();
+
+  if (!ks::is_valid_profile_name(profile))
+    refuse(shown, "invalid profile name \"" + profile + "\"");
+
+  nlohmann::json reply;
+  try {
+    nlohmann::json request = {{"op", "launch"}, {"profile", profile}, {"argv", command}};
+    reply = ks::ipc::call(socket_path, request);
+  } catch (const ks::Error& e) {
+    refuse(shown, std::string(e.what()) + " (is ksd running?)");
+  }
+  if (!reply.value("ok", false))
+    refuse(shown, "ksd refused: " + reply.value("error", std::string("no reason given")));
+
+  try {
+    ks::prove_protection(reply);
+    ks::drop_bypass_capabilities();
+  } catch (const ks::Error& e) {
+    refuse(shown, e.what());
+  }
+
+  std::vector<char*> args;
+  for (auto& a : command) args.push_back(a.data());
+  args.push_back(nullptr);
+  ::execvp(args[0], args.data());
+  int err = errno;
+  std::fprintf(stderr, "ksrun: cannot run %s: %s\n", shown.c_str(), std::strerror(err));
+  return err == ENOENT ? kNotFound : kNotExecutable;
+}

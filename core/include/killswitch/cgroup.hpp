@@ -1,0 +1,44 @@
+// cgroup v2 access: finding the mount (unified or hybrid host, or a container's cgroup
+// namespace), ids, membership, and the protected tree's directories.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "killswitch/fd.hpp"
+
+namespace ks {
+
+// The cgroup2 mount point, read from /proc/self/mountinfo: /sys/fs/cgroup on unified
+// hosts, often /sys/fs/cgroup/unified on hybrid ones. Throws ks::Error when none.
+std::string find_cgroup2_mount(const std::string& mountinfo_path = "/proc/self/mountinfo");
+
+// Parses mountinfo text; exposed for unit tests. Empty string when no cgroup2 mount.
+std::string cgroup2_mount_from_mountinfo(const std::string& mountinfo_text);
+
+// The cgroup's id as BPF sees it (bpf_get_current_cgroup_id): its kernfs inode number.
+std::uint64_t cgroup_id(const std::string& path);
+
+// This process's cgroup v2 path relative to the mount ("/killswitch.slice/app.scope"),
+// from the "0::" line of /proc/<pid>/cgroup.
+std::string cgroup_of_pid(pid_t pid);
+std::string cgroup_from_proc_text(const std::string& proc_cgroup_text);
+
+// Creates the directory if missing (mode 0755, root-owned). Returns true if created.
+bool ensure_cgroup_dir(const std::string& path);
+// Moves a process into a cgroup by writing its pid to cgroup.procs.
+void move_pid_to_cgroup(const std::string& cgroup_path, pid_t pid);
+// Pids in this cgroup only (not descendants).
+std::vector<pid_t> cgroup_pids(const std::string& cgroup_path);
+// True when this cgroup or a descendant holds a process (cgroup.events "populated 1").
+bool cgroup_populated(const std::string& cgroup_path);
+// Removes an empty cgroup and its empty descendants, deepest first. Returns false when
+// something was still populated (and so was left in place).
+bool remove_cgroup_tree(const std::string& path);
+// Opens the cgroup directory (O_RDONLY|O_DIRECTORY) for BPF attach and query.
+UniqueFd open_cgroup(const std::string& path);
+
+}  // namespace ks

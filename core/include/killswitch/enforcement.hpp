@@ -1,0 +1,104 @@
+// Enforcement: the BPF side of Killswitch as seen from user space. Loads the programs,
+// re-adopts pinned maps and links left by an earlier ksd (so a restart or an upgrade
+// never opens an unprotected window), attaches to the protected tree and writes maps.
+#pragma once
+
+#include <bpf/bpf.h>
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "killswitch/fd.hpp"
+#include "killswitch_abi.h"
+
+struct killswitch_bpf;  // the bpftool-generated skeleton
+
+namespace ks {
+
+// One entry per enforcement program: its name (also the link pin's suffix) and hook.
+struct HookInfo {
+  const char* name;  // "egress", "connect4", ...
+  bpf_attach_type attach_type;
+};
+extern const std::array<HookInfo, 7> kHooks;
+
+// Program ids currently attached, by hook name; what ksrun compares with the kernel.
+using ProgramIds = std::map<std::string, std::uint32_t>;
+
+// Whole-tree counters, summed over CPUs.
+struct Counters {
+  std::uint64_t allowed_packets = 0, allowed_bytes = 0;
+  std::uint64_t blocked_packets = 0, blocked_bytes = 0;
+  std::uint64_t blocked_connects = 0;
+};
+
+struct SkeletonDeleter {
+  void operator()(killswitch_bpf* skel) const;
+};
+
+class Enforcement {
+ public:
+  // Loads the programs with maps pinned by name under pin_dir (re-using pins that are
+  // there), then for each hook either atomically swaps the program of the pinned link
+  // (re-adoption: the hook is never empty) or creates and pins a new link on
+  // cgroup_path. Maps are written by the caller *before* attach() so the very first
+  // attachment already enforces the right policy.
+  static Enforcement load(const std::string& pin_dir);
+  void attach(const std::string& cgroup_path);
+
+  // True when every hook of a Killswitch ABI exists as pinned link under pin_dir.
+  static bool pins_present(const std::string& pin_dir);
+  // Unpins links and maps: protection ends. Used only by the explicit teardown command.
+  static void remove_pins(const std::string& pin_dir);
+
+  ProgramIds program_ids() const;
+
+  // Map access.
+  void write_config(const ks_config& config);
+  ks_profile read_profile(std::uint32_t id) const;
+  void write_profile(std::uint32_t id, const ks_profile& profile);
+  void set_cgroup(std::uint64_t cgroup_id, std::uint32_t profile_id);
+  void remove_cgroup(std::uint64_t cgroup_id);
+  std::map<std::uint64_t, std::uint32_t> cgroups() const;
+  // Replaces the whole tunnel set: stale entries are deleted first (fail closed), then
+  // new ones are added.
+  void replace_tunnels(
+      const std::map<std::pair<std::uint32_t, std::uint32_t>, std::uint32_t>& want);
+  std::map<std::pair<std::uint32_t, std::uint32_t>, std::uint32_t> tunnels() const;
+  // Replaces the allow_lan entries of every profile.
+  void replace_lan(const std::vector<ks_lan_key>& want);
+  Counters totals() const;
+  Counters counters_of(std::uint64_t cgroup_id) const;
+  void remove_counters(std::uint64_t cgroup_id);
+
+  const std::string& pin_dir() const { return pin_dir_; }
+
+ private:
+  Enforcement() = default;
+  int map_fd(const char* name) const;
+
+  std::string pin_dir_;
+  std::unique_ptr<killswitch_bpf, SkeletonDeleter> skel_;
+  std::vector<UniqueFd> links_;  // keep link fds for the daemon's lifetime
+};
+
+// Effective programs on a cgroup for one hook (BPF_F_QUERY_EFFECTIVE); needs
+// CAP_NET_ADMIN. Throws ks::Error.
+std::vector<std::uint32_t> query_effective_programs(int cgroup_fd, bpf_attach_type type);
+
+// Checks that every program of `expected` is effective on the cgroup. Returns an empty
+// string when it holds, otherwise what is missing.
+std::string check_effective(int cgroup_fd, const ProgramIds& expected);
+
+// Mounts bpffs on /sys/fs/bpf if the pin directory's filesystem is not bpffs yet, then
+// creates the pin directory (mode 0700).
+void ensure_pin_dir(const std::string& pin_dir);
+
+// The network namespace cookie of the caller (SO_NETNS_COOKIE).
+std::uint64_t current_netns_cookie();
+
+}  // namespace ks

@@ -1,0 +1,62 @@
+// The admin protocol between ksd and its clients (ksrun, ksctl): one JSON object per
+// SOCK_SEQPACKET message on a unix socket, request then reply. Callers are identified by
+// SO_PEERCRED, never by anything they claim in a message.
+//
+//   request : {"op": "status"} | {"op": "list"} | {"op": "reload"}
+//             | {"op": "launch", "profile": "default", "argv": ["qbittorrent"]}
+//   reply   : {"ok": true, ...} | {"ok": false, "error": "what went wrong"}
+#pragma once
+
+#include <sys/types.h>
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "killswitch/fd.hpp"
+
+namespace ks::ipc {
+
+inline constexpr const char* kDefaultSocketPath = "/run/killswitch/ksd.sock";
+inline constexpr const char* kSocketEnv = "KILLSWITCH_SOCKET";
+inline constexpr std::size_t kMaxMessageBytes = 256 * 1024;
+inline constexpr const char* kAdminGroup = "killswitch";
+
+// $KILLSWITCH_SOCKET if set and non-empty, otherwise /run/killswitch/ksd.sock.
+std::string default_socket_path();
+
+enum class Op { kStatus, kList, kReload, kLaunch };
+
+struct Request {
+  Op op = Op::kStatus;
+  std::string profile;            // launch
+  std::vector<std::string> argv;  // launch: for the record (list, logs), never executed by ksd
+};
+
+// Validates a raw message. Returns the request, or sets `error` to a message fit for the
+// reply. Garbage, wrong types, unknown ops and oversized fields are all refused.
+std::optional<Request> parse_request(const std::string& bytes, std::string& error);
+
+struct PeerCred {
+  pid_t pid = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::vector<gid_t> groups;  // supplementary groups (SO_PEERGROUPS)
+};
+PeerCred peer_credentials(int fd);
+
+// Changes (reload, teardown, ...) are for root and members of the killswitch group.
+bool may_change(const PeerCred& peer, std::optional<gid_t> admin_gid);
+std::optional<gid_t> admin_group_id();
+bool op_changes_state(Op op);
+
+// Client side.
+UniqueFd connect_to(const std::string& path);  // throws ks::Error naming the path
+void send_message(int fd, const nlohmann::json& message);
+// Waits up to timeout_ms; throws ks::Error on timeout, EOF or a non-JSON message.
+nlohmann::json receive_message(int fd, int timeout_ms);
+nlohmann::json call(const std::string& socket_path, const nlohmann::json& request,
+                    int timeout_ms = 10000);
+
+}  // namespace ks::ipc

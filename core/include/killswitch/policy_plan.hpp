@@ -1,0 +1,46 @@
+// Pure translation of (configuration, interface states) into BPF map contents. ksd
+// writes what this computes; keeping it free of kernel access makes it unit-testable.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "killswitch/config.hpp"
+#include "killswitch/links.hpp"
+#include "killswitch_abi.h"
+
+namespace ks {
+
+using ProfileIds = std::map<std::string, std::uint32_t>;  // profile name -> id (1..63)
+
+// Keeps the ids already in use (read back from pinned maps, so sockets classified by an
+// earlier ksd keep meaning the same profile) and gives new profiles the lowest free id.
+// Throws ks::Error when more than KS_MAX_PROFILES - 1 profiles are configured.
+ProfileIds assign_profile_ids(const Config& config, const ProfileIds& existing);
+
+struct TunnelStatus {
+  std::string name;
+  std::string state;  // "up", "down" or "missing"
+  std::uint32_t ifindex = 0;
+  bool ipv4 = false;
+  bool ipv6 = false;
+};
+
+using TunnelMap = std::map<std::pair<std::uint32_t, std::uint32_t>, std::uint32_t>;
+
+struct PolicyPlan {
+  TunnelMap tunnels;                                        // {profile, ifindex} -> KS_FAMILY_*
+  std::map<std::uint32_t, ks_profile> profiles;             // id -> ks_profiles entry
+  std::map<std::string, std::vector<TunnelStatus>> status;  // profile -> tunnels, config order
+};
+
+PolicyPlan plan_policy(const Config& config, const ProfileIds& ids,
+                       const std::map<std::uint32_t, LinkState>& links);
+
+// allow_lan CIDRs of every profile as LPM keys (IPv4 stored IPv4-mapped).
+std::vector<ks_lan_key> plan_lan(const Config& config, const ProfileIds& ids);
+
+}  // namespace ks

@@ -1,0 +1,156 @@
+#include "killswitch/cgroup.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <fstream>
+#include <sstream>
+
+#include "killswitch/error.hpp"
+
+namespace ks {
+namespace {
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw_errno("cannot read " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// mountinfo escapes space, tab, newline and backslash as \ooo.
+std::string unescape_mountinfo(const std::string& s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 3 < s.size()) {
+      int v = 0;
+      bool ok = true;
+      for (std::size_t k = 1; k <= 3; ++k) {
+        char c = s[i + k];
+        if (c < '0' || c > '7') ok = false;
+        v = v * 8 + (c - '0');
+      }
+      if (ok) {
+        out.push_back(static_cast<char>(v));
+        i += 3;
+        continue;
+      }
+    }
+    out.push_back(s[i]);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string cgroup2_mount_from_mountinfo(const std::string& text) {
+  std::istringstream lines(text);
+  std::string line;
+  while (std::getline(lines, line)) {
+    // id parent major:minor root mountpoint options [optional...] - fstype source super
+    auto dash = line.find(" - ");
+    if (dash == std::string::npos) continue;
+    std::istringstream after(line.substr(dash + 3));
+    std::string fstype;
+    after >> fstype;
+    if (fstype != "cgroup2") continue;
+    std::istringstream before(line.substr(0, dash));
+    std::string id, parent, dev, root, mountpoint;
+    before >> id >> parent >> dev >> root >> mountpoint;
+    if (!mountpoint.empty()) return unescape_mountinfo(mountpoint);
+  }
+  return {};
+}
+
+std::string find_cgroup2_mount(const std::string& mountinfo_path) {
+  std::string mount = cgroup2_mount_from_mountinfo(read_file(mountinfo_path));
+  if (mount.empty())
+    throw Error("no cgroup v2 hierarchy is mounted (looked in " + mountinfo_path +
+                "); Killswitch needs cgroup2, e.g. mount -t cgroup2 none /sys/fs/cgroup/unified");
+  return mount;
+}
+
+std::uint64_t cgroup_id(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw_errno("cannot stat cgroup " + path);
+  return static_cast<std::uint64_t>(st.st_ino);
+}
+
+std::string cgroup_from_proc_text(const std::string& text) {
+  std::istringstream lines(text);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.rfind("0::", 0) == 0) return line.substr(3);
+  }
+  return {};
+}
+
+std::string cgroup_of_pid(pid_t pid) {
+  std::string path = "/proc/" + (pid == 0 ? std::string("self") : std::to_string(pid)) + "/cgroup";
+  std::string cg = cgroup_from_proc_text(read_file(path));
+  if (cg.empty()) throw Error(path + " has no cgroup v2 (0::) entry");
+  return cg;
+}
+
+bool ensure_cgroup_dir(const std::string& path) {
+  if (::mkdir(path.c_str(), 0755) == 0) return true;
+  if (errno == EEXIST) return false;
+  throw_errno("cannot create cgroup " + path);
+}
+
+void move_pid_to_cgroup(const std::string& cgroup_path, pid_t pid) {
+  std::string procs = cgroup_path + "/cgroup.procs";
+  UniqueFd fd(::open(procs.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd) throw_errno("cannot open " + procs);
+  std::string s = std::to_string(pid);
+  if (::write(fd.get(), s.data(), s.size()) != static_cast<ssize_t>(s.size()))
+    throw_errno("cannot move pid " + s + " into " + cgroup_path);
+}
+
+std::vector<pid_t> cgroup_pids(const std::string& cgroup_path) {
+  std::vector<pid_t> pids;
+  std::ifstream in(cgroup_path + "/cgroup.procs");
+  long pid = 0;
+  while (in >> pid) pids.push_back(static_cast<pid_t>(pid));
+  return pids;
+}
+
+bool cgroup_populated(const std::string& cgroup_path) {
+  std::ifstream in(cgroup_path + "/cgroup.events");
+  std::string key;
+  int value = 0;
+  while (in >> key >> value) {
+    if (key == "populated") return value != 0;
+  }
+  // No cgroup.events: the cgroup is gone, so nothing lives in it.
+  return false;
+}
+
+bool remove_cgroup_tree(const std::string& path) {
+  bool all_removed = true;
+  if (DIR* dir = ::opendir(path.c_str())) {
+    std::vector<std::string> children;
+    while (dirent* e = ::readdir(dir)) {
+      if (e->d_type == DT_DIR && std::string(e->d_name) != "." && std::string(e->d_name) != "..")
+        children.push_back(path + "/" + e->d_name);
+    }
+    ::closedir(dir);
+    for (const auto& child : children) all_removed = remove_cgroup_tree(child) && all_removed;
+  } else {
+    return errno == ENOENT;
+  }
+  if (::rmdir(path.c_str()) != 0 && errno != ENOENT) return false;
+  return all_removed;
+}
+
+UniqueFd open_cgroup(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) throw_errno("cannot open cgroup " + path);
+  return fd;
+}
+
+}  // namespace ks

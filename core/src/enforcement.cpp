@@ -1,0 +1,335 @@
+#include "killswitch/enforcement.hpp"
+
+#include <bpf/libbpf.h>
+#include <linux/magic.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "killswitch.skel.h"
+#include "killswitch/cgroup.hpp"
+#include "killswitch/error.hpp"
+
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+
+namespace ks {
+
+const std::array<HookInfo, 7> kHooks = {{
+    {"sock_create", BPF_CGROUP_INET_SOCK_CREATE},
+    {"connect4", BPF_CGROUP_INET4_CONNECT},
+    {"connect6", BPF_CGROUP_INET6_CONNECT},
+    {"sendmsg4", BPF_CGROUP_UDP4_SENDMSG},
+    {"sendmsg6", BPF_CGROUP_UDP6_SENDMSG},
+    {"egress", BPF_CGROUP_INET_EGRESS},
+    {"ingress", BPF_CGROUP_INET_INGRESS},
+}};
+
+namespace {
+
+// The maps pinned by name (LIBBPF_PIN_BY_NAME) under the pin directory.
+constexpr const char* kMapNames[] = {"ks_config", "ks_profiles", "ks_cgroups",  "ks_tunnels",
+                                     "ks_lan",    "ks_sk_state", "ks_counters", "ks_totals"};
+
+std::string link_pin_path(const std::string& pin_dir, const char* hook) {
+  return pin_dir + "/link_" + hook;
+}
+
+bpf_program* program_for(killswitch_bpf* skel, const std::string& hook) {
+  if (hook == "sock_create") return skel->progs.ks_sock_create;
+  if (hook == "connect4") return skel->progs.ks_connect4;
+  if (hook == "connect6") return skel->progs.ks_connect6;
+  if (hook == "sendmsg4") return skel->progs.ks_sendmsg4;
+  if (hook == "sendmsg6") return skel->progs.ks_sendmsg6;
+  if (hook == "egress") return skel->progs.ks_egress;
+  if (hook == "ingress") return skel->progs.ks_ingress;
+  throw Error("internal: unknown hook " + hook);
+}
+
+std::uint32_t prog_id_of_fd(int fd) {
+  bpf_prog_info info{};
+  __u32 len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) throw_errno("cannot read BPF program info");
+  return info.id;
+}
+
+bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
+
+}  // namespace
+
+void SkeletonDeleter::operator()(killswitch_bpf* skel) const { killswitch_bpf__destroy(skel); }
+
+Enforcement Enforcement::load(const std::string& pin_dir) {
+  ensure_pin_dir(pin_dir);
+  Enforcement e;
+  e.pin_dir_ = pin_dir;
+
+  LIBBPF_OPTS(bpf_object_open_opts, opts, .pin_root_path = pin_dir.c_str());
+  e.skel_.reset(killswitch_bpf__open_opts(&opts));
+  if (!e.skel_) throw_errno("cannot open the BPF object");
+  if (int err = killswitch_bpf__load(e.skel_.get()); err != 0)
+    throw Error("cannot load the BPF programs (" + std::string(std::strerror(-err)) +
+                    "); pinned maps under " + pin_dir +
+                    " may come from an incompatible Killswitch version, see 'ksctl doctor' and the "
+                    "libbpf messages above",
+                -err);
+  return e;
+}
+
+void Enforcement::attach(const std::string& cgroup_path) {
+  UniqueFd cgroup = open_cgroup(cgroup_path);
+  std::uint64_t want_cgroup = cgroup_id(cgroup_path);
+
+  for (const HookInfo& hook : kHooks) {
+    int prog_fd = bpf_program__fd(program_for(skel_.get(), hook.name));
+    std::string pin = link_pin_path(pin_dir_, hook.name);
+
+    if (exists(pin)) {
+      UniqueFd old_link(bpf_obj_get(pin.c_str()));
+      bpf_link_info info{};
+      __u32 len = sizeof(info);
+      if (old_link && bpf_obj_get_info_by_fd(old_link.get(), &info, &len) == 0 &&
+          info.type == BPF_LINK_TYPE_CGROUP && info.cgroup.cgroup_id == want_cgroup &&
+          info.cgroup.attach_type == hook.attach_type) {
+        // Atomic replacement: the hook runs the old program until this call returns
+        // and the new one after it; there is no moment without enforcement.
+        if (bpf_link_update(old_link.get(), prog_fd, nullptr) != 0)
+          throw_errno(std::string("cannot update the pinned ") + hook.name + " link");
+        links_.push_back(std::move(old_link));
+        continue;
+      }
+      // The pin is stale (its cgroup was removed and re-created): attach anew below,
+      // and only then drop the old pin.
+    }
+
+    UniqueFd link(bpf_link_create(prog_fd, cgroup.get(), hook.attach_type, nullptr));
+    if (!link)
+      throw_errno(std::string("cannot attach the ") + hook.name + " program to " + cgroup_path);
+    ::unlink(pin.c_str());
+    if (bpf_obj_pin(link.get(), pin.c_str()) != 0)
+      throw_errno(std::string("cannot pin the ") + hook.name + " link at " + pin);
+    links_.push_back(std::move(link));
+  }
+}
+
+bool Enforcement::pins_present(const std::string& pin_dir) {
+  for (const HookInfo& hook : kHooks)
+    if (!exists(link_pin_path(pin_dir, hook.name))) return false;
+  return true;
+}
+
+void Enforcement::remove_pins(const std::string& pin_dir) {
+  for (const HookInfo& hook : kHooks) ::unlink(link_pin_path(pin_dir, hook.name).c_str());
+  for (const char* map : kMapNames) ::unlink((pin_dir + "/" + map).c_str());
+  if (::rmdir(pin_dir.c_str()) != 0 && errno != ENOENT)
+    throw_errno("cannot remove pin directory " + pin_dir);
+}
+
+ProgramIds Enforcement::program_ids() const {
+  ProgramIds ids;
+  for (const HookInfo& hook : kHooks)
+    ids[hook.name] = prog_id_of_fd(bpf_program__fd(program_for(skel_.get(), hook.name)));
+  return ids;
+}
+
+int Enforcement::map_fd(const char* name) const {
+  bpf_map* map = bpf_object__find_map_by_name(skel_->obj, name);
+  if (!map) throw Error(std::string("internal: no map ") + name);
+  return bpf_map__fd(map);
+}
+
+void Enforcement::write_config(const ks_config& config) {
+  std::uint32_t zero = 0;
+  if (bpf_map_update_elem(map_fd("ks_config"), &zero, &config, BPF_ANY) != 0)
+    throw_errno("cannot write ks_config");
+}
+
+ks_profile Enforcement::read_profile(std::uint32_t id) const {
+  ks_profile p{};
+  if (bpf_map_lookup_elem(map_fd("ks_profiles"), &id, &p) != 0)
+    throw_errno("cannot read ks_profiles");
+  return p;
+}
+
+void Enforcement::write_profile(std::uint32_t id, const ks_profile& profile) {
+  if (bpf_map_update_elem(map_fd("ks_profiles"), &id, &profile, BPF_ANY) != 0)
+    throw_errno("cannot write ks_profiles");
+}
+
+void Enforcement::set_cgroup(std::uint64_t id, std::uint32_t profile_id) {
+  ks_cgroup_value v{profile_id, 0};
+  if (bpf_map_update_elem(map_fd("ks_cgroups"), &id, &v, BPF_ANY) != 0)
+    throw_errno("cannot write ks_cgroups");
+}
+
+void Enforcement::remove_cgroup(std::uint64_t id) {
+  if (bpf_map_delete_elem(map_fd("ks_cgroups"), &id) != 0 && errno != ENOENT)
+    throw_errno("cannot delete from ks_cgroups");
+}
+
+std::map<std::uint64_t, std::uint32_t> Enforcement::cgroups() const {
+  std::map<std::uint64_t, std::uint32_t> out;
+  int fd = map_fd("ks_cgroups");
+  std::uint64_t key = 0, next = 0;
+  std::uint64_t* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    ks_cgroup_value v{};
+    if (bpf_map_lookup_elem(fd, &next, &v) == 0) out[next] = v.profile_id;
+    key = next;
+    prev = &key;
+  }
+  return out;
+}
+
+std::map<std::pair<std::uint32_t, std::uint32_t>, std::uint32_t> Enforcement::tunnels() const {
+  std::map<std::pair<std::uint32_t, std::uint32_t>, std::uint32_t> out;
+  int fd = map_fd("ks_tunnels");
+  ks_tunnel_key key{}, next{};
+  ks_tunnel_key* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    ks_tunnel_value v{};
+    if (bpf_map_lookup_elem(fd, &next, &v) == 0) out[{next.profile_id, next.ifindex}] = v.families;
+    key = next;
+    prev = &key;
+  }
+  return out;
+}
+
+void Enforcement::replace_tunnels(
+    const std::map<std::pair<std::uint32_t, std::uint32_t>, std::uint32_t>& want) {
+  int fd = map_fd("ks_tunnels");
+  auto have = tunnels();
+  for (const auto& [key, families] : have) {
+    auto it = want.find(key);
+    if (it != want.end() && it->second == families) continue;
+    if (it != want.end()) continue;  // updated in place below
+    ks_tunnel_key k{key.first, key.second};
+    if (bpf_map_delete_elem(fd, &k) != 0 && errno != ENOENT)
+      throw_errno("cannot delete from ks_tunnels");
+  }
+  for (const auto& [key, families] : want) {
+    auto it = have.find(key);
+    if (it != have.end() && it->second == families) continue;
+    ks_tunnel_key k{key.first, key.second};
+    ks_tunnel_value v{families, 0};
+    if (bpf_map_update_elem(fd, &k, &v, BPF_ANY) != 0) throw_errno("cannot write ks_tunnels");
+  }
+}
+
+void Enforcement::replace_lan(const std::vector<ks_lan_key>& want) {
+  int fd = map_fd("ks_lan");
+  // Collect present keys first: deleting while iterating an LPM trie skips entries.
+  std::vector<ks_lan_key> have;
+  ks_lan_key key{}, next{};
+  ks_lan_key* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    have.push_back(next);
+    key = next;
+    prev = &key;
+  }
+  auto same = [](const ks_lan_key& a, const ks_lan_key& b) {
+    return std::memcmp(&a, &b, sizeof(a)) == 0;
+  };
+  for (const auto& h : have) {
+    bool keep = false;
+    for (const auto& w : want) keep = keep || same(h, w);
+    if (!keep && bpf_map_delete_elem(fd, &h) != 0 && errno != ENOENT)
+      throw_errno("cannot delete from ks_lan");
+  }
+  for (const auto& w : want) {
+    std::uint32_t one = 1;
+    if (bpf_map_update_elem(fd, &w, &one, BPF_ANY) != 0) throw_errno("cannot write ks_lan");
+  }
+}
+
+namespace {
+Counters sum_percpu(int fd, const void* key) {
+  int ncpus = libbpf_num_possible_cpus();
+  if (ncpus <= 0) throw Error("cannot count possible CPUs");
+  std::vector<ks_counters> values(static_cast<std::size_t>(ncpus));
+  Counters sum;
+  if (bpf_map_lookup_elem(fd, key, values.data()) != 0) return sum;
+  for (const auto& v : values) {
+    sum.allowed_packets += v.allowed_packets;
+    sum.allowed_bytes += v.allowed_bytes;
+    sum.blocked_packets += v.blocked_packets;
+    sum.blocked_bytes += v.blocked_bytes;
+    sum.blocked_connects += v.blocked_connects;
+  }
+  return sum;
+}
+}  // namespace
+
+Counters Enforcement::totals() const {
+  std::uint32_t zero = 0;
+  return sum_percpu(map_fd("ks_totals"), &zero);
+}
+
+Counters Enforcement::counters_of(std::uint64_t id) const {
+  return sum_percpu(map_fd("ks_counters"), &id);
+}
+
+void Enforcement::remove_counters(std::uint64_t id) {
+  bpf_map_delete_elem(map_fd("ks_counters"), &id);
+}
+
+std::vector<std::uint32_t> query_effective_programs(int cgroup_fd, bpf_attach_type type) {
+  std::vector<std::uint32_t> ids(64);
+  __u32 count = static_cast<__u32>(ids.size());
+  __u32 attach_flags = 0;
+  if (bpf_prog_query(cgroup_fd, type, BPF_F_QUERY_EFFECTIVE, &attach_flags, ids.data(), &count) !=
+      0)
+    throw_errno("BPF_PROG_QUERY failed");
+  ids.resize(count);
+  return ids;
+}
+
+std::string check_effective(int cgroup_fd, const ProgramIds& expected) {
+  std::string missing;
+  for (const HookInfo& hook : kHooks) {
+    auto it = expected.find(hook.name);
+    if (it == expected.end()) {
+      missing += std::string(missing.empty() ? "" : ", ") + hook.name + " (no id reported)";
+      continue;
+    }
+    auto ids = query_effective_programs(cgroup_fd, hook.attach_type);
+    bool found = false;
+    for (auto id : ids) found = found || id == it->second;
+    if (!found) missing += std::string(missing.empty() ? "" : ", ") + hook.name;
+  }
+  return missing;
+}
+
+void ensure_pin_dir(const std::string& pin_dir) {
+  auto slash = pin_dir.find_last_of('/');
+  std::string parent = slash == std::string::npos || slash == 0 ? "/" : pin_dir.substr(0, slash);
+  struct statfs fs {};
+  if (::statfs(parent.c_str(), &fs) != 0) throw_errno("cannot inspect " + parent);
+  if (static_cast<unsigned long>(fs.f_type) != BPF_FS_MAGIC) {
+    if (parent != "/sys/fs/bpf")
+      throw Error("the pin directory's parent " + parent +
+                  " is not a BPF filesystem (mount -t bpf bpf " + parent + ")");
+    if (::mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700") != 0)
+      throw_errno("cannot mount the BPF filesystem on /sys/fs/bpf");
+  }
+  if (::mkdir(pin_dir.c_str(), 0700) != 0 && errno != EEXIST)
+    throw_errno("cannot create pin directory " + pin_dir);
+}
+
+std::uint64_t current_netns_cookie() {
+  UniqueFd s(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!s) throw_errno("socket");
+  std::uint64_t cookie = 0;
+  socklen_t len = sizeof(cookie);
+  if (::getsockopt(s.get(), SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) != 0)
+    throw_errno("cannot read the network namespace cookie (SO_NETNS_COOKIE, Linux 5.14+)");
+  return cookie;
+}
+
+}  // namespace ks

@@ -1,0 +1,151 @@
+#include "killswitch/ipc.hpp"
+
+#include <grp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "killswitch/config.hpp"
+#include "killswitch/error.hpp"
+
+namespace ks::ipc {
+
+std::string default_socket_path() {
+  const char* env = std::getenv(kSocketEnv);
+  return env && *env ? env : kDefaultSocketPath;
+}
+
+std::optional<Request> parse_request(const std::string& bytes, std::string& error) {
+  if (bytes.size() > kMaxMessageBytes) {
+    error = "request too large";
+    return std::nullopt;
+  }
+  nlohmann::json j = nlohmann::json::parse(bytes, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    error = "request is not a JSON object";
+    return std::nullopt;
+  }
+  auto op = j.find("op");
+  if (op == j.end() || !op->is_string()) {
+    error = "request has no string field \"op\"";
+    return std::nullopt;
+  }
+  Request r;
+  const std::string name = op->get<std::string>();
+  if (name == "status") {
+    r.op = Op::kStatus;
+  } else if (name == "list") {
+    r.op = Op::kList;
+  } else if (name == "reload") {
+    r.op = Op::kReload;
+  } else if (name == "launch") {
+    r.op = Op::kLaunch;
+    auto profile = j.find("profile");
+    if (profile == j.end()) {
+      r.profile = std::string(kDefaultProfile);
+    } else if (!profile->is_string() || !is_valid_profile_name(profile->get<std::string>())) {
+      error = "\"profile\" must be a profile name ([A-Za-z0-9_], 1-31 characters)";
+      return std::nullopt;
+    } else {
+      r.profile = profile->get<std::string>();
+    }
+    auto argv = j.find("argv");
+    if (argv != j.end()) {
+      if (!argv->is_array() || argv->size() > 4096) {
+        error = "\"argv\" must be an array of strings";
+        return std::nullopt;
+      }
+      for (const auto& a : *argv) {
+        if (!a.is_string()) {
+          error = "\"argv\" must be an array of strings";
+          return std::nullopt;
+        }
+        r.argv.push_back(a.get<std::string>());
+      }
+    }
+  } else {
+    error = "unknown op \"" + name.substr(0, 64) + "\"";
+    return std::nullopt;
+  }
+  return r;
+}
+
+PeerCred peer_credentials(int fd) {
+  ucred cred{};
+  socklen_t len = sizeof(cred);
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) throw_errno("SO_PEERCRED");
+  PeerCred peer{cred.pid, cred.uid, cred.gid, {}};
+  std::vector<gid_t> groups(64);
+  socklen_t glen = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &glen) != 0 && errno == ERANGE) {
+    groups.resize(glen / sizeof(gid_t));
+    ::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &glen);
+  }
+  groups.resize(glen / sizeof(gid_t));
+  peer.groups = groups;
+  return peer;
+}
+
+std::optional<gid_t> admin_group_id() {
+  if (const group* g = ::getgrnam(kAdminGroup)) return g->gr_gid;
+  return std::nullopt;
+}
+
+bool may_change(const PeerCred& peer, std::optional<gid_t> admin_gid) {
+  if (peer.uid == 0) return true;
+  if (!admin_gid) return false;
+  return peer.gid == *admin_gid ||
+         std::find(peer.groups.begin(), peer.groups.end(), *admin_gid) != peer.groups.end();
+}
+
+bool op_changes_state(Op op) { return op == Op::kReload; }
+
+UniqueFd connect_to(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) throw Error("socket path too long: " + path);
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  if (!fd) throw_errno("socket");
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0)
+    throw_errno("cannot reach ksd at " + path);
+  return fd;
+}
+
+void send_message(int fd, const nlohmann::json& message) {
+  std::string text = message.dump();
+  if (text.size() > kMaxMessageBytes) throw Error("message too large");
+  if (::send(fd, text.data(), text.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(text.size()))
+    throw_errno("cannot send to ksd");
+}
+
+nlohmann::json receive_message(int fd, int timeout_ms) {
+  pollfd p{fd, POLLIN, 0};
+  int r;
+  do r = ::poll(&p, 1, timeout_ms);
+  while (r < 0 && errno == EINTR);
+  if (r < 0) throw_errno("poll");
+  if (r == 0) throw Error("no answer within " + std::to_string(timeout_ms) + " ms");
+  std::string buf(kMaxMessageBytes, '\0');
+  ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
+  if (n < 0) throw_errno("cannot read the answer");
+  if (n == 0) throw Error("the other side closed the connection");
+  buf.resize(static_cast<std::size_t>(n));
+  nlohmann::json j = nlohmann::json::parse(buf, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) throw Error("malformed answer (not a JSON object)");
+  return j;
+}
+
+nlohmann::json call(const std::string& socket_path, const nlohmann::json& request, int timeout_ms) {
+  UniqueFd fd = connect_to(socket_path);
+  send_message(fd.get(), request);
+  return receive_message(fd.get(), timeout_ms);
+}
+
+}  // namespace ks::ipc

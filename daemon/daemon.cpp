@@ -1,0 +1,546 @@
+#include "daemon.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <sys/un.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <sstream>
+
+#include "killswitch/cgroup.hpp"
+#include "killswitch/error.hpp"
+#include "killswitch/log.hpp"
+
+namespace ks {
+namespace {
+
+constexpr int kSweepIntervalSeconds = 1;
+
+std::string slice_stem(const std::string& slice) {
+  const std::string suffix = ".slice";
+  if (slice.size() > suffix.size() &&
+      slice.compare(slice.size() - suffix.size(), suffix.size(), suffix) == 0)
+    return slice.substr(0, slice.size() - suffix.size());
+  return slice;
+}
+
+std::string read_cmdline(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
+  std::string raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  while (!raw.empty() && raw.back() == '\0') raw.pop_back();
+  for (char& c : raw)
+    if (c == '\0') c = ' ';
+  return raw;
+}
+
+// Every directory below root, deepest last.
+void walk_cgroups(const std::string& dir, const std::function<void(const std::string&)>& visit) {
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return;
+  std::vector<std::string> children;
+  while (dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (e->d_type == DT_DIR && name != "." && name != "..") children.push_back(dir + "/" + name);
+  }
+  ::closedir(d);
+  for (const auto& c : children) {
+    visit(c);
+    walk_cgroups(c, visit);
+  }
+}
+
+nlohmann::json counters_json(const Counters& c) {
+  return {{"allowed_packets", c.allowed_packets},
+          {"allowed_bytes", c.allowed_bytes},
+          {"blocked_packets", c.blocked_packets},
+          {"blocked_bytes", c.blocked_bytes},
+          {"blocked_connects", c.blocked_connects}};
+}
+
+}  // namespace
+
+Daemon::Daemon(DaemonOptions options)
+    : options_(std::move(options)),
+      config_(load_config(options_.config_path)),
+      enforcement_(Enforcement::load(options_.pin_dir)),
+      links_() {
+  // A second ksd on the same pins would fight over the maps: refuse to start.
+  std::string lock_path = options_.socket_path + ".lock";
+  {
+    std::string dir = options_.socket_path.substr(0, options_.socket_path.find_last_of('/'));
+    if (!dir.empty()) ::mkdir(dir.c_str(), 0755);
+  }
+  lock_fd_ = UniqueFd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!lock_fd_) throw_errno("cannot open lock file " + lock_path);
+  if (::flock(lock_fd_.get(), LOCK_EX | LOCK_NB) != 0)
+    throw Error("another ksd is already running with socket " + options_.socket_path);
+
+  admin_gid_ = ipc::admin_group_id();
+  setup_cgroups();
+
+  // Keep the ids a previous ksd gave (sockets carry them in their storage).
+  ProfileIds existing;
+  for (std::uint32_t id = 1; id < KS_MAX_PROFILES; ++id) {
+    ks_profile p = enforcement_.read_profile(id);
+    if (p.name[0]) existing[std::string(p.name, strnlen(p.name, sizeof(p.name)))] = id;
+  }
+  profile_ids_ = assign_profile_ids(config_, existing);
+
+  // Maps first, then attach: the first instant the programs run, they run with the
+  // right policy. On re-adoption the pinned links keep enforcing the pinned maps until
+  // the atomic program swap in attach().
+  ks_config cfg{};
+  cfg.netns_cookie = current_netns_cookie();
+  cfg.flags = KS_CONFIG_READY;
+  cfg.abi_version = KS_ABI_VERSION;
+  enforcement_.write_config(cfg);
+  adopt_existing_apps();
+  apply_policy("start");
+  enforcement_.attach(root_cgroup_);
+
+  // Prove it before saying ready: every hook must be effective on the tree root.
+  UniqueFd root = open_cgroup(root_cgroup_);
+  std::string missing = check_effective(root.get(), enforcement_.program_ids());
+  if (!missing.empty())
+    throw Error("programs not effective on " + root_cgroup_ + " after attach: " + missing);
+
+  listen_socket();
+  log_info("enforcement attached to " + root_cgroup_ + ", pins in " + options_.pin_dir +
+           ", admin socket " + options_.socket_path);
+}
+
+void Daemon::setup_cgroups() {
+  cgroup_mount_ = find_cgroup2_mount();
+  root_cgroup_ = cgroup_mount_ + "/" + options_.slice;
+  if (ensure_cgroup_dir(root_cgroup_)) log_info("created protected tree " + root_cgroup_);
+  for (const auto& p : config_.profiles) ensure_cgroup_dir(profile_slice_path(p.name));
+}
+
+std::string Daemon::profile_slice_path(const std::string& profile) const {
+  return root_cgroup_ + "/" + slice_stem(options_.slice) + "-" + profile + ".slice";
+}
+
+std::string Daemon::relative(const std::string& absolute_cgroup) const {
+  return absolute_cgroup.substr(cgroup_mount_.size());
+}
+
+void Daemon::adopt_existing_apps() {
+  // App cgroups made by an earlier ksd: keep tracking them, so they are listed and swept.
+  for (const auto& p : config_.profiles) {
+    std::string slice = profile_slice_path(p.name);
+    DIR* d = ::opendir(slice.c_str());
+    if (!d) continue;
+    while (dirent* e = ::readdir(d)) {
+      std::string name = e->d_name;
+      if (e->d_type != DT_DIR || name == "." || name == "..") continue;
+      App app{slice + "/" + name, p.name, 0};
+      try {
+        app.cgroup_id = cgroup_id(app.path);
+      } catch (const Error&) {
+        continue;
+      }
+      apps_[app.cgroup_id] = app;
+    }
+    ::closedir(d);
+  }
+}
+
+void Daemon::apply_policy(const char* why) {
+  PolicyPlan plan = plan_policy(config_, profile_ids_, links_.links());
+
+  // Order matters for fail-closed: stale tunnels go first (replace_tunnels deletes
+  // before it adds), then the profile entries that name bind targets.
+  enforcement_.replace_tunnels(plan.tunnels);
+  for (std::uint32_t id = 1; id < KS_MAX_PROFILES; ++id) {
+    auto it = plan.profiles.find(id);
+    if (it != plan.profiles.end()) {
+      enforcement_.write_profile(id, it->second);
+    } else {
+      ks_profile old = enforcement_.read_profile(id);
+      if (old.flags & KS_PROFILE_VALID) {
+        old.flags = 0;  // removed profile: its sockets are blocked
+        old.bind_ifindex_v4 = old.bind_ifindex_v6 = 0;
+        enforcement_.write_profile(id, old);
+      }
+    }
+  }
+  enforcement_.replace_lan(plan_lan(config_, profile_ids_));
+
+  // Cgroup classification: tree root -> default profile (or none), profile slices,
+  // apps. Entries for cgroups that no longer exist are dropped.
+  std::map<std::uint64_t, std::uint32_t> want;
+  auto def = profile_ids_.find(std::string(kDefaultProfile));
+  want[cgroup_id(root_cgroup_)] = def != profile_ids_.end() ? def->second : KS_PROFILE_NONE;
+  for (const auto& p : config_.profiles) {
+    std::string slice = profile_slice_path(p.name);
+    ensure_cgroup_dir(slice);
+    want[cgroup_id(slice)] = profile_ids_.at(p.name);
+  }
+  for (const auto& [id, app] : apps_) {
+    auto pid = profile_ids_.find(app.profile);
+    want[id] = pid != profile_ids_.end() ? pid->second : KS_PROFILE_NONE;
+  }
+  for (const auto& [id, profile] : enforcement_.cgroups())
+    if (!want.count(id)) enforcement_.remove_cgroup(id);
+  for (const auto& [id, profile] : want) enforcement_.set_cgroup(id, profile);
+
+  // Log what changed in the tunnels' states.
+  for (const auto& [profile, tunnels] : plan.status) {
+    auto old = plan_.status.find(profile);
+    for (std::size_t i = 0; i < tunnels.size(); ++i) {
+      const TunnelStatus& t = tunnels[i];
+      bool changed = old == plan_.status.end() || i >= old->second.size() ||
+                     old->second[i].state != t.state || old->second[i].ifindex != t.ifindex ||
+                     old->second[i].ipv4 != t.ipv4 || old->second[i].ipv6 != t.ipv6;
+      if (changed)
+        log_info(
+            std::string(why) + ": profile " + profile + ": tunnel " + t.name + " " + t.state +
+            (t.ifindex ? " (ifindex " + std::to_string(t.ifindex) + ")" : "") +
+            (t.state == "up" ? std::string(t.ipv4 ? " ipv4" : "") + (t.ipv6 ? " ipv6" : "") : ""));
+    }
+  }
+  plan_ = std::move(plan);
+
+  std::string status;
+  for (const auto& [profile, tunnels] : plan_.status)
+    for (const auto& t : tunnels) status += profile + ":" + t.name + "=" + t.state + " ";
+  sd_notifyf(0, "STATUS=%s", status.c_str());
+}
+
+void Daemon::listen_socket() {
+  const std::string& path = options_.socket_path;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) throw Error("socket path too long: " + path);
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  listen_fd_ = UniqueFd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!listen_fd_) throw_errno("socket");
+  ::unlink(path.c_str());  // stale socket of a dead ksd; the lock proves none is running
+  if (::bind(listen_fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0)
+    throw_errno("cannot bind admin socket " + path);
+  // Anyone may connect: read-only requests and launching oneself are for everybody;
+  // changes are checked per request with SO_PEERCRED.
+  if (::chmod(path.c_str(), 0666) != 0) throw_errno("chmod " + path);
+  if (::listen(listen_fd_.get(), 64) != 0) throw_errno("listen");
+}
+
+void Daemon::run() {
+  epoll_fd_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll_fd_) throw_errno("epoll_create1");
+
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGHUP);
+  sigprocmask(SIG_BLOCK, &mask, nullptr);
+  signal_fd_ = UniqueFd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (!signal_fd_) throw_errno("signalfd");
+  ::signal(SIGPIPE, SIG_IGN);
+
+  timer_fd_ = UniqueFd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+  if (!timer_fd_) throw_errno("timerfd_create");
+  itimerspec its{};
+  its.it_interval.tv_sec = kSweepIntervalSeconds;
+  its.it_value.tv_sec = kSweepIntervalSeconds;
+  timerfd_settime(timer_fd_.get(), 0, &its, nullptr);
+
+  for (int fd : {listen_fd_.get(), signal_fd_.get(), timer_fd_.get(), links_.fd()}) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    if (::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) throw_errno("epoll_ctl");
+  }
+
+  sd_notify(0, "READY=1");
+  for (;;) {
+    epoll_event events[16];
+    int n = ::epoll_wait(epoll_fd_.get(), events, 16, -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("epoll_wait");
+    }
+    for (int i = 0; i < n; ++i) {
+      int fd = events[i].data.fd;
+      if (fd == links_.fd()) {
+        if (links_.process()) apply_policy("netlink");
+      } else if (fd == signal_fd_.get()) {
+        signalfd_siginfo si{};
+        while (::read(signal_fd_.get(), &si, sizeof(si)) == sizeof(si)) {
+          if (si.ssi_signo == SIGHUP) {
+            nlohmann::json r = reload();
+            log_info(r.value("ok", false) ? "reloaded " + options_.config_path
+                                          : "reload refused: " + r.value("error", std::string()));
+          } else {
+            sd_notify(0, "STOPPING=1");
+            log_info("stopping; enforcement stays pinned in " + options_.pin_dir);
+            ::unlink(options_.socket_path.c_str());
+            return;
+          }
+        }
+      } else if (fd == timer_fd_.get()) {
+        std::uint64_t expirations = 0;
+        (void)!::read(timer_fd_.get(), &expirations, sizeof(expirations));
+        sweep_apps();
+      } else if (fd == listen_fd_.get()) {
+        for (;;) {
+          UniqueFd client(
+              ::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+          if (!client) break;
+          epoll_event ev{};
+          ev.events = EPOLLIN;
+          ev.data.fd = client.get();
+          if (::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, client.get(), &ev) == 0) {
+            int cfd = client.get();
+            clients_[cfd] = std::move(client);
+          }
+        }
+      } else {
+        on_client(fd);
+      }
+    }
+  }
+}
+
+void Daemon::on_client(int fd) {
+  std::string buf(ipc::kMaxMessageBytes + 1, '\0');
+  ssize_t n = ::recv(fd, buf.data(), buf.size(), MSG_TRUNC);
+  if (n <= 0) {
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
+    clients_.erase(fd);
+    return;
+  }
+  nlohmann::json reply;
+  try {
+    ipc::PeerCred peer = ipc::peer_credentials(fd);
+    std::string error;
+    std::optional<ipc::Request> request;
+    if (static_cast<std::size_t>(n) > ipc::kMaxMessageBytes) {
+      error = "request too large";
+    } else {
+      buf.resize(static_cast<std::size_t>(n));
+      request = ipc::parse_request(buf, error);
+    }
+    if (!request) {
+      reply = {{"ok", false}, {"error", error}};
+    } else if (ipc::op_changes_state(request->op) && !ipc::may_change(peer, admin_gid_)) {
+      reply = {{"ok", false},
+               {"error", std::string("permission denied: this request needs root or membership "
+                                     "in the group ") +
+                             ipc::kAdminGroup}};
+    } else {
+      reply = handle(*request, peer);
+    }
+  } catch (const std::exception& e) {
+    reply = {{"ok", false}, {"error", e.what()}};
+  }
+  try {
+    ipc::send_message(fd, reply);
+  } catch (const Error&) {
+    ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
+    clients_.erase(fd);
+  }
+}
+
+nlohmann::json Daemon::handle(const ipc::Request& request, const ipc::PeerCred& peer) {
+  switch (request.op) {
+    case ipc::Op::kStatus:
+      return status_json();
+    case ipc::Op::kList:
+      return list_json();
+    case ipc::Op::kReload:
+      return reload();
+    case ipc::Op::kLaunch:
+      return launch(request, peer);
+  }
+  return {{"ok", false}, {"error", "unhandled request"}};
+}
+
+nlohmann::json Daemon::launch(const ipc::Request& request, const ipc::PeerCred& peer) {
+  auto id = profile_ids_.find(request.profile);
+  if (id == profile_ids_.end()) {
+    std::string known;
+    for (const auto& p : config_.profiles) known += (known.empty() ? "" : ", ") + p.name;
+    return {{"ok", false},
+            {"error", "unknown profile \"" + request.profile + "\" (configured: " + known + ")"}};
+  }
+  if (peer.pid <= 0) return {{"ok", false}, {"error", "cannot identify the calling process"}};
+
+  // One cgroup per launch, named after the launcher's pid (which becomes the app's).
+  std::string slice = profile_slice_path(request.profile);
+  ensure_cgroup_dir(slice);
+  std::string base = slice + "/ksrun-" + std::to_string(peer.pid);
+  std::string path = base + ".scope";
+  for (int n = 1; !ensure_cgroup_dir(path); ++n) {
+    if (!cgroup_populated(path) && remove_cgroup_tree(path) && ensure_cgroup_dir(path)) break;
+    path = base + "-" + std::to_string(n) + ".scope";
+  }
+  App app{path, request.profile, cgroup_id(path)};
+  // Classify before the process arrives, so its first socket already finds its app.
+  enforcement_.set_cgroup(app.cgroup_id, id->second);
+  apps_[app.cgroup_id] = app;
+  move_pid_to_cgroup(path, peer.pid);
+
+  UniqueFd cg = open_cgroup(path);
+  ProgramIds ids = enforcement_.program_ids();
+  std::string missing = check_effective(cg.get(), ids);
+  if (!missing.empty())
+    return {{"ok", false},
+            {"error", "enforcement is not effective on " + relative(path) + ": " + missing}};
+
+  std::string cmd;
+  for (const auto& a : request.argv) cmd += (cmd.empty() ? "" : " ") + a;
+  log_info("launch: uid " + std::to_string(peer.uid) + " pid " + std::to_string(peer.pid) +
+           " profile " + request.profile + " in " + relative(path) + ": " + cmd.substr(0, 200));
+
+  nlohmann::json prog_ids = nlohmann::json::object();
+  for (const auto& [hook, pid] : ids) prog_ids[hook] = pid;
+  return {{"ok", true},
+          {"cgroup", relative(path)},
+          {"cgroup_id", app.cgroup_id},
+          {"profile", request.profile},
+          {"program_ids", prog_ids}};
+}
+
+void Daemon::sweep_apps() {
+  for (auto it = apps_.begin(); it != apps_.end();) {
+    const App& app = it->second;
+    if (cgroup_populated(app.path)) {
+      ++it;
+      continue;
+    }
+    if (remove_cgroup_tree(app.path)) {
+      enforcement_.remove_cgroup(app.cgroup_id);
+      enforcement_.remove_counters(app.cgroup_id);
+      it = apps_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+std::uint32_t Daemon::profile_of_cgroup(const std::string& absolute_cgroup) const {
+  auto known = enforcement_.cgroups();
+  std::string path = absolute_cgroup;
+  while (path.size() >= root_cgroup_.size()) {
+    try {
+      auto it = known.find(cgroup_id(path));
+      if (it != known.end()) return it->second;
+    } catch (const Error&) {
+    }
+    auto slash = path.find_last_of('/');
+    if (slash == std::string::npos) break;
+    path = path.substr(0, slash);
+  }
+  return KS_PROFILE_NONE;
+}
+
+nlohmann::json Daemon::status_json() {
+  nlohmann::json j;
+  j["ok"] = true;
+  j["daemon"] = "running";
+  j["version"] = KS_VERSION;
+  j["pid"] = ::getpid();
+  j["config"] = options_.config_path;
+  j["cgroup_root"] = root_cgroup_;
+  j["pin_dir"] = options_.pin_dir;
+
+  ProgramIds ids = enforcement_.program_ids();
+  UniqueFd root = open_cgroup(root_cgroup_);
+  std::string missing = check_effective(root.get(), ids);
+  nlohmann::json programs;
+  programs["pinned"] = Enforcement::pins_present(options_.pin_dir);
+  programs["attached"] = missing.empty();
+  if (!missing.empty()) programs["missing"] = missing;
+  for (const auto& [hook, id] : ids) programs["ids"][hook] = id;
+  j["programs"] = programs;
+
+  nlohmann::json profiles = nlohmann::json::object();
+  for (const auto& p : config_.profiles) {
+    nlohmann::json pj;
+    pj["id"] = profile_ids_.at(p.name);
+    pj["cgroup"] = relative(profile_slice_path(p.name));
+    pj["tunnels"] = nlohmann::json::array();
+    bool any_up = false;
+    for (const auto& t : plan_.status[p.name]) {
+      pj["tunnels"].push_back({{"name", t.name},
+                               {"state", t.state},
+                               {"ifindex", t.ifindex},
+                               {"ipv4", t.ipv4},
+                               {"ipv6", t.ipv6}});
+      any_up = any_up || t.state == "up";
+    }
+    pj["traffic"] = any_up ? "through tunnel" : "blocked: no tunnel up";
+    pj["dns"] = nlohmann::json::array();
+    for (const auto& d : p.dns) pj["dns"].push_back(d.text);
+    pj["allow_lan"] = nlohmann::json::array();
+    for (const auto& c : p.allow_lan) pj["allow_lan"].push_back(c.text);
+    profiles[p.name] = pj;
+  }
+  j["profiles"] = profiles;
+
+  std::size_t protected_apps = 0;
+  walk_cgroups(root_cgroup_, [&](const std::string& cg) {
+    if (!cgroup_pids(cg).empty()) ++protected_apps;
+  });
+  j["protected_apps"] = protected_apps;
+  Counters totals = enforcement_.totals();
+  j["blocked_total"] = totals.blocked_packets + totals.blocked_connects;
+  j["counters"] = counters_json(totals);
+  return j;
+}
+
+nlohmann::json Daemon::list_json() {
+  nlohmann::json apps = nlohmann::json::array();
+  std::map<std::uint32_t, std::string> names;
+  for (const auto& [name, id] : profile_ids_) names[id] = name;
+  walk_cgroups(root_cgroup_, [&](const std::string& cg) {
+    auto pids = cgroup_pids(cg);
+    if (pids.empty()) return;
+    nlohmann::json a;
+    std::uint64_t id = cgroup_id(cg);
+    std::uint32_t profile = profile_of_cgroup(cg);
+    a["cgroup"] = relative(cg);
+    a["cgroup_id"] = id;
+    a["profile"] = names.count(profile) ? names[profile] : "(none: blocked)";
+    a["pids"] = pids;
+    a["command"] = read_cmdline(pids.front());
+    Counters c = enforcement_.counters_of(id);
+    a["allowed_packets"] = c.allowed_packets;
+    a["blocked_packets"] = c.blocked_packets;
+    a["counters"] = counters_json(c);
+    apps.push_back(a);
+  });
+  return {{"ok", true}, {"apps", apps}};
+}
+
+nlohmann::json Daemon::reload() {
+  Config next;
+  try {
+    next = load_config(options_.config_path);
+    profile_ids_ = assign_profile_ids(next, profile_ids_);
+  } catch (const Error& e) {
+    // Keep the last good policy: nothing has been touched yet.
+    return {{"ok", false}, {"error", e.what()}};
+  }
+  config_ = std::move(next);
+  for (const auto& p : config_.profiles) ensure_cgroup_dir(profile_slice_path(p.name));
+  apply_policy("reload");
+  return {{"ok", true}};
+}
+
+}  // namespace ks

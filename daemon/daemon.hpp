@@ -1,0 +1,72 @@
+// ksd: keeps the enforcement programs pinned and attached, the maps current with the
+// tunnels' real state, and answers the admin socket.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "killswitch/config.hpp"
+#include "killswitch/enforcement.hpp"
+#include "killswitch/fd.hpp"
+#include "killswitch/ipc.hpp"
+#include "killswitch/links.hpp"
+#include "killswitch/policy_plan.hpp"
+
+namespace ks {
+
+struct DaemonOptions {
+  std::string config_path;
+  std::string socket_path;
+  std::string pin_dir = "/sys/fs/bpf/killswitch";
+  std::string slice = "killswitch.slice";
+};
+
+class Daemon {
+ public:
+  // Everything that must hold before enforcement is trusted happens here, in order:
+  // config, cgroup tree, programs loaded (pinned maps re-used), maps written, links
+  // attached or atomically updated, admin socket listening. Throws ks::Error.
+  explicit Daemon(DaemonOptions options);
+
+  // Event loop until SIGTERM/SIGINT. Leaves enforcement pinned when it returns.
+  void run();
+
+ private:
+  struct App {
+    std::string path;  // absolute cgroup path
+    std::string profile;
+    std::uint64_t cgroup_id = 0;
+  };
+
+  void setup_cgroups();
+  void apply_policy(const char* why);
+  void adopt_existing_apps();
+  void listen_socket();
+  void sweep_apps();
+  void on_client(int fd);
+  nlohmann::json handle(const ipc::Request& request, const ipc::PeerCred& peer);
+  nlohmann::json status_json();
+  nlohmann::json list_json();
+  nlohmann::json launch(const ipc::Request& request, const ipc::PeerCred& peer);
+  nlohmann::json reload();
+  std::string profile_slice_path(const std::string& profile) const;
+  std::string relative(const std::string& absolute_cgroup) const;
+  std::uint32_t profile_of_cgroup(const std::string& absolute_cgroup) const;
+
+  DaemonOptions options_;
+  Config config_;
+  ProfileIds profile_ids_;
+  std::string cgroup_mount_;
+  std::string root_cgroup_;  // <mount>/<slice>
+  Enforcement enforcement_;
+  LinkWatcher links_;
+  PolicyPlan plan_;
+  std::map<std::uint64_t, App> apps_;
+  UniqueFd listen_fd_, epoll_fd_, signal_fd_, timer_fd_, lock_fd_;
+  std::map<int, UniqueFd> clients_;
+  std::optional<gid_t> admin_gid_;
+};
+
+}  // namespace ks
