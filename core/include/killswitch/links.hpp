@@ -2,6 +2,7 @@
 // the calling thread: names, ifindexes, up/down, addresses, deletion and re-creation.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -21,6 +22,8 @@ struct LinkState {
 
   // Up enough to carry traffic: administratively up and with carrier (IFF_RUNNING).
   bool usable() const;
+
+  bool operator==(const LinkState&) const = default;
 };
 
 class LinkWatcher {
@@ -36,16 +39,39 @@ class LinkWatcher {
   // A lost-message overrun (ENOBUFS) triggers a full re-dump, so state stays exact.
   bool process();
 
-  // Throws away the state and dumps links and addresses again.
+  // Throws away the state and dumps links and addresses again. Throws ks::Error; after a
+  // failure the old state is kept and the next process() retries the resync.
   void resync();
 
   const std::map<std::uint32_t, LinkState>& links() const { return links_; }
   std::optional<LinkState> find(std::string_view name) const;
 
+  // How many full re-dumps ran after the initial one (overruns and resync() calls); lets
+  // the daemon log overruns and tests prove the overrun path ran.
+  std::uint64_t resync_count() const { return resyncs_; }
+
  private:
-  UniqueFd sock_;
+  // Identity of one address as the kernel reports it (family, prefix length, IFA_LOCAL
+  // and IFA_ADDRESS bytes), mapped to its ifa_scope.
+  using AddressMap = std::map<std::string, unsigned char>;
+
+  enum class Drain { kEmpty, kOverrun };
+
+  Drain drain_events();
+  void dump(std::uint16_t type, std::map<std::uint32_t, LinkState>& links,
+            std::map<std::uint32_t, AddressMap>& addrs);
+  // Applies one RTM_{NEW,DEL}{LINK,ADDR} message (payload after the nlmsghdr).
+  static void apply(const char* payload, std::size_t len, std::uint16_t type,
+                    std::map<std::uint32_t, LinkState>& links,
+                    std::map<std::uint32_t, AddressMap>& addrs);
+
+  UniqueFd sock_;       // subscribed to the multicast groups; never used for requests
+  UniqueFd dump_sock_;  // unsubscribed; carries only our dump requests and their replies
   std::map<std::uint32_t, LinkState> links_;
-  // implementation details are free to add members
+  std::map<std::uint32_t, AddressMap> addrs_;  // by ifindex; may precede the link's entry
+  std::uint32_t seq_ = 0;
+  std::uint64_t resyncs_ = 0;
+  bool stale_ = false;  // a resync failed half-way; the next process() must redo it
 };
 
 }  // namespace ks
