@@ -6,8 +6,6 @@
  * Thin entry points gather facts and ask the shared decision function in policy.h.
  * Map layouts and the rule semantics are documented in killswitch_abi.h.
  */
-#include <bpf/bpf_endian.h>
-#include <bpf/bpf_helpers.h>
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
@@ -15,6 +13,8 @@
 #include <linux/ip.h>
 #include <linux/ipv6.h>
 #include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
 
 #include "killswitch_abi.h"
 #include "policy.h"
