@@ -1,0 +1,318 @@
+// The admin protocol's pure parts: request validation, who may change state, and where
+// the socket lives.
+#include "killswitch/ipc.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace ks::ipc {
+namespace {
+
+// parse_request that must succeed.
+Request accepted(const std::string& bytes) {
+  std::string error;
+  std::optional<Request> r = parse_request(bytes, error);
+  EXPECT_TRUE(r.has_value()) << "refused: " << bytes.substr(0, 200) << "\nerror: " << error;
+  return r.value_or(Request{});
+}
+
+// parse_request that must fail; returns the error.
+std::string refused(const std::string& bytes) {
+  std::string error;
+  std::optional<Request> r = parse_request(bytes, error);
+  EXPECT_FALSE(r.has_value()) << "accepted: " << bytes.substr(0, 200);
+  EXPECT_FALSE(error.empty()) << "no error for: " << bytes.substr(0, 200);
+  return error;
+}
+
+// ---------------------------------------------------------------------------------------
+// parse_request: valid requests
+
+TEST(IpcParse, SimpleOps) {
+  EXPECT_EQ(accepted(R"({"op":"status"})").op, Op::kStatus);
+  EXPECT_EQ(accepted(R"({"op":"list"})").op, Op::kList);
+  EXPECT_EQ(accepted(R"({"op":"reload"})").op, Op::kReload);
+}
+
+TEST(IpcParse, SimpleOpsCarryNoLaunchFields) {
+  const Request r = accepted(R"({"op":"status"})");
+  EXPECT_TRUE(r.profile.empty());
+  EXPECT_TRUE(r.argv.empty());
+}
+
+TEST(IpcParse, WhitespaceAndExtraFieldsAreFine) {
+  EXPECT_EQ(accepted(" \n\t{ \"op\" : \"list\" , \"verbose\": true }\n").op, Op::kList);
+}
+
+TEST(IpcParse, LaunchFull) {
+  const Request r = accepted(
+      R"({"op":"launch","profile":"torrent_2","argv":["qbittorrent","--profile=x y",""]})");
+  EXPECT_EQ(r.op, Op::kLaunch);
+  EXPECT_EQ(r.profile, "torrent_2");
+  EXPECT_EQ(r.argv, (std::vector<std::string>{"qbittorrent", "--profile=x y", ""}));
+}
+
+TEST(IpcParse, LaunchDefaultsProfileToDefault) {
+  const Request r = accepted(R"({"op":"launch","argv":["firefox"]})");
+  EXPECT_EQ(r.op, Op::kLaunch);
+  EXPECT_EQ(r.profile, "default");
+  EXPECT_EQ(r.argv, std::vector<std::string>{"firefox"});
+}
+
+TEST(IpcParse, LaunchWithoutArgvOrWithEmptyArgv) {
+  Request r = accepted(R"({"op":"launch"})");
+  EXPECT_EQ(r.op, Op::kLaunch);
+  EXPECT_EQ(r.profile, "default");
+  EXPECT_TRUE(r.argv.empty());
+  r = accepted(R"({"op":"launch","profile":"default","argv":[]})");
+  EXPECT_TRUE(r.argv.empty());
+}
+
+TEST(IpcParse, LaunchProfileNameLimits) {
+  EXPECT_EQ(accepted(R"({"op":"launch","profile":"a"})").profile, "a");
+  const std::string longest(31, 'x');
+  EXPECT_EQ(accepted(R"({"op":"launch","profile":")" + longest + R"("})").profile, longest);
+}
+
+TEST(IpcParse, LaunchArgvKeepsUnicodeAndEscapes) {
+  const Request r = accepted(R"({"op":"launch","argv":["caf\u00e9","a\"b","tab\there"]})");
+  EXPECT_EQ(r.argv, (std::vector<std::string>{"caf\xc3\xa9", "a\"b", "tab\there"}));
+}
+
+TEST(IpcParse, MessageOfExactlyTheLimitIsAccepted) {
+  std::string msg = R"({"op":"status","pad":""})";
+  msg.insert(msg.size() - 2, kMaxMessageBytes - msg.size(), 'x');
+  ASSERT_EQ(msg.size(), kMaxMessageBytes);
+  EXPECT_EQ(accepted(msg).op, Op::kStatus);
+}
+
+TEST(IpcParse, ManyArgvEntriesUpToTheLimit) {
+  std::string msg = R"({"op":"launch","argv":[)";
+  for (int i = 0; i < 4096; ++i) msg += (i ? ",\"a\"" : "\"a\"");
+  msg += "]}";
+  EXPECT_EQ(accepted(msg).argv.size(), 4096u);
+}
+
+// ---------------------------------------------------------------------------------------
+// parse_request: everything else is refused with a message and no request
+
+TEST(IpcParse, GarbageIsRefused) {
+  struct {
+    const char* description;
+    std::string bytes;
+  } const cases[] = {
+      {"empty string", ""},
+      {"only whitespace", " \n "},
+      {"not JSON", "status"},
+      {"truncated object", R"({"op":"status")"},
+      {"trailing garbage", R"({"op":"status"} x)"},
+      {"two objects", R"({"op":"status"}{"op":"reload"})"},
+      {"single quotes", "{'op':'status'}"},
+      {"JSON array", R"([{"op":"status"}])"},
+      {"JSON number", "42"},
+      {"JSON string", R"("status")"},
+      {"JSON null", "null"},
+      {"JSON true", "true"},
+      {"invalid UTF-8 in a string", "{\"op\":\"launch\",\"argv\":[\"\xff\xfe\"]}"},
+      {"missing op", R"({"profile":"default"})"},
+      {"empty object", "{}"},
+      {"op null", R"({"op":null})"},
+      {"op number", R"({"op":1})"},
+      {"op array", R"({"op":["status"]})"},
+      {"op object", R"({"op":{"name":"status"}})"},
+      {"op bool", R"({"op":true})"},
+      {"unknown op", R"({"op":"teardown_everything"})"},
+      {"empty op", R"({"op":""})"},
+      {"op with different case", R"({"op":"STATUS"})"},
+      {"op with trailing space", R"({"op":"status "})"},
+      {"op with a NUL inside", R"({"op":"status\u0000"})"},
+      {"launch profile number", R"({"op":"launch","profile":1})"},
+      {"launch profile null", R"({"op":"launch","profile":null})"},
+      {"launch profile array", R"({"op":"launch","profile":["default"]})"},
+      {"launch profile empty", R"({"op":"launch","profile":""})"},
+      {"launch profile with dash", R"({"op":"launch","profile":"a-b"})"},
+      {"launch profile path", R"({"op":"launch","profile":"../etc"})"},
+      {"launch profile with space", R"({"op":"launch","profile":"de fault"})"},
+      {"launch profile too long", R"({"op":"launch","profile":")" + std::string(32, 'x') + "\"}"},
+      {"launch argv string", R"({"op":"launch","argv":"qbittorrent"})"},
+      {"launch argv object", R"({"op":"launch","argv":{"0":"qbittorrent"}})"},
+      {"launch argv null", R"({"op":"launch","argv":null})"},
+      {"launch argv with number", R"({"op":"launch","argv":["qbittorrent",1]})"},
+      {"launch argv with null", R"({"op":"launch","argv":[null]})"},
+      {"launch argv with nested array", R"({"op":"launch","argv":[["qbittorrent"]]})"},
+      {"launch argv with object", R"({"op":"launch","argv":[{}]})"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.description);
+    refused(c.bytes);
+  }
+}
+
+TEST(IpcParse, NulByteDoesNotEndTheMessage) {
+  // BUG: parse_request accepts a message with bytes after an embedded NUL, e.g.
+  // {"op":"status"}\0{"op":"reload"} is parsed as {"op":"status"} and the rest is silently
+  // ignored: nlohmann::json's lexer treats '\0' as end of input. The protocol is one JSON
+  // object per message and the header promises garbage is refused. Low severity (the
+  // request that wins is the one before the NUL, still checked by may_change), but the
+  // message should be refused, e.g. by rejecting any message containing '\0'.
+  GTEST_SKIP() << "BUG: bytes after an embedded NUL are ignored instead of refused";
+  refused(std::string(R"({"op":"status"})") + '\0');
+  refused(std::string(R"({"op":"status"})") + '\0' + R"({"op":"reload"})");
+  refused(std::string(R"({"op":"status"})") + '\0' + "garbage");
+}
+
+TEST(IpcParse, ErrorMessagesSayWhatIsWrong) {
+  EXPECT_NE(refused("[]").find("JSON object"), std::string::npos);
+  EXPECT_NE(refused("{}").find("\"op\""), std::string::npos);
+  EXPECT_NE(refused(R"({"op":"frobnicate"})").find("frobnicate"), std::string::npos);
+  EXPECT_NE(refused(R"({"op":"launch","profile":"a-b"})").find("profile"), std::string::npos);
+  EXPECT_NE(refused(R"({"op":"launch","argv":[1]})").find("argv"), std::string::npos);
+}
+
+TEST(IpcParse, UnknownOpErrorIsBounded) {
+  const std::string name(100000, 'z');
+  const std::string error = refused(R"({"op":")" + name + "\"}");
+  EXPECT_LT(error.size(), 200u) << "the reply must not echo an arbitrarily long op";
+}
+
+TEST(IpcParse, HugeMessageIsRefused) {
+  std::string msg = R"({"op":"status","pad":""})";
+  msg.insert(msg.size() - 2, kMaxMessageBytes + 1 - msg.size(), 'x');
+  ASSERT_EQ(msg.size(), kMaxMessageBytes + 1);
+  EXPECT_NE(refused(msg).find("too large"), std::string::npos);
+  // Far beyond the limit, and garbage: still just refused.
+  refused(std::string(4 * kMaxMessageBytes, '{'));
+}
+
+TEST(IpcParse, TooManyArgvEntriesAreRefused) {
+  std::string msg = R"({"op":"launch","argv":[)";
+  for (int i = 0; i < 4097; ++i) msg += (i ? ",\"a\"" : "\"a\"");
+  msg += "]}";
+  ASSERT_LE(msg.size(), kMaxMessageBytes);
+  refused(msg);
+}
+
+TEST(IpcParse, DeeplyNestedJsonIsRefusedWithoutCrashing) {
+  // As deep as fits in one message: the parser must neither overflow the stack parsing
+  // nor destroying it (an unprivileged client could otherwise kill ksd).
+  const std::size_t depth = (kMaxMessageBytes - 64) / 2;
+  refused(std::string(depth, '[') + std::string(depth, ']'));
+  const std::string nested = std::string(depth - 20, '[') + std::string(depth - 20, ']');
+  const Request r = accepted(R"({"op":"status","x":)" + nested + "}");
+  EXPECT_EQ(r.op, Op::kStatus);
+  refused(R"({"op":"launch","argv":)" + nested + "}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Authorization
+
+PeerCred peer(uid_t uid, gid_t gid, std::vector<gid_t> groups = {}) {
+  PeerCred p;
+  p.pid = 1234;
+  p.uid = uid;
+  p.gid = gid;
+  p.groups = std::move(groups);
+  return p;
+}
+
+constexpr gid_t kAdmin = 977;
+
+TEST(IpcAuth, RootMayAlwaysChange) {
+  EXPECT_TRUE(may_change(peer(0, 0), kAdmin));
+  EXPECT_TRUE(may_change(peer(0, 0), std::nullopt));
+  EXPECT_TRUE(may_change(peer(0, 1000, {1000}), std::nullopt));
+}
+
+TEST(IpcAuth, AdminGroupAsPrimaryOrSupplementary) {
+  EXPECT_TRUE(may_change(peer(1000, kAdmin), kAdmin));
+  EXPECT_TRUE(may_change(peer(1000, 1000, {kAdmin}), kAdmin));
+  EXPECT_TRUE(may_change(peer(1000, 1000, {4, 24, 27, kAdmin, 1000}), kAdmin));
+}
+
+TEST(IpcAuth, OtherUsersMayNot) {
+  EXPECT_FALSE(may_change(peer(1000, 1000), kAdmin));
+  EXPECT_FALSE(may_change(peer(1000, 1000, {4, 24, 27, 1000}), kAdmin));
+  EXPECT_FALSE(may_change(peer(1000, 1000, {kAdmin + 1, kAdmin - 1}), kAdmin));
+  // Root's group is not root: gid 0 without uid 0 is just another user.
+  EXPECT_FALSE(may_change(peer(1000, 0, {0}), kAdmin));
+  EXPECT_FALSE(may_change(peer(65534, 65534), kAdmin));
+}
+
+TEST(IpcAuth, NoAdminGroupConfiguredMeansOnlyRoot) {
+  EXPECT_FALSE(may_change(peer(1000, 1000), std::nullopt));
+  EXPECT_FALSE(may_change(peer(1000, kAdmin, {kAdmin}), std::nullopt));
+  EXPECT_FALSE(may_change(peer(1000, 0, {0}), std::nullopt));
+  EXPECT_TRUE(may_change(peer(0, 0), std::nullopt));
+}
+
+TEST(IpcAuth, OpChangesState) {
+  EXPECT_TRUE(op_changes_state(Op::kReload));
+  EXPECT_FALSE(op_changes_state(Op::kStatus));
+  EXPECT_FALSE(op_changes_state(Op::kList));
+  EXPECT_FALSE(op_changes_state(Op::kLaunch));  // any user may launch into a profile
+}
+
+// ---------------------------------------------------------------------------------------
+// Socket path
+
+// Sets or clears KILLSWITCH_SOCKET for one test and puts the old value back.
+class SocketEnv {
+ public:
+  SocketEnv() {
+    if (const char* old = std::getenv(kSocketEnv)) old_ = old;
+  }
+  ~SocketEnv() {
+    if (old_)
+      ::setenv(kSocketEnv, old_->c_str(), 1);
+    else
+      ::unsetenv(kSocketEnv);
+  }
+  SocketEnv(const SocketEnv&) = delete;
+  SocketEnv& operator=(const SocketEnv&) = delete;
+
+  void set(const char* value) { ASSERT_EQ(::setenv(kSocketEnv, value, 1), 0); }
+  void unset() { ASSERT_EQ(::unsetenv(kSocketEnv), 0); }
+
+ private:
+  std::optional<std::string> old_;
+};
+
+TEST(IpcSocketPath, DefaultWhenUnset) {
+  SocketEnv env;
+  env.unset();
+  EXPECT_EQ(default_socket_path(), "/run/killswitch/ksd.sock");
+  EXPECT_EQ(default_socket_path(), kDefaultSocketPath);
+}
+
+TEST(IpcSocketPath, EnvironmentOverrides) {
+  SocketEnv env;
+  env.set("/tmp/ks-test/ksd.sock");
+  EXPECT_EQ(default_socket_path(), "/tmp/ks-test/ksd.sock");
+  env.set("relative.sock");
+  EXPECT_EQ(default_socket_path(), "relative.sock");
+}
+
+TEST(IpcSocketPath, EmptyValueIsIgnored) {
+  SocketEnv env;
+  env.set("");
+  EXPECT_EQ(default_socket_path(), kDefaultSocketPath);
+}
+
+TEST(IpcSocketPath, EnvironmentIsRestored) {
+  const char* before = std::getenv(kSocketEnv);
+  const std::optional<std::string> saved =
+      before ? std::optional<std::string>(before) : std::nullopt;
+  {
+    SocketEnv env;
+    env.set("/tmp/elsewhere.sock");
+  }
+  const char* after = std::getenv(kSocketEnv);
+  EXPECT_EQ(after ? std::optional<std::string>(after) : std::nullopt, saved);
+}
+
+}  // namespace
+}  // namespace ks::ipc

@@ -1,0 +1,386 @@
+// The one decision function shared by the BPF programs and host code (bpf/policy.h),
+// judged table by table: every branch, and the fail-closed order of its questions.
+#include "policy.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace {
+
+const char* reason_name(ks_reason r) {
+  switch (r) {
+    case KS_REASON_ALLOW_TUNNEL:
+      return "ALLOW_TUNNEL";
+    case KS_REASON_ALLOW_LOOPBACK:
+      return "ALLOW_LOOPBACK";
+    case KS_REASON_ALLOW_LAN:
+      return "ALLOW_LAN";
+    case KS_REASON_BLOCK_NOT_TUNNEL:
+      return "BLOCK_NOT_TUNNEL";
+    case KS_REASON_BLOCK_NO_TUNNEL:
+      return "BLOCK_NO_TUNNEL";
+    case KS_REASON_BLOCK_NO_PROFILE:
+      return "BLOCK_NO_PROFILE";
+    case KS_REASON_BLOCK_WRONG_NETNS:
+      return "BLOCK_WRONG_NETNS";
+    case KS_REASON_BLOCK_CANARY:
+      return "BLOCK_CANARY";
+  }
+  return "?";
+}
+
+constexpr ks_u32 kLo = KS_LOOPBACK_IFINDEX;
+constexpr ks_u32 kEth = 2;  // physical interface
+constexpr ks_u32 kWg = 7;   // tunnel
+constexpr ks_u32 kProfile = 1;
+
+// ---------------------------------------------------------------------------------------
+// Packets (cgroup_skb egress/ingress)
+
+struct PacketCase {
+  const char* description;
+  ks_packet_facts facts;
+  ks_reason expected;
+};
+
+std::ostream& operator<<(std::ostream& os, const PacketCase& c) {
+  const ks_packet_facts& f = c.facts;
+  return os << c.description << " {ifindex=" << f.ifindex << " profile=" << f.profile_id
+            << " valid=" << f.profile_valid << " foreign=" << f.foreign_netns
+            << " tunnel=" << f.through_tunnel << " lan=" << f.peer_in_lan
+            << " canary=" << f.is_canary << "} -> " << reason_name(c.expected);
+}
+
+// Field order: ifindex, profile_id, profile_valid, foreign_netns, through_tunnel,
+// peer_in_lan, is_canary.
+const std::vector<PacketCase> kPacketCases = {
+    // Loopback never leaves the host: allowed whatever else is true or missing.
+    {"loopback, valid profile", {kLo, kProfile, 1, 0, 0, 0, 0}, KS_REASON_ALLOW_LOOPBACK},
+    {"loopback without any profile",
+     {kLo, KS_PROFILE_NONE, 0, 0, 0, 0, 0},
+     KS_REASON_ALLOW_LOOPBACK},
+    {"loopback with an invalid (removed) profile",
+     {kLo, 5, 0, 0, 0, 0, 0},
+     KS_REASON_ALLOW_LOOPBACK},
+    {"loopback from a foreign netns", {kLo, kProfile, 1, 1, 0, 0, 0}, KS_REASON_ALLOW_LOOPBACK},
+    {"loopback from a foreign netns without profile",
+     {kLo, KS_PROFILE_NONE, 0, 1, 0, 0, 0},
+     KS_REASON_ALLOW_LOOPBACK},
+    {"loopback, peer flagged lan", {kLo, kProfile, 1, 0, 0, 1, 0}, KS_REASON_ALLOW_LOOPBACK},
+
+    // The canary is refused on loopback, before anything else is asked...
+    {"canary on loopback", {kLo, kProfile, 1, 0, 0, 0, 1}, KS_REASON_BLOCK_CANARY},
+    {"canary on loopback without profile",
+     {kLo, KS_PROFILE_NONE, 0, 0, 0, 0, 1},
+     KS_REASON_BLOCK_CANARY},
+    {"canary on loopback from a foreign netns",
+     {kLo, kProfile, 1, 1, 0, 0, 1},
+     KS_REASON_BLOCK_CANARY},
+    // ...and means nothing anywhere else.
+    {"canary flag through the tunnel", {kWg, kProfile, 1, 0, 1, 0, 1}, KS_REASON_ALLOW_TUNNEL},
+    {"canary flag to the lan", {kEth, kProfile, 1, 0, 0, 1, 1}, KS_REASON_ALLOW_LAN},
+    {"canary flag via the physical link",
+     {kEth, kProfile, 1, 0, 0, 0, 1},
+     KS_REASON_BLOCK_NOT_TUNNEL},
+    {"canary flag without profile off loopback",
+     {kEth, KS_PROFILE_NONE, 0, 0, 0, 0, 1},
+     KS_REASON_BLOCK_NO_PROFILE},
+
+    // A socket of another network namespace: our ifindexes mean nothing there.
+    {"foreign netns through a tunnel ifindex",
+     {kWg, kProfile, 1, 1, 1, 0, 0},
+     KS_REASON_BLOCK_WRONG_NETNS},
+    {"foreign netns to the lan", {kEth, kProfile, 1, 1, 0, 1, 0}, KS_REASON_BLOCK_WRONG_NETNS},
+    {"foreign netns via the physical link",
+     {kEth, kProfile, 1, 1, 0, 0, 0},
+     KS_REASON_BLOCK_WRONG_NETNS},
+    {"foreign netns is asked before the profile",
+     {kWg, KS_PROFILE_NONE, 0, 1, 1, 1, 0},
+     KS_REASON_BLOCK_WRONG_NETNS},
+
+    // No profile, or a profile that is not (or no longer) valid.
+    {"no profile, even through a tunnel",
+     {kWg, KS_PROFILE_NONE, 0, 0, 1, 0, 0},
+     KS_REASON_BLOCK_NO_PROFILE},
+    {"profile id NONE even if flagged valid",
+     {kWg, KS_PROFILE_NONE, 1, 0, 1, 1, 0},
+     KS_REASON_BLOCK_NO_PROFILE},
+    {"invalid profile through a tunnel", {kWg, 3, 0, 0, 1, 0, 0}, KS_REASON_BLOCK_NO_PROFILE},
+    {"invalid profile to the lan", {kEth, 3, 0, 0, 0, 1, 0}, KS_REASON_BLOCK_NO_PROFILE},
+    {"invalid profile via the physical link", {kEth, 3, 0, 0, 0, 0, 0}, KS_REASON_BLOCK_NO_PROFILE},
+    {"no profile via the physical link",
+     {kEth, KS_PROFILE_NONE, 0, 0, 0, 0, 0},
+     KS_REASON_BLOCK_NO_PROFILE},
+
+    // Tunnel, LAN, everything else.
+    {"through the tunnel", {kWg, kProfile, 1, 0, 1, 0, 0}, KS_REASON_ALLOW_TUNNEL},
+    {"through the tunnel, highest profile id",
+     {kWg, KS_MAX_PROFILES - 1, 1, 0, 1, 0, 0},
+     KS_REASON_ALLOW_TUNNEL},
+    {"through the tunnel to a lan peer counts as tunnel",
+     {kWg, kProfile, 1, 0, 1, 1, 0},
+     KS_REASON_ALLOW_TUNNEL},
+    {"lan peer off the tunnel", {kEth, kProfile, 1, 0, 0, 1, 0}, KS_REASON_ALLOW_LAN},
+    {"physical link, not lan", {kEth, kProfile, 1, 0, 0, 0, 0}, KS_REASON_BLOCK_NOT_TUNNEL},
+    {"another profile's tunnel (not in ks_tunnels for this one)",
+     {kWg, 2, 1, 0, 0, 0, 0},
+     KS_REASON_BLOCK_NOT_TUNNEL},
+    {"ifindex 0 (no device)", {0, kProfile, 1, 0, 0, 0, 0}, KS_REASON_BLOCK_NOT_TUNNEL},
+
+    // Flags are C truth values: any non-zero bit counts.
+    {"non-1 truth values: foreign netns",
+     {kWg, kProfile, 0x80000000u, 0x2u, 0x4u, 0, 0},
+     KS_REASON_BLOCK_WRONG_NETNS},
+    {"non-1 truth values: tunnel",
+     {kWg, kProfile, 0x80000000u, 0, 0x100u, 0, 0},
+     KS_REASON_ALLOW_TUNNEL},
+    {"non-1 truth values: lan", {kEth, kProfile, 0x10u, 0, 0, 0xffffffffu, 0}, KS_REASON_ALLOW_LAN},
+    {"non-1 truth values: canary", {kLo, kProfile, 1, 0, 0, 0, 0x40u}, KS_REASON_BLOCK_CANARY},
+};
+
+TEST(PolicyPacket, Table) {
+  for (const PacketCase& c : kPacketCases) {
+    SCOPED_TRACE(testing::PrintToString(c));
+    const ks_reason got = ks_judge_packet(&c.facts);
+    EXPECT_EQ(got, c.expected) << "got " << reason_name(got);
+  }
+}
+
+// Exhaustive over every combination of the boolean facts on three interfaces: the
+// verdict must follow the fail-closed order in policy.h, whatever the combination.
+TEST(PolicyPacket, FailClosedInvariantsOverAllCombinations) {
+  int judged = 0;
+  for (ks_u32 ifindex : {0u, kLo, kEth, kWg}) {
+    for (ks_u32 profile_id : {static_cast<ks_u32>(KS_PROFILE_NONE), kProfile, 63u}) {
+      for (unsigned bits = 0; bits < 32; ++bits) {
+        ks_packet_facts f{};
+        f.ifindex = ifindex;
+        f.profile_id = profile_id;
+        f.profile_valid = bits & 1u;
+        f.foreign_netns = (bits >> 1) & 1u;
+        f.through_tunnel = (bits >> 2) & 1u;
+        f.peer_in_lan = (bits >> 3) & 1u;
+        f.is_canary = (bits >> 4) & 1u;
+        const ks_reason r = ks_judge_packet(&f);
+        ++judged;
+        SCOPED_TRACE("ifindex=" + std::to_string(ifindex) +
+                     " profile=" + std::to_string(profile_id) + " bits=" + std::to_string(bits));
+        const bool has_profile = profile_id != KS_PROFILE_NONE && f.profile_valid;
+        if (ifindex == kLo) {
+          EXPECT_EQ(r, f.is_canary ? KS_REASON_BLOCK_CANARY : KS_REASON_ALLOW_LOOPBACK);
+          continue;
+        }
+        // Off loopback nothing passes for a foreign socket or one without a profile,
+        // and neither loopback nor canary verdicts can appear.
+        EXPECT_NE(r, KS_REASON_ALLOW_LOOPBACK);
+        EXPECT_NE(r, KS_REASON_BLOCK_CANARY);
+        EXPECT_NE(r, KS_REASON_BLOCK_NO_TUNNEL);  // a connect-only reason
+        if (f.foreign_netns) {
+          EXPECT_EQ(r, KS_REASON_BLOCK_WRONG_NETNS);
+        } else if (!has_profile) {
+          EXPECT_EQ(r, KS_REASON_BLOCK_NO_PROFILE);
+        } else if (f.through_tunnel) {
+          EXPECT_EQ(r, KS_REASON_ALLOW_TUNNEL);
+        } else if (f.peer_in_lan) {
+          EXPECT_EQ(r, KS_REASON_ALLOW_LAN);
+        } else {
+          EXPECT_EQ(r, KS_REASON_BLOCK_NOT_TUNNEL);
+        }
+        if (ks_reason_allows(r)) {
+          EXPECT_FALSE(f.foreign_netns);
+          EXPECT_TRUE(has_profile);
+          EXPECT_TRUE(f.through_tunnel || f.peer_in_lan);
+        }
+      }
+    }
+  }
+  EXPECT_EQ(judged, 4 * 3 * 32);
+}
+
+// ---------------------------------------------------------------------------------------
+// connect() and unconnected sendmsg()
+
+struct ConnectCase {
+  const char* description;
+  ks_connect_facts facts;
+  ks_reason expected;
+  ks_u32 bind_ifindex;  // expected; 0 = unbind (and always 0 when blocked)
+};
+
+std::ostream& operator<<(std::ostream& os, const ConnectCase& c) {
+  const ks_connect_facts& f = c.facts;
+  return os << c.description << " {profile=" << f.profile_id << " valid=" << f.profile_valid
+            << " foreign=" << f.foreign_netns << " loopback=" << f.dst_is_loopback
+            << " lan=" << f.dst_in_lan << " canary=" << f.is_canary
+            << " tunnel=" << f.tunnel_ifindex << "} -> " << reason_name(c.expected)
+            << " bind=" << c.bind_ifindex;
+}
+
+// Field order: profile_id, profile_valid, foreign_netns, dst_is_loopback, dst_in_lan,
+// is_canary, tunnel_ifindex.
+const std::vector<ConnectCase> kConnectCases = {
+    // Loopback: allowed and unbound (bind 0), so it routes over lo even if the socket was
+    // pinned to the tunnel at creation.
+    {"loopback, profile with a tunnel, unbinds",
+     {kProfile, 1, 0, 1, 0, 0, kWg},
+     KS_REASON_ALLOW_LOOPBACK,
+     0},
+    {"loopback without profile", {KS_PROFILE_NONE, 0, 0, 1, 0, 0, 0}, KS_REASON_ALLOW_LOOPBACK, 0},
+    {"loopback with an invalid profile", {4, 0, 0, 1, 0, 0, 0}, KS_REASON_ALLOW_LOOPBACK, 0},
+    {"loopback from a foreign netns", {kProfile, 1, 1, 1, 0, 0, kWg}, KS_REASON_ALLOW_LOOPBACK, 0},
+    {"loopback while no tunnel is up", {kProfile, 1, 0, 1, 0, 0, 0}, KS_REASON_ALLOW_LOOPBACK, 0},
+
+    // Canary: refused on loopback before anything else; ignored elsewhere.
+    {"canary to loopback", {kProfile, 1, 0, 1, 0, 1, kWg}, KS_REASON_BLOCK_CANARY, 0},
+    {"canary to loopback without profile",
+     {KS_PROFILE_NONE, 0, 0, 1, 0, 1, 0},
+     KS_REASON_BLOCK_CANARY,
+     0},
+    {"canary to loopback from a foreign netns",
+     {kProfile, 1, 1, 1, 0, 1, 0},
+     KS_REASON_BLOCK_CANARY,
+     0},
+    {"canary flag off loopback, tunnel up",
+     {kProfile, 1, 0, 0, 0, 1, kWg},
+     KS_REASON_ALLOW_TUNNEL,
+     kWg},
+    {"canary flag off loopback, no tunnel",
+     {kProfile, 1, 0, 0, 0, 1, 0},
+     KS_REASON_BLOCK_NO_TUNNEL,
+     0},
+
+    // Foreign network namespace.
+    {"foreign netns with a tunnel", {kProfile, 1, 1, 0, 0, 0, kWg}, KS_REASON_BLOCK_WRONG_NETNS, 0},
+    {"foreign netns to the lan", {kProfile, 1, 1, 0, 1, 0, kWg}, KS_REASON_BLOCK_WRONG_NETNS, 0},
+    {"foreign netns is asked before the profile",
+     {KS_PROFILE_NONE, 0, 1, 0, 1, 0, kWg},
+     KS_REASON_BLOCK_WRONG_NETNS,
+     0},
+
+    // No profile / invalid profile.
+    {"no profile, tunnel known",
+     {KS_PROFILE_NONE, 0, 0, 0, 0, 0, kWg},
+     KS_REASON_BLOCK_NO_PROFILE,
+     0},
+    {"profile id NONE even if flagged valid",
+     {KS_PROFILE_NONE, 1, 0, 0, 1, 0, kWg},
+     KS_REASON_BLOCK_NO_PROFILE,
+     0},
+    {"invalid profile to the lan", {3, 0, 0, 0, 1, 0, 0}, KS_REASON_BLOCK_NO_PROFILE, 0},
+    {"invalid profile with a tunnel", {3, 0, 0, 0, 0, 0, kWg}, KS_REASON_BLOCK_NO_PROFILE, 0},
+
+    // LAN: allowed and unbound, tunnel or not.
+    {"lan while the tunnel is up, unbinds", {kProfile, 1, 0, 0, 1, 0, kWg}, KS_REASON_ALLOW_LAN, 0},
+    {"lan while no tunnel is up", {kProfile, 1, 0, 0, 1, 0, 0}, KS_REASON_ALLOW_LAN, 0},
+
+    // Tunnel: bound to the profile's target for the destination's family.
+    {"tunnel up, binds to it", {kProfile, 1, 0, 0, 0, 0, kWg}, KS_REASON_ALLOW_TUNNEL, kWg},
+    {"tunnel with a large ifindex",
+     {kProfile, 1, 0, 0, 0, 0, 0x7fffffffu},
+     KS_REASON_ALLOW_TUNNEL,
+     0x7fffffffu},
+    {"no tunnel for this family", {kProfile, 1, 0, 0, 0, 0, 0}, KS_REASON_BLOCK_NO_TUNNEL, 0},
+
+    // Truth values other than 1.
+    {"non-1 truth values: loopback",
+     {kProfile, 1, 0, 0x8u, 0, 0, kWg},
+     KS_REASON_ALLOW_LOOPBACK,
+     0},
+    {"non-1 truth values: lan", {kProfile, 0x20u, 0, 0, 0x100u, 0, kWg}, KS_REASON_ALLOW_LAN, 0},
+    {"non-1 truth values: foreign",
+     {kProfile, 1, 0x80000000u, 0, 0, 0, kWg},
+     KS_REASON_BLOCK_WRONG_NETNS,
+     0},
+};
+
+TEST(PolicyConnect, Table) {
+  for (const ConnectCase& c : kConnectCases) {
+    SCOPED_TRACE(testing::PrintToString(c));
+    const ks_connect_verdict v = ks_judge_connect(&c.facts);
+    EXPECT_EQ(v.reason, c.expected) << "got " << reason_name(v.reason);
+    EXPECT_EQ(v.bind_ifindex, c.bind_ifindex);
+  }
+}
+
+TEST(PolicyConnect, FailClosedInvariantsOverAllCombinations) {
+  int judged = 0;
+  for (ks_u32 tunnel : {0u, kWg}) {
+    for (ks_u32 profile_id : {static_cast<ks_u32>(KS_PROFILE_NONE), kProfile}) {
+      for (unsigned bits = 0; bits < 32; ++bits) {
+        ks_connect_facts f{};
+        f.profile_id = profile_id;
+        f.tunnel_ifindex = tunnel;
+        f.profile_valid = bits & 1u;
+        f.foreign_netns = (bits >> 1) & 1u;
+        f.dst_is_loopback = (bits >> 2) & 1u;
+        f.dst_in_lan = (bits >> 3) & 1u;
+        f.is_canary = (bits >> 4) & 1u;
+        const ks_connect_verdict v = ks_judge_connect(&f);
+        ++judged;
+        SCOPED_TRACE("tunnel=" + std::to_string(tunnel) + " profile=" + std::to_string(profile_id) +
+                     " bits=" + std::to_string(bits));
+        const bool has_profile = profile_id != KS_PROFILE_NONE && f.profile_valid;
+        EXPECT_NE(v.reason, KS_REASON_BLOCK_NOT_TUNNEL);  // a packet-only reason
+        if (!ks_reason_allows(v.reason)) {
+          EXPECT_EQ(v.bind_ifindex, 0u);
+        }
+        // Only a tunnel verdict ever binds, and only to the tunnel.
+        if (v.bind_ifindex != 0) {
+          EXPECT_EQ(v.reason, KS_REASON_ALLOW_TUNNEL);
+          EXPECT_EQ(v.bind_ifindex, tunnel);
+        }
+        if (f.dst_is_loopback) {
+          EXPECT_EQ(v.reason, f.is_canary ? KS_REASON_BLOCK_CANARY : KS_REASON_ALLOW_LOOPBACK);
+        } else if (f.foreign_netns) {
+          EXPECT_EQ(v.reason, KS_REASON_BLOCK_WRONG_NETNS);
+        } else if (!has_profile) {
+          EXPECT_EQ(v.reason, KS_REASON_BLOCK_NO_PROFILE);
+        } else if (f.dst_in_lan) {
+          EXPECT_EQ(v.reason, KS_REASON_ALLOW_LAN);
+        } else if (tunnel == 0) {
+          EXPECT_EQ(v.reason, KS_REASON_BLOCK_NO_TUNNEL);
+        } else {
+          EXPECT_EQ(v.reason, KS_REASON_ALLOW_TUNNEL);
+          EXPECT_EQ(v.bind_ifindex, tunnel);
+        }
+      }
+    }
+  }
+  EXPECT_EQ(judged, 2 * 2 * 32);
+}
+
+// ---------------------------------------------------------------------------------------
+// ks_reason_allows and the reason values (counters and events store them)
+
+TEST(PolicyReason, AllowsExactlyTheThreeAllowReasons) {
+  struct {
+    ks_reason reason;
+    bool allows;
+  } const cases[] = {
+      {KS_REASON_ALLOW_TUNNEL, true},       {KS_REASON_ALLOW_LOOPBACK, true},
+      {KS_REASON_ALLOW_LAN, true},          {KS_REASON_BLOCK_NOT_TUNNEL, false},
+      {KS_REASON_BLOCK_NO_TUNNEL, false},   {KS_REASON_BLOCK_NO_PROFILE, false},
+      {KS_REASON_BLOCK_WRONG_NETNS, false}, {KS_REASON_BLOCK_CANARY, false},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(reason_name(c.reason));
+    EXPECT_EQ(ks_reason_allows(c.reason) != 0, c.allows);
+  }
+}
+
+TEST(PolicyReason, ValuesAreStable) {
+  EXPECT_EQ(KS_REASON_ALLOW_TUNNEL, 0);
+  EXPECT_EQ(KS_REASON_ALLOW_LOOPBACK, 1);
+  EXPECT_EQ(KS_REASON_ALLOW_LAN, 2);
+  EXPECT_EQ(KS_REASON_BLOCK_NOT_TUNNEL, 3);
+  EXPECT_EQ(KS_REASON_BLOCK_NO_TUNNEL, 4);
+  EXPECT_EQ(KS_REASON_BLOCK_NO_PROFILE, 5);
+  EXPECT_EQ(KS_REASON_BLOCK_WRONG_NETNS, 6);
+  EXPECT_EQ(KS_REASON_BLOCK_CANARY, 7);
+}
+
+}  // namespace
