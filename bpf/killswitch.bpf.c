@@ -363,6 +363,36 @@ int ks_sendmsg6(struct bpf_sock_addr *ctx)
 	return judge_sock_addr(ctx, &dst, 0);
 }
 
+/* ---- cgroup/bind4/6: a socket that binds a local address may serve ---- */
+
+/*
+ * sock_create pins every socket to the tunnel. A listening socket must also accept what
+ * arrives over loopback (a web UI on 127.0.0.1, say), so binding a local address lifts
+ * the device pin; ingress still admits only loopback, tunnel and allow_lan traffic, and
+ * every outgoing path (connect, sendmsg, TCP Fast Open) pins the socket again.
+ */
+static __always_inline int unpin_on_bind(struct bpf_sock_addr *ctx)
+{
+	struct bpf_sock *sk = ctx->sk;
+	int none = 0;
+
+	if (sk && sk->bound_dev_if)
+		bpf_setsockopt(ctx, SOL_SOCKET, SO_BINDTOIFINDEX, &none, sizeof(none));
+	return KS_PASS;
+}
+
+SEC("cgroup/bind4")
+int ks_bind4(struct bpf_sock_addr *ctx)
+{
+	return unpin_on_bind(ctx);
+}
+
+SEC("cgroup/bind6")
+int ks_bind6(struct bpf_sock_addr *ctx)
+{
+	return unpin_on_bind(ctx);
+}
+
 /* ---- cgroup_skb/egress (the authority) and ingress ---- */
 
 struct ks_pkt {

@@ -21,8 +21,10 @@
 
 namespace ks {
 
-const std::array<HookInfo, 7> kHooks = {{
+const std::array<HookInfo, 9> kHooks = {{
     {"sock_create", BPF_CGROUP_INET_SOCK_CREATE},
+    {"bind4", BPF_CGROUP_INET4_BIND},
+    {"bind6", BPF_CGROUP_INET6_BIND},
     {"connect4", BPF_CGROUP_INET4_CONNECT},
     {"connect6", BPF_CGROUP_INET6_CONNECT},
     {"sendmsg4", BPF_CGROUP_UDP4_SENDMSG},
@@ -43,6 +45,8 @@ std::string link_pin_path(const std::string& pin_dir, const char* hook) {
 
 bpf_program* program_for(killswitch_bpf* skel, const std::string& hook) {
   if (hook == "sock_create") return skel->progs.ks_sock_create;
+  if (hook == "bind4") return skel->progs.ks_bind4;
+  if (hook == "bind6") return skel->progs.ks_bind6;
   if (hook == "connect4") return skel->progs.ks_connect4;
   if (hook == "connect6") return skel->progs.ks_connect6;
   if (hook == "sendmsg4") return skel->progs.ks_sendmsg4;

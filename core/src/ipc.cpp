@@ -26,6 +26,11 @@ std::optional<Request> parse_request(const std::string& bytes, std::string& erro
     error = "request too large";
     return std::nullopt;
   }
+  // The JSON parser stops at a NUL byte; a message must be one JSON object, nothing more.
+  if (bytes.find('\0') != std::string::npos) {
+    error = "request contains a NUL byte";
+    return std::nullopt;
+  }
   nlohmann::json j = nlohmann::json::parse(bytes, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) {
     error = "request is not a JSON object";
