@@ -1,0 +1,775 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2016  # single-quoted sh -c scripts get their values as "$1"...
+# shellcheck disable=SC2034  # LAB_* constants and filters are for the scenario scripts
+# The leak lab: the library every end-to-end scenario of Killswitch sources.
+#
+#   #!/usr/bin/env bash
+#   set -euo pipefail
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+#   lab_up                      # installs `trap ... EXIT`: lab_down runs whatever happens
+#   capture_start
+#   lab_probe_client udp --dst "$LAB_TARGET4" --count 10
+#   capture_stop
+#   assert_eq "$(leak_count)" 0 "no leak"
+#
+# Topology (one lab = two network namespaces; nothing is ever sent outside them):
+#
+#   client netns  ksl<id>c                          ISP netns  ksl<id>i
+#   ┌───────────────────────────────┐              ┌──────────────────────────────────────┐
+#   │ eth0 198.51.100.2/24          │── veth ──────│ isp0 198.51.100.1/24                 │
+#   │      2001:db8:1::2/64         │              │      2001:db8:1::1/64                │
+#   │ default via 198.51.100.1      │              │ lo   203.0.113.10/32                 │
+#   │ default via 2001:db8:1::1     │              │      2001:db8:ff::10/128  ("internet")│
+#   │                               │              │ echo server (ks-probe) on *:7000     │
+#   │ wg0 10.99.0.2/32 [fd99::2/128]│══ WireGuard ═│ wgs0 10.99.0.1/24 [fd99::1/64]       │
+#   │  wireguard-go, port 51821     │  over eth0   │  wireguard-go, port 51820            │
+#   │  route 10.99.0.0/24 dev wg0   │              │  peer AllowedIPs 10.99.0.2/32        │
+#   └───────────────────────────────┘              └──────────────────────────────────────┘
+#
+# The client's default routes stay on eth0 on purpose: an unprotected socket leaks, and only
+# a socket pinned to wg0 (SO_BINDTODEVICE, or the kill switch) goes through the tunnel. The
+# leak detector is a tcpdump on isp0 (frames arriving from the client), see LAB_LEAK_EXEMPT.
+#
+# Rules for scenario authors:
+#   - Call lab_up in the main shell (not in a subshell or a pipeline): its EXIT trap must
+#     belong to the script. If the scenario needs its own EXIT work, define lab_on_exit().
+#   - Enter the namespaces with lab_exec_client / lab_exec_isp (nsenter --net only). Never
+#     use `ip netns exec`: it remounts /sys and hides /sys/fs/cgroup and /sys/fs/bpf.
+#   - Inside the namespaces /sys/class/net is the HOST's (sysfs is not remounted): ask
+#     `ip` for interface data (tunnel_ifindex does).
+#   - Background processes: use lab_spawn_client / lab_spawn_isp so lab_down can account
+#     for them (anything left in the namespaces is SIGKILLed by lab_down anyway).
+#   - Don't write `local x=$(cmd)`: `local` hides cmd's failure from `set -e`.
+#
+# Environment:
+#   KS_BUILD_DIR        build tree with tests/ks-probe (ksd, ksrun, ksctl); default /work/main/build
+#   KS_LAB_TUNNEL_IPV6  1: also give the tunnel IPv6 addresses (same as lab_up --tunnel-ipv6)
+#   KS_LAB_KEEP         1: keep the lab's temp dir (pcaps, logs) after lab_down, for debugging
+#   KS_LAB_STATE_FILE   if set, lab_up/lab_spawn_* append "ns NAME", "dir PATH" and
+#                       "pid PID STARTTIME NAME" lines to it (test_cleanup.sh checks them)
+
+if [[ -n ${_KS_LAB_LIB_SOURCED:-} ]]; then return 0; fi
+_KS_LAB_SOURCED_FROM=${BASH_SOURCE[1]:-$0}
+_KS_LAB_LIB_SOURCED=1
+
+KS_BUILD_DIR=${KS_BUILD_DIR:-/work/main/build}
+KS_PROBE=${KS_PROBE:-$KS_BUILD_DIR/tests/ks-probe}
+KS_KSD=$KS_BUILD_DIR/ksd        # not checked by the preflight: scenarios that need them do
+KS_KSRUN=$KS_BUILD_DIR/ksrun
+KS_KSCTL=$KS_BUILD_DIR/ksctl
+KS_LAB_SCENARIO=$(basename "$_KS_LAB_SOURCED_FROM" .sh)
+
+# ---- addresses and ports (constants) ----------------------------------------------------------
+LAB_CLIENT_PHYS=eth0                 # client's "physical" NIC
+LAB_ISP_IF=isp0                      # its peer in the ISP netns (the capture point)
+LAB_TUNNEL_IF=wg0                    # client tunnel (wireguard-go)
+LAB_SERVER_TUNNEL_IF=wgs0            # server tunnel in the ISP netns (wireguard-go)
+LAB_CLIENT_IP4=198.51.100.2
+LAB_CLIENT_IP6=2001:db8:1::2
+LAB_GW_IP4=198.51.100.1              # ISP side of the link, also the WireGuard endpoint
+LAB_GW_IP6=2001:db8:1::1
+LAB_NET_IP4=203.0.113.10             # "internet host" (ISP loopback)
+LAB_NET_IP6=2001:db8:ff::10
+LAB_ECHO_PORT=7000                   # ks-probe echo-server, TCP+UDP, on every ISP address
+LAB_TARGET4=$LAB_NET_IP4:$LAB_ECHO_PORT
+LAB_TARGET6=[$LAB_NET_IP6]:$LAB_ECHO_PORT
+LAB_WG_CLIENT_IP4=10.99.0.2
+LAB_WG_SERVER_IP4=10.99.0.1
+LAB_WG_CLIENT_IP6=fd99::2
+LAB_WG_SERVER_IP6=fd99::1
+LAB_WG_SERVER_PORT=51820
+LAB_WG_CLIENT_PORT=51821
+LAB_WG_TABLE=51820                   # client IPv6 table for sockets bound to wg0 (--tunnel-ipv6)
+
+# ---- the leak predicate ---------------------------------------------------------------------
+# The capture sees every frame the client puts on its physical link (tcpdump -i isp0 -Q in in
+# the ISP netns). A frame is a LEAK unless it is one of these, whatever its IP source address:
+#   1. the WireGuard flow: IPv4 UDP 198.51.100.2:51821 -> 198.51.100.1:51820 whose payload
+#      starts with a WireGuard message header (type 1..4, three zero bytes);
+#   2. ARP;
+#   3. IPv6 neighbour discovery, ICMPv6 133-137 (RS, RA, NS, NA, redirect) with hop limit
+#      255 (RFC 4861 requires it; it also means a routed packet cannot pass for ND). Any
+#      source address: the kernel answers the ISP's solicitation for 2001:db8:1::2 with an NA
+#      from that global address, and NUD probes use the global address too;
+#   4. MLD, ICMPv6 130-132 and 143, from a link-local (fe80::/10) or the unspecified (::)
+#      source, directly after the IPv6 header or after an 8-byte hop-by-hop header (the
+#      router-alert option the kernel adds).
+# Everything else — any TCP, UDP, ICMP, any IPv6 traffic, other ethertypes — is a leak.
+# The kernel's own ARP/ND/MLD cannot be filtered by a cgroup program and carry no app data.
+_lab_wg_flow="ip and udp and src host $LAB_CLIENT_IP4 and src port $LAB_WG_CLIENT_PORT\
+ and dst host $LAB_GW_IP4 and dst port $LAB_WG_SERVER_PORT\
+ and udp[8] >= 1 and udp[8] <= 4 and udp[9:2] = 0 and udp[11] = 0"
+_lab_nd="ip6 and ip6[6] = 58 and ip6[7] = 255 and ip6[40] >= 133 and ip6[40] <= 137"
+_lab_mld_type() { echo "($1 = 130 or $1 = 131 or $1 = 132 or $1 = 143)"; }
+_lab_mld="ip6 and (ip6 src net fe80::/10 or ip6 src host ::) and\
+ ((ip6[6] = 58 and $(_lab_mld_type 'ip6[40]'))\
+ or (ip6[6] = 0 and ip6[40] = 58 and ip6[41] = 0 and $(_lab_mld_type 'ip6[48]')))"
+LAB_WG_FLOW_FILTER="$_lab_wg_flow"   # pcap filters for each exempt class, for scenarios
+LAB_ND_FILTER="$_lab_nd"
+LAB_MLD_FILTER="$_lab_mld"
+LAB_LEAK_EXEMPT="($_lab_wg_flow) or arp or ($_lab_nd) or ($_lab_mld)"
+LAB_LEAK_FILTER="not ($LAB_LEAK_EXEMPT)"
+
+# ---- state (per lab; lab_down resets it) --------------------------------------------------------
+LAB_ID=""          # short id, from the owner shell's PID ($$) + an optional letter
+LAB_NS_C=""        # client netns name
+LAB_NS_I=""        # ISP netns name
+LAB_DIR=""         # temp dir: keys, logs, pcaps, pid files
+LAB_TUNNEL_IPV6=0
+LAB_UP_MS=""       # how long lab_up took
+LAB_LAST_PID=""    # pid of the last lab_spawn_* process
+
+# ---- messages and assertions --------------------------------------------------------------------
+lab_log() { echo "lab[$KS_LAB_SCENARIO]: $*" >&2; }
+
+pass() { echo "PASS: $*"; }
+
+# fail MSG: prints "FAIL: MSG" and exits 1 (the EXIT trap then tears the lab down). Inside a
+# command substitution it only ends the subshell; `x=$(...)` then fails and set -e exits.
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+
+_lab_die() {
+  echo "FAIL: lab: $*" >&2
+  exit 1
+}
+
+_lab_is_num() { [[ $1 =~ ^-?[0-9]+([.][0-9]+)?$ ]]; }
+
+# _lab_cmp ACTUAL OP BOUND: numeric comparison (floats allowed).
+_lab_cmp() {
+  _lab_is_num "$1" || fail "not a number: '$1'"
+  _lab_is_num "$3" || fail "not a number: '$3'"
+  awk -v a="$1" -v b="$3" -v op="$2" 'BEGIN {
+    r = (op == "<=") ? a <= b : (op == ">=") ? a >= b : (op == "<") ? a < b : (op == ">") ? a > b : a == b
+    exit !r }'
+}
+
+# assert_eq ACTUAL EXPECTED MSG  (string equality)
+assert_eq() {
+  if [[ $1 == "$2" ]]; then pass "$3 ($1)"; else fail "$3: got '$1', expected '$2'"; fi
+}
+# assert_ne ACTUAL UNEXPECTED MSG
+assert_ne() {
+  if [[ $1 != "$2" ]]; then pass "$3 ($1)"; else fail "$3: got '$1', expected anything else"; fi
+}
+# assert_le ACTUAL MAX MSG ; assert_ge ACTUAL MIN MSG ; assert_gt ACTUAL MIN MSG (numbers)
+assert_le() { if _lab_cmp "$1" "<=" "$2"; then pass "$3 ($1 <= $2)"; else fail "$3: $1 > $2"; fi; }
+assert_ge() { if _lab_cmp "$1" ">=" "$2"; then pass "$3 ($1 >= $2)"; else fail "$3: $1 < $2"; fi; }
+assert_gt() { if _lab_cmp "$1" ">" "$2"; then pass "$3 ($1 > $2)"; else fail "$3: $1 <= $2"; fi; }
+# assert_between ACTUAL MIN MAX MSG
+assert_between() {
+  if _lab_cmp "$1" ">=" "$2" && _lab_cmp "$1" "<=" "$3"; then
+    pass "$4 ($2 <= $1 <= $3)"
+  else
+    fail "$4: $1 not in [$2, $3]"
+  fi
+}
+# assert_ok MSG CMD...: CMD must succeed.  assert_fails MSG CMD...: CMD must fail.
+assert_ok() {
+  local msg=$1; shift
+  if "$@"; then pass "$msg"; else fail "$msg: '$*' failed"; fi
+}
+assert_fails() {
+  local msg=$1; shift
+  if "$@"; then fail "$msg: '$*' succeeded"; else pass "$msg"; fi
+}
+
+# json_get JSON POINTER [DEFAULT]: one value of a ks-probe summary (/sent, /errors/EPERM, ...).
+json_get() {
+  if (($# > 2)); then
+    printf '%s\n' "$1" | "$KS_PROBE" json-get "$2" --default "$3"
+  else
+    printf '%s\n' "$1" | "$KS_PROBE" json-get "$2"
+  fi
+}
+
+# ---- preflight: refuse (never skip) when the lab cannot work -------------------------------------
+lab_preflight() {
+  ((EUID == 0)) || _lab_die "must run as root (network namespaces, TUN, tcpdump); refusing to run"
+  local c
+  for c in ip nsenter unshare mount wireguard-go wg tcpdump awk; do
+    command -v "$c" >/dev/null 2>&1 ||
+      _lab_die "'$c' is missing; install it with scripts/install-deps.sh; refusing to run"
+  done
+  [[ -c /dev/net/tun ]] || _lab_die "/dev/net/tun is missing (wireguard-go needs TUN); refusing to run"
+  [[ -x $KS_PROBE ]] ||
+    _lab_die "$KS_PROBE is not built (KS_BUILD_DIR=$KS_BUILD_DIR); build the project first"
+}
+lab_preflight
+
+# ---- small process helpers ----------------------------------------------------------------------
+_lab_sleep() { sleep "${1:-0.01}"; }
+
+# _lab_starttime PID: field 22 of /proc/PID/stat (the comm field may contain spaces).
+_lab_starttime() {
+  local stat f
+  # Not $(<file): in bash 5.2 a failing $(<file) ends a `set -e` script even after `||`.
+  { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
+  read -ra f <<<"${stat##*) }" # f[0] is field 3 (state), f[19] field 22 (starttime)
+  echo "${f[19]}"
+}
+
+# _lab_alive PID [STARTTIME]: running (not a zombie) and, if given, still the same process.
+_lab_alive() {
+  local stat f
+  [[ -n ${1:-} ]] || return 1
+  { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
+  read -ra f <<<"${stat##*) }"
+  [[ ${f[0]} != Z && ${f[0]} != X ]] || return 1
+  [[ -z ${2:-} || ${f[19]} == "$2" ]]
+}
+
+# _lab_wait_until TIMEOUT_S CMD...: poll CMD every 10 ms until it succeeds (0) or the
+# timeout (whole seconds) passes (1).
+_lab_wait_until() {
+  local timeout=$1
+  shift
+  local deadline=$((${EPOCHREALTIME/./} + ${timeout%.*} * 1000000))
+  until "$@"; do
+    ((${EPOCHREALTIME/./} < deadline)) || return 1
+    _lab_sleep 0.01
+  done
+  return 0
+}
+
+_lab_now_us() { echo "${EPOCHREALTIME/./}"; }
+
+_lab_state() { [[ -z ${KS_LAB_STATE_FILE:-} ]] || echo "$*" >>"$KS_LAB_STATE_FILE"; }
+
+_lab_gone() { ! _lab_alive "$@"; }
+_lab_not() { ! "$@"; }
+
+# _lab_spawn NS NAME CMD...: start CMD in the background inside netns NS (stdin /dev/null,
+# stdout+stderr appended to $LAB_DIR/NAME.log). Sets LAB_LAST_PID (no command substitution
+# needed, so the process stays our child and bash reaps it quietly after `disown`).
+_lab_spawn() {
+  local ns=$1 name=$2
+  shift 2
+  nsenter --net="/run/netns/$ns" -- "$@" </dev/null >>"$LAB_DIR/$name.log" 2>&1 &
+  LAB_LAST_PID=$!
+  disown "$LAB_LAST_PID" 2>/dev/null || true
+  local st
+  st=$(_lab_starttime "$LAB_LAST_PID" || echo 0)
+  echo "$LAB_LAST_PID $st $name" >>"$LAB_DIR/spawned"
+  _lab_state "pid $LAB_LAST_PID $st $name"
+}
+
+# lab_spawn_client NAME CMD... / lab_spawn_isp NAME CMD...: run a background process in the
+# client / ISP netns; its pid is in LAB_LAST_PID, its output in $LAB_DIR/NAME.log.
+lab_spawn_client() { _lab_need_up; _lab_spawn "$LAB_NS_C" "$@"; }
+lab_spawn_isp() { _lab_need_up; _lab_spawn "$LAB_NS_I" "$@"; }
+
+# lab_stop PID [SIGNAL] [TIMEOUT_S]: signal a lab process (default TERM) and wait until it is
+# gone. Refuses PIDs that lab_spawn_* did not start.
+lab_stop() {
+  local pid=$1 sig=${2:-TERM} timeout=${3:-5} st
+  st=$(awk -v p="$pid" '$1 == p { s = $2 } END { print s }' "$LAB_DIR/spawned" 2>/dev/null)
+  [[ -n $st ]] || fail "lab_stop: $pid was not started by this lab"
+  _lab_alive "$pid" "$st" || return 0
+  kill "-$sig" "$pid" 2>/dev/null || true
+  _lab_wait_until "$timeout" _lab_gone "$pid" "$st" ||
+    fail "lab_stop: process $pid did not exit within ${timeout}s of SIG$sig"
+}
+
+_lab_ready_or_dead() { [[ -e $1 ]] || ! _lab_alive "$2"; }
+
+# lab_wait_file PATH [TIMEOUT_S]: wait for a --ready-file.
+lab_wait_file() {
+  _lab_wait_until "${2:-5}" test -e "$1" || fail "timed out waiting for $1"
+}
+
+# lab_checkpoint NAME: a named point in a scenario where the cleanup tests can break in.
+#   KS_LAB_FAIL_AT=NAME  fail here ("forced failure"), as a failing assertion would;
+#   KS_LAB_HANG_AT=NAME  write "hang NAME" to KS_LAB_STATE_FILE and wait here to be killed.
+lab_checkpoint() {
+  if [[ ${KS_LAB_FAIL_AT:-} == "$1" ]]; then
+    fail "forced failure at checkpoint '$1' (KS_LAB_FAIL_AT)"
+  fi
+  if [[ ${KS_LAB_HANG_AT:-} == "$1" ]]; then
+    lab_log "hanging at checkpoint '$1' (KS_LAB_HANG_AT)"
+    _lab_state "hang $1"
+    while :; do _lab_sleep 0.05; done
+  fi
+}
+
+# ---- entering the namespaces --------------------------------------------------------------------
+_lab_need_up() { [[ -n $LAB_ID ]] || fail "the lab is not up (call lab_up first)"; }
+
+# lab_exec_client CMD... / lab_exec_isp CMD...: run CMD in the client / ISP netns. Only the
+# network namespace changes: cgroups, bpffs, /sys/fs/cgroup stay the host's.
+lab_exec_client() { _lab_need_up; nsenter --net="/run/netns/$LAB_NS_C" -- "$@"; }
+lab_exec_isp() { _lab_need_up; nsenter --net="/run/netns/$LAB_NS_I" -- "$@"; }
+
+# lab_probe_client ARGS... / lab_probe_isp ARGS...: run ks-probe in the client / ISP netns.
+lab_probe_client() { lab_exec_client "$KS_PROBE" "$@"; }
+lab_probe_isp() { lab_exec_isp "$KS_PROBE" "$@"; }
+
+# ---- WireGuard (wireguard-go) -------------------------------------------------------------------
+# wireguard-go puts its UAPI socket at /var/run/wireguard/<ifname>.sock, a path shared by all
+# network namespaces: two labs (or a host VPN) with a "wg0" would collide ("unix socket in
+# use"), and `wg` would configure the wrong daemon. So each wireguard-go runs in its own
+# mount namespace with a private tmpfs on /run; `wg` is run inside that mount namespace
+# (_lab_wg). The socket dies with the process: nothing stale is left behind.
+
+# _lab_wg_spawn NS IFNAME PIDFILE: start wireguard-go in the foreground (-f keeps the PID:
+# nsenter, env, unshare and sh all exec) in a private mount namespace.
+_lab_wg_spawn() {
+  local ns=$1 ifname=$2 pidfile=$3
+  _lab_spawn "$ns" "wireguard-go-$ifname" \
+    env LOG_LEVEL=verbose unshare --mount --propagation private -- \
+    sh -c 'mount -t tmpfs -o mode=0755,size=1m ks-lab-run /run && exec wireguard-go -f "$1"' \
+    sh "$ifname"
+  echo "$LAB_LAST_PID" >"$pidfile"
+}
+
+# _lab_wg_ready NS PID IFNAME: wireguard-go answers (or died: stop waiting). Until the exec
+# the process may still see the host's /run, so only talk to it once it is wireguard-go.
+_lab_wg_ready() {
+  _lab_alive "$2" || return 0
+  [[ $(_lab_read "/proc/$2/comm") == wireguard-go ]] &&
+    _lab_wg "$1" "$2" show "$3" >/dev/null 2>&1
+}
+
+# _lab_wg_wait NS IFNAME PIDFILE: wait until that wireguard-go answers on its UAPI socket.
+_lab_wg_wait() {
+  local ns=$1 ifname=$2 pid
+  pid=$(_lab_read "$3") || fail "no pid file $3"
+  _lab_wait_until 5 _lab_wg_ready "$ns" "$pid" "$ifname" ||
+    fail "wireguard-go for $ifname did not come up: $(tail -5 "$LAB_DIR/wireguard-go-$ifname.log")"
+  _lab_alive "$pid" ||
+    fail "wireguard-go for $ifname died: $(tail -5 "$LAB_DIR/wireguard-go-$ifname.log")"
+}
+
+# _lab_wg NS PID ARGS...: run `wg ARGS` next to the wireguard-go with that PID.
+_lab_wg() {
+  local ns=$1 pid=$2
+  shift 2
+  nsenter --net="/run/netns/$ns" --mount="/proc/$pid/ns/mnt" -- wg "$@"
+}
+
+# _lab_read FILE: print its first line; fails quietly when it does not exist.
+_lab_read() {
+  local line
+  { read -r line <"$1"; } 2>/dev/null || return 1
+  [[ -n $line ]] && echo "$line"
+}
+_lab_client_wg_pid() { _lab_read "$LAB_DIR/wg-client.pid"; }
+_lab_server_wg_pid() { _lab_read "$LAB_DIR/wg-server.pid"; }
+
+# tunnel_wg ARGS... / server_wg ARGS...: `wg` for the client's wg0 / the server's wgs0.
+tunnel_wg() {
+  local pid
+  pid=$(_lab_client_wg_pid) || fail "tunnel_wg: no client wireguard-go"
+  _lab_wg "$LAB_NS_C" "$pid" "$@"
+}
+server_wg() {
+  local pid
+  pid=$(_lab_server_wg_pid) || fail "server_wg: no server wireguard-go"
+  _lab_wg "$LAB_NS_I" "$pid" "$@"
+}
+
+_lab_server_tunnel_configure() {
+  local allowed=$LAB_WG_CLIENT_IP4/32
+  ((LAB_TUNNEL_IPV6)) && allowed+=,$LAB_WG_CLIENT_IP6/128
+  server_wg set "$LAB_SERVER_TUNNEL_IF" private-key "$LAB_DIR/server.key" \
+    listen-port "$LAB_WG_SERVER_PORT" peer "$(<"$LAB_DIR/client.pub")" allowed-ips "$allowed"
+  lab_exec_isp sh -euc '
+    ip link set "$1" addrgenmode none
+    ip addr add "$2/24" dev "$1"
+    [ "$4" = 0 ] || ip -6 addr add "$3/64" dev "$1" nodad
+    ip link set "$1" up' sh "$LAB_SERVER_TUNNEL_IF" "$LAB_WG_SERVER_IP4" "$LAB_WG_SERVER_IP6" \
+    "$LAB_TUNNEL_IPV6"
+}
+
+# Addresses and routes of a fresh or re-enabled wg0 (idempotent).
+#  - IPv4: only 10.99.0.0/24 is routed via wg0. A socket bound to wg0 still reaches any IPv4
+#    address through it: with no matching route the kernel assumes the destination is on-link
+#    of the bound device.
+#  - IPv6 (--tunnel-ipv6): IPv6 has no such fallback; a socket bound to wg0 gets ENETUNREACH
+#    unless a route via wg0 exists. So the lab adds, like a VPN client's policy routing
+#    would, `ip -6 rule oif wg0 lookup 51820` + `default dev wg0 table 51820`: only sockets
+#    bound to wg0 use it; unbound IPv6 traffic still leaks via eth0. Without --tunnel-ipv6 a
+#    socket bound to wg0 gets ENETUNREACH for IPv6 (an IPv4-only tunnel).
+_lab_client_tunnel_addrs() {
+  lab_exec_client sh -euc '
+    ip addr replace "$2/32" dev "$1"
+    [ "$4" = 0 ] || ip -6 addr replace "$3/128" dev "$1" nodad
+    ip link set "$1" up
+    ip route replace "${5%.*}.0/24" dev "$1"
+    if [ "$4" != 0 ]; then
+      ip -6 route replace "${6%::*}::/64" dev "$1"
+      ip -6 route replace default dev "$1" table "$7"
+      ip -6 rule del oif "$1" lookup "$7" 2>/dev/null || true
+      ip -6 rule add oif "$1" lookup "$7" priority 1000
+    fi' sh "$LAB_TUNNEL_IF" "$LAB_WG_CLIENT_IP4" "$LAB_WG_CLIENT_IP6" "$LAB_TUNNEL_IPV6" \
+    "$LAB_WG_SERVER_IP4" "$LAB_WG_SERVER_IP6" "$LAB_WG_TABLE"
+}
+
+_lab_client_tunnel_configure() {
+  tunnel_wg set "$LAB_TUNNEL_IF" private-key "$LAB_DIR/client.key" \
+    listen-port "$LAB_WG_CLIENT_PORT" peer "$(<"$LAB_DIR/server.pub")" \
+    endpoint "$LAB_GW_IP4:$LAB_WG_SERVER_PORT" allowed-ips 0.0.0.0/0,::/0
+  # Like a kernel WireGuard interface: no IPv6 link-local address (the TUN device would get
+  # one, and its RS/MLD would go into the tunnel and be dropped by the server).
+  lab_exec_client ip link set "$LAB_TUNNEL_IF" addrgenmode none
+  _lab_client_tunnel_addrs
+}
+
+_lab_client_tunnel_start() {
+  _lab_wg_spawn "$LAB_NS_C" "$LAB_TUNNEL_IF" "$LAB_DIR/wg-client.pid"
+  _lab_wg_wait "$LAB_NS_C" "$LAB_TUNNEL_IF" "$LAB_DIR/wg-client.pid"
+  _lab_client_tunnel_configure
+}
+
+# tunnel_ifindex: prints wg0's ifindex in the client netns (fails when wg0 does not exist).
+tunnel_ifindex() {
+  local line
+  line=$(lab_exec_client ip -o link show dev "$LAB_TUNNEL_IF" 2>/dev/null) || return 1
+  echo "${line%%:*}"
+}
+
+# tunnel_exists: wg0 exists in the client netns.
+tunnel_exists() { lab_exec_client ip link show dev "$LAB_TUNNEL_IF" >/dev/null 2>&1; }
+
+# tunnel_down / tunnel_up: `ip link set wg0 down/up`. tunnel_up restores what the kernel
+# removed on down (routes, IPv6 addresses); the WireGuard configuration survives.
+tunnel_down() { lab_exec_client ip link set "$LAB_TUNNEL_IF" down; }
+tunnel_up() { _lab_client_tunnel_addrs; }
+
+# tunnel_kill: SIGKILL the client's wireguard-go (a crashed VPN client); waits until the
+# kernel has deleted wg0.
+tunnel_kill() {
+  _lab_need_up
+  local pid
+  pid=$(_lab_client_wg_pid) || fail "tunnel_kill: no client wireguard-go"
+  lab_stop "$pid" KILL 5
+  rm -f "$LAB_DIR/wg-client.pid"
+  _lab_wait_until 5 _lab_not tunnel_exists ||
+    fail "tunnel_kill: $LAB_TUNNEL_IF still exists after wireguard-go died"
+}
+
+# tunnel_recreate: kill the client wireguard-go if it runs, start a new one and configure
+# it like lab_up did. Prints the new wg0 ifindex. `idx=$(tunnel_recreate)` works, but then
+# the new wireguard-go is a child of the subshell and, once it dies, a zombie until init
+# reaps it; calling it directly and then tunnel_ifindex avoids that.
+tunnel_recreate() {
+  _lab_need_up
+  local pid
+  if pid=$(_lab_client_wg_pid) && _lab_alive "$pid"; then tunnel_kill; fi
+  _lab_client_tunnel_start >&2
+  tunnel_ifindex
+}
+
+# tunnel_check [COUNT]: a ks-probe bound to wg0 sends COUNT (default 3) datagrams to the echo
+# server through the tunnel; succeeds when every one is echoed back.
+tunnel_check() {
+  local n=${1:-3} out
+  out=$(lab_probe_client udp --dst "$LAB_TARGET4" --bind-dev "$LAB_TUNNEL_IF" --count "$n" \
+    --interval-ms 1 --expect-reply --reply-wait-ms 2000) || return 1
+  [[ $(json_get "$out" /replies) == "$n" ]] || {
+    lab_log "tunnel_check: $out"
+    return 1
+  }
+}
+
+# ---- the leak detector --------------------------------------------------------------------------
+_lab_capture_pid() { _lab_read "$LAB_DIR/capture.pid"; }
+
+# tcpdump listens (or died: stop waiting).
+_lab_capture_ready() { ! _lab_alive "$1" || grep -q "listening on" "$2" 2>/dev/null; }
+
+# capture_start [NAME]: tcpdump on isp0 (ISP netns) of every frame coming from the client,
+# into $LAB_DIR/NAME.pcap (default "capture"). Returns once tcpdump listens: it prints
+# "listening on isp0" to stderr only after the packet socket is bound and the ring set up,
+# so nothing sent afterwards can be missed. --immediate-mode makes libpcap use TPACKET_V2
+# (no TPACKET_V3 block timeout holding frames back) and -U writes each frame at once, so a
+# SIGINT right after the last probe loses nothing.
+capture_start() {
+  _lab_need_up
+  local name=${1:-capture} pid
+  if pid=$(_lab_capture_pid) && _lab_alive "$pid"; then
+    fail "capture_start: a capture is already running"
+  fi
+  local pcap=$LAB_DIR/$name.pcap log=$LAB_DIR/$name.tcpdump.log
+  rm -f "$pcap" "$log"
+  _lab_spawn "$LAB_NS_I" "$name.tcpdump" \
+    tcpdump -i "$LAB_ISP_IF" -Q in -n -U --immediate-mode -Z root -w "$pcap"
+  pid=$LAB_LAST_PID
+  echo "$pid" >"$LAB_DIR/capture.pid"
+  echo "$pcap" >"$LAB_DIR/capture.current"
+  _lab_wait_until 5 _lab_capture_ready "$pid" "$log" ||
+    fail "capture_start: tcpdump did not start listening: $(cat "$log")"
+  _lab_alive "$pid" || fail "capture_start: tcpdump died: $(cat "$log")"
+}
+
+# capture_stop: SIGINT the capture, wait for it, and check the kernel dropped nothing.
+capture_stop() {
+  _lab_need_up
+  local pid log stats
+  pid=$(_lab_capture_pid) || fail "capture_stop: no capture running"
+  lab_stop "$pid" INT 5
+  rm -f "$LAB_DIR/capture.pid"
+  log=$(<"$LAB_DIR/capture.current")
+  log=${log%.pcap}.tcpdump.log
+  stats=$(grep -E "packets (captured|received by filter|dropped by kernel)" "$log" | tr '\n' ' ')
+  lab_log "capture $(basename "${log%.tcpdump.log}"): $stats"
+  if [[ $stats =~ ([0-9]+)\ packets\ dropped\ by\ kernel ]] && ((BASH_REMATCH[1] > 0)); then
+    fail "capture_stop: the kernel dropped ${BASH_REMATCH[1]} frames; the leak count is unreliable"
+  fi
+}
+
+# capture_select NAME: make an earlier (stopped) capture the one leak_count & co. read.
+capture_select() {
+  [[ -e $LAB_DIR/$1.pcap ]] || fail "capture_select: no capture named '$1'"
+  echo "$LAB_DIR/$1.pcap" >"$LAB_DIR/capture.current"
+}
+
+_lab_pcap() {
+  local pid
+  [[ -s $LAB_DIR/capture.current ]] || fail "no capture: call capture_start/capture_stop first"
+  if pid=$(_lab_capture_pid) && _lab_alive "$pid"; then
+    fail "the capture is still running: call capture_stop first"
+  fi
+  cat "$LAB_DIR/capture.current"
+}
+
+# capture_count [FILTER]: number of captured frames matching a pcap FILTER (default: all).
+capture_count() {
+  local pcap out
+  pcap=$(_lab_pcap)
+  out=$(tcpdump -r "$pcap" -n ${1:+"$1"} 2>"$LAB_DIR/read.err") ||
+    fail "capture_count: tcpdump -r failed: $(cat "$LAB_DIR/read.err")"
+  if [[ -z $out ]]; then echo 0; else wc -l <<<"$out"; fi
+}
+
+# leak_count [FILTER]: number of leaked frames (see LAB_LEAK_EXEMPT), optionally only those
+# also matching FILTER (e.g. "udp and dst port 7000").
+leak_count() {
+  if [[ -n ${1:-} ]]; then
+    capture_count "($LAB_LEAK_FILTER) and ($1)"
+  else
+    capture_count "$LAB_LEAK_FILTER"
+  fi
+}
+
+# leak_show [FILTER] [MAX]: print the leaked frames (default at most 50) for diagnostics.
+leak_show() {
+  local pcap filter=$LAB_LEAK_FILTER
+  pcap=$(_lab_pcap)
+  [[ -z ${1:-} ]] || filter="($filter) and ($1)"
+  tcpdump -r "$pcap" -n -e -tt -v "$filter" 2>/dev/null | head -n "${2:-50}"
+}
+
+# ---- lab_up / lab_down --------------------------------------------------------------------------
+_lab_pick_id() {
+  local s
+  for s in "" a b c d e f g h i j k l m n o p q r s t u v w x y z; do
+    if [[ ! -e /run/netns/ksl$$${s}c && ! -e /run/netns/ksl$$${s}i ]]; then
+      echo "$$$s"
+      return 0
+    fi
+  done
+  _lab_die "no free lab id for pid $$"
+}
+
+# lab_up [--tunnel-ipv6]: build the lab (see the picture at the top), start the echo server
+# and both wireguard-go, check the tunnel carries traffic. Sets LAB_ID, LAB_NS_C, LAB_NS_I,
+# LAB_DIR, LAB_UP_MS and installs the EXIT/INT/TERM/HUP traps that run lab_down.
+_lab_t() { [[ -z ${KS_LAB_TIMING:-} ]] || lab_log "t+$((($(_lab_now_us) - t0) / 1000)) ms: $1"; }
+lab_up() {
+  local t0
+  t0=$(_lab_now_us)
+  LAB_TUNNEL_IPV6=${KS_LAB_TUNNEL_IPV6:-0}
+  while (($#)); do
+    case $1 in
+      --tunnel-ipv6) LAB_TUNNEL_IPV6=1 ;;
+      *) _lab_die "lab_up: unknown option '$1'" ;;
+    esac
+    shift
+  done
+  [[ -z $LAB_ID ]] || _lab_die "lab_up: a lab is already up ($LAB_ID)"
+  ((BASH_SUBSHELL == 0)) || _lab_die "lab_up must run in the main shell, not in a subshell"
+  lab_reap_stale
+
+  trap _lab_exit_handler EXIT
+  trap 'exit 129' HUP
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+
+  LAB_ID=$(_lab_pick_id)
+  LAB_NS_C=ksl${LAB_ID}c
+  LAB_NS_I=ksl${LAB_ID}i
+  LAB_DIR=$(mktemp -d "/tmp/ksl$LAB_ID.XXXXXX")
+  echo $$ >"$LAB_DIR/owner"
+  : >"$LAB_DIR/spawned"
+  _lab_state "dir $LAB_DIR"
+  _lab_state "ns $LAB_NS_C"
+  _lab_state "ns $LAB_NS_I"
+
+  ip netns add "$LAB_NS_C" || _lab_die "ip netns add $LAB_NS_C failed"
+  ip netns add "$LAB_NS_I" || _lab_die "ip netns add $LAB_NS_I failed"
+  # No DAD: addresses are usable at once (the link-locals too). The client's rp_filter is
+  # loose: replies arriving on wg0 for an address routed via eth0 must not be dropped.
+  local sysctls='
+    for k in all default; do
+      echo 0 >/proc/sys/net/ipv6/conf/$k/accept_dad
+      echo 2 >/proc/sys/net/ipv4/conf/$k/rp_filter
+    done
+    ip link set lo up'
+  lab_exec_isp sh -euc "$sysctls"
+  lab_exec_client sh -euc "$sysctls"
+
+  # Both wireguard-go take ~100 ms to come up: start them now, configure them later.
+  (
+    umask 077
+    wg genkey >"$LAB_DIR/client.key"
+    wg genkey >"$LAB_DIR/server.key"
+  )
+  wg pubkey <"$LAB_DIR/client.key" >"$LAB_DIR/client.pub"
+  wg pubkey <"$LAB_DIR/server.key" >"$LAB_DIR/server.pub"
+  _lab_wg_spawn "$LAB_NS_I" "$LAB_SERVER_TUNNEL_IF" "$LAB_DIR/wg-server.pid"
+  _lab_wg_spawn "$LAB_NS_C" "$LAB_TUNNEL_IF" "$LAB_DIR/wg-client.pid"
+
+  # The veth is created inside the client netns with its peer directly in the ISP netns:
+  # no interface ever appears in the host's namespace.
+  lab_exec_client ip link add "$LAB_CLIENT_PHYS" type veth peer name "$LAB_ISP_IF" netns "$LAB_NS_I"
+  lab_exec_isp sh -euc '
+    ip addr add "$2/32" dev lo
+    ip -6 addr add "$3/128" dev lo
+    ip addr add "$4/24" dev "$1"
+    ip -6 addr add "$5/64" dev "$1" nodad
+    ip link set "$1" up' sh "$LAB_ISP_IF" "$LAB_NET_IP4" "$LAB_NET_IP6" "$LAB_GW_IP4" "$LAB_GW_IP6"
+  lab_exec_client sh -euc '
+    ip addr add "$2/24" dev "$1"
+    ip -6 addr add "$3/64" dev "$1" nodad
+    ip link set "$1" up
+    ip route add default via "$4" dev "$1"
+    ip -6 route add default via "$5" dev "$1"' sh \
+    "$LAB_CLIENT_PHYS" "$LAB_CLIENT_IP4" "$LAB_CLIENT_IP6" "$LAB_GW_IP4" "$LAB_GW_IP6"
+  _lab_t "netns+veth"
+  lab_checkpoint lab-up-partial
+
+  lab_spawn_isp echo-server "$KS_PROBE" echo-server \
+    --tcp "0.0.0.0:$LAB_ECHO_PORT" --udp "0.0.0.0:$LAB_ECHO_PORT" \
+    --tcp "[::]:$LAB_ECHO_PORT" --udp "[::]:$LAB_ECHO_PORT" --ready-file "$LAB_DIR/echo.ready"
+  echo "$LAB_LAST_PID" >"$LAB_DIR/echo.pid"
+
+  _lab_wg_wait "$LAB_NS_I" "$LAB_SERVER_TUNNEL_IF" "$LAB_DIR/wg-server.pid"
+  _lab_server_tunnel_configure
+  _lab_t "server tunnel"
+  _lab_wg_wait "$LAB_NS_C" "$LAB_TUNNEL_IF" "$LAB_DIR/wg-client.pid"
+  _lab_client_tunnel_configure
+  _lab_t "client tunnel"
+
+  _lab_wait_until 5 _lab_ready_or_dead "$LAB_DIR/echo.ready" "$(<"$LAB_DIR/echo.pid")" || true
+  [[ -e $LAB_DIR/echo.ready ]] ||
+    fail "lab_up: the echo server is not ready: $(cat "$LAB_DIR/echo-server.log")"
+  _lab_t "echo ready"
+  tunnel_check 1 || fail "lab_up: the WireGuard tunnel does not carry traffic"
+  _lab_t "tunnel check"
+  LAB_UP_MS=$((($(_lab_now_us) - t0) / 1000))
+  lab_log "up in ${LAB_UP_MS} ms: netns $LAB_NS_C (client) $LAB_NS_I (ISP), wg0 ifindex" \
+    "$(tunnel_ifindex), dir $LAB_DIR"
+}
+
+# _lab_kill_ns NS: SIGKILL every process in netns NS until none is left.
+_lab_kill_ns() {
+  local ns=$1 pids i
+  [[ -e /run/netns/$ns ]] || return 0
+  for ((i = 0; i < 500; i++)); do
+    pids=$(ip netns pids "$ns" 2>/dev/null) || return 0
+    [[ -n $pids ]] || return 0
+    # shellcheck disable=SC2086
+    kill -KILL $pids 2>/dev/null || true
+    _lab_sleep 0.01
+  done
+  lab_log "WARNING: processes still in $ns after SIGKILL: $(ip netns pids "$ns" | tr '\n' ' ')"
+  return 1
+}
+
+# lab_down: kill everything the lab started (every process in its namespaces), delete both
+# namespaces (which destroys the veth and the tunnels) and the temp dir. Idempotent.
+lab_down() {
+  [[ -n $LAB_ID ]] || return 0
+  local ns rc=0 pid st name
+  # Processes in the namespaces (wireguard-go, tcpdump, echo server, probes, ksd, ...).
+  for ns in "$LAB_NS_C" "$LAB_NS_I"; do _lab_kill_ns "$ns" || rc=1; done
+  # Anything lab_spawn_* started that somehow left the namespaces.
+  if [[ -s $LAB_DIR/spawned ]]; then
+    while read -r pid st name; do
+      if _lab_alive "$pid" "$st"; then
+        kill -KILL "$pid" 2>/dev/null || true
+        lab_log "killed $name ($pid) outside the lab namespaces"
+      fi
+    done <"$LAB_DIR/spawned"
+  fi
+  for ns in "$LAB_NS_C" "$LAB_NS_I"; do
+    if [[ -e /run/netns/$ns ]]; then ip netns del "$ns" || rc=1; fi
+  done
+  if [[ ${KS_LAB_KEEP:-0} == 1 ]]; then
+    rm -f "$LAB_DIR/owner" # lab_reap_stale leaves it alone
+    lab_log "kept $LAB_DIR (KS_LAB_KEEP=1)"
+  else
+    rm -rf "$LAB_DIR"
+  fi
+  LAB_ID="" LAB_NS_C="" LAB_NS_I="" LAB_DIR=""
+  return $rc
+}
+
+# lab_reap_stale: remove labs whose owner shell is gone (e.g. SIGKILLed by a ctest timeout,
+# so its EXIT trap never ran). A lab's netns names carry the owner PID (ksl<PID>[a-z]c/i);
+# labs whose owner PID still exists are left alone. lab_up calls it.
+lab_reap_stale() {
+  local f name owner d
+  for f in /run/netns/ksl*; do
+    [[ -e $f ]] || continue
+    name=${f##*/}
+    [[ $name =~ ^ksl([0-9]+)[a-z]?[ci]$ ]] || continue
+    owner=${BASH_REMATCH[1]}
+    [[ $owner != "$$" ]] || continue
+    [[ ! -e /proc/$owner ]] || continue
+    lab_log "reaping stale lab netns $name (owner $owner is gone)"
+    _lab_kill_ns "$name" || true
+    ip netns del "$name" 2>/dev/null || true
+  done
+  for d in /tmp/ksl[0-9]*.*; do
+    [[ -d $d ]] || continue
+    owner=$(_lab_read "$d/owner") || continue
+    [[ $owner =~ ^[0-9]+$ && $owner != "$$" && ! -e /proc/$owner ]] || continue
+    rm -rf "$d"
+  done
+}
+
+# Printed when a scenario fails while the lab is up.
+_lab_diagnostics() {
+  echo "---- lab diagnostics ($LAB_ID) ----"
+  echo "# client:"
+  lab_exec_client ip -br addr 2>&1 | sed 's/^/  /'
+  lab_exec_client ip route 2>&1 | sed 's/^/  /'
+  lab_exec_client ip -6 route 2>&1 | sed 's/^/  /'
+  echo "# client wg:"
+  tunnel_wg show 2>&1 | sed 's/^/  /' || true
+  local f
+  for f in "$LAB_DIR"/*.log; do
+    [[ -s $f ]] || continue
+    echo "# $(basename "$f") (last lines):"
+    tail -n 8 "$f" | sed 's/^/  /'
+  done
+  echo "----"
+}
+
+_lab_exit_handler() {
+  local rc=$?
+  trap - EXIT
+  if declare -F lab_on_exit >/dev/null; then lab_on_exit || true; fi
+  if ((rc != 0)) && [[ -n $LAB_ID ]]; then _lab_diagnostics >&2 || true; fi
+  lab_down || {
+    echo "FAIL: lab_down could not clean up completely" >&2
+    ((rc != 0)) || rc=1
+  }
+  if ((rc != 0)); then echo "FAIL: $KS_LAB_SCENARIO exited with status $rc" >&2; fi
+  exit "$rc"
+}
