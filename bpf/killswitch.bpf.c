@@ -23,6 +23,7 @@
 #define AF_INET6 10
 #define SOL_SOCKET 1
 #define SO_BINDTOIFINDEX 62
+#define SOCK_STREAM 1
 #define ENETUNREACH 101
 #define EPERM 1
 
@@ -251,14 +252,31 @@ struct ks_dst {
 	__u16 port; /* host order */
 };
 
+enum ks_sock_addr_hook { KS_HOOK_CONNECT, KS_HOOK_SENDMSG };
+
+static __always_inline int set_bound_dev(struct bpf_sock_addr *ctx, __u32 ifindex)
+{
+	int value = (int)ifindex;
+
+	return bpf_setsockopt(ctx, SOL_SOCKET, SO_BINDTOIFINDEX, &value, sizeof(value));
+}
+
+static __always_inline int refuse(enum ks_reason reason, int err)
+{
+	count(bpf_get_current_cgroup_id(), reason, 0, 0);
+	bpf_set_retval(-err);
+	return KS_DROP;
+}
+
 static __always_inline int judge_sock_addr(struct bpf_sock_addr *ctx, const struct ks_dst *dst,
-					   int check_canary)
+					   enum ks_sock_addr_hook hook)
 {
 	struct ks_connect_facts facts = {};
 	struct ks_connect_verdict verdict;
 	const struct ks_profile *p = 0;
 	struct ks_sk_state *state = 0;
 	struct bpf_sock *sk = ctx->sk;
+	__u32 bound;
 
 	if (sk)
 		state = bpf_sk_storage_get(&ks_sk_state, sk, 0, 0);
@@ -269,7 +287,10 @@ static __always_inline int judge_sock_addr(struct bpf_sock_addr *ctx, const stru
 	}
 	facts.profile_valid = p != 0;
 	facts.dst_is_loopback = dst->is_loopback;
-	facts.is_canary = check_canary && dst->is_loopback && dst->port == KS_CANARY_PORT;
+	/* The connect canary is TCP only: ksrun's UDP canary must get through connect to
+	 * reach the egress program. */
+	facts.is_canary = hook == KS_HOOK_CONNECT && ctx->type == SOCK_STREAM && dst->is_loopback &&
+			  dst->port == KS_CANARY_PORT;
 	if (p) {
 		facts.tunnel_ifindex = dst->is_v4 ? p->bind_ifindex_v4 : p->bind_ifindex_v6;
 		if (!dst->is_loopback)
@@ -277,22 +298,35 @@ static __always_inline int judge_sock_addr(struct bpf_sock_addr *ctx, const stru
 	}
 
 	verdict = ks_judge_connect(&facts);
-	if (!ks_reason_allows(verdict.reason)) {
-		count(bpf_get_current_cgroup_id(), verdict.reason, 0, 0);
-		bpf_set_retval(verdict.reason == KS_REASON_BLOCK_CANARY ? -KS_CANARY_ERRNO
-									: -ENETUNREACH);
-		return KS_DROP;
-	}
-	if (sk && sk->bound_dev_if != verdict.bind_ifindex) {
-		int ifindex = (int)verdict.bind_ifindex;
+	if (!ks_reason_allows(verdict.reason))
+		return refuse(verdict.reason, verdict.reason == KS_REASON_BLOCK_CANARY
+						  ? KS_CANARY_ERRNO
+						  : ENETUNREACH);
+	if (!sk)
+		return KS_PASS;
+	bound = sk->bound_dev_if;
+	if (bound == verdict.bind_ifindex)
+		return KS_PASS;
 
-		/* Binding is what keeps TunnelVision-style routes from pulling the socket
-		 * off the tunnel. If it cannot be set, refuse rather than send unpinned. */
-		if (bpf_setsockopt(ctx, SOL_SOCKET, SO_BINDTOIFINDEX, &ifindex, sizeof(ifindex))) {
-			bpf_set_retval(-ENETUNREACH);
-			return KS_DROP;
-		}
+	if (hook == KS_HOOK_CONNECT) {
+		/* connect() routes after this hook, so the (un)pinning applies to this very
+		 * connection. Pinning is what keeps TunnelVision-style routes from pulling the
+		 * socket off the tunnel: if it cannot be set, refuse rather than go unpinned. */
+		if (set_bound_dev(ctx, verdict.bind_ifindex))
+			return refuse(KS_REASON_BLOCK_NO_TUNNEL, ENETUNREACH);
+		return KS_PASS;
 	}
+
+	/* sendmsg: the kernel picked this datagram's output device before the hook ran, so
+	 * a change of pin only applies to the socket's next datagrams. */
+	if (set_bound_dev(ctx, verdict.bind_ifindex))
+		return refuse(KS_REASON_BLOCK_NO_TUNNEL, ENETUNREACH);
+	if (verdict.bind_ifindex == 0 && bound != 0)
+		/* Loopback or LAN destination on a socket pinned to the tunnel: sent now, it
+		 * would travel into the tunnel (to the VPN server). Refuse this one; the
+		 * socket is unpinned, so the application's retry goes where it should. */
+		return refuse(KS_REASON_BLOCK_NOT_TUNNEL, ENETUNREACH);
+	/* Pinned to a stale or foreign device: egress judges this datagram. */
 	return KS_PASS;
 }
 
@@ -330,7 +364,7 @@ int ks_connect4(struct bpf_sock_addr *ctx)
 	if (ctx->user_family != AF_INET)
 		return KS_PASS; /* AF_UNSPEC: disconnect */
 	dst_from_v4(&dst, ctx->user_ip4, ctx->user_port);
-	return judge_sock_addr(ctx, &dst, 1);
+	return judge_sock_addr(ctx, &dst, KS_HOOK_CONNECT);
 }
 
 SEC("cgroup/connect6")
@@ -341,7 +375,7 @@ int ks_connect6(struct bpf_sock_addr *ctx)
 	if (ctx->user_family != AF_INET6)
 		return KS_PASS;
 	dst_from_v6(&dst, ctx);
-	return judge_sock_addr(ctx, &dst, 1);
+	return judge_sock_addr(ctx, &dst, KS_HOOK_CONNECT);
 }
 
 SEC("cgroup/sendmsg4")
@@ -350,8 +384,7 @@ int ks_sendmsg4(struct bpf_sock_addr *ctx)
 	struct ks_dst dst = {};
 
 	dst_from_v4(&dst, ctx->user_ip4, ctx->user_port);
-	/* No canary here: the egress canary must reach the egress program. */
-	return judge_sock_addr(ctx, &dst, 0);
+	return judge_sock_addr(ctx, &dst, KS_HOOK_SENDMSG);
 }
 
 SEC("cgroup/sendmsg6")
@@ -360,37 +393,46 @@ int ks_sendmsg6(struct bpf_sock_addr *ctx)
 	struct ks_dst dst = {};
 
 	dst_from_v6(&dst, ctx);
-	return judge_sock_addr(ctx, &dst, 0);
+	return judge_sock_addr(ctx, &dst, KS_HOOK_SENDMSG);
 }
 
-/* ---- cgroup/bind4/6: a socket that binds a local address may serve ---- */
+/* ---- cgroup/bind4/6: a socket bound to a loopback address serves loopback ---- */
 
 /*
- * sock_create pins every socket to the tunnel. A listening socket must also accept what
- * arrives over loopback (a web UI on 127.0.0.1, say), so binding a local address lifts
- * the device pin; ingress still admits only loopback, tunnel and allow_lan traffic, and
- * every outgoing path (connect, sendmsg, TCP Fast Open) pins the socket again.
+ * sock_create pins every socket to the tunnel, and a pinned listener only accepts what
+ * arrives through the tunnel. A socket bound to a loopback address (a web UI on
+ * 127.0.0.1, say) is for loopback only, so its pin is lifted; ingress still admits only
+ * loopback, tunnel and allow_lan traffic, and connect() pins it again if it ever reaches
+ * out. A wildcard bind keeps the pin, so replies of accepted connections leave through
+ * the tunnel they came in by.
  */
-static __always_inline int unpin_on_bind(struct bpf_sock_addr *ctx)
+static __always_inline int unpin_if_loopback(struct bpf_sock_addr *ctx, int is_loopback)
 {
 	struct bpf_sock *sk = ctx->sk;
-	int none = 0;
 
-	if (sk && sk->bound_dev_if)
-		bpf_setsockopt(ctx, SOL_SOCKET, SO_BINDTOIFINDEX, &none, sizeof(none));
+	if (is_loopback && sk && sk->bound_dev_if)
+		set_bound_dev(ctx, 0);
 	return KS_PASS;
 }
 
 SEC("cgroup/bind4")
 int ks_bind4(struct bpf_sock_addr *ctx)
 {
-	return unpin_on_bind(ctx);
+	__u32 host = bpf_ntohl(ctx->user_ip4);
+
+	return unpin_if_loopback(ctx, (host >> 24) == 127);
 }
 
 SEC("cgroup/bind6")
 int ks_bind6(struct bpf_sock_addr *ctx)
 {
-	return unpin_on_bind(ctx);
+	__u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1], w2 = ctx->user_ip6[2],
+	      w3 = ctx->user_ip6[3];
+	int is_loopback = (w0 | w1 | w2) == 0 && w3 == bpf_htonl(1);
+	int is_v4_loopback =
+	    (w0 | w1) == 0 && w2 == bpf_htonl(0xffff) && (bpf_ntohl(w3) >> 24) == 127;
+
+	return unpin_if_loopback(ctx, is_loopback || is_v4_loopback);
 }
 
 /* ---- cgroup_skb/egress (the authority) and ingress ---- */

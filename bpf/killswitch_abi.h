@@ -11,9 +11,11 @@
  *    ancestors (deepest first) through ks_cgroups until one is known, and stores the
  *    profile id in the socket's local storage (ks_sk_profile). A socket in the protected
  *    tree whose cgroup chain is unknown gets KS_PROFILE_NONE: it may only use loopback.
- * 2. Binding: sock_create, connect and sendmsg pin the socket to its profile's preferred
+ * 2. Pinning: sock_create, connect and sendmsg pin the socket to its profile's preferred
  *    tunnel (SO_BINDTOIFINDEX), so routes on the physical interface cannot pull it away.
- *    With no usable tunnel, connect and sendmsg fail at once with ENETUNREACH.
+ *    Loopback and allow_lan destinations unpin it (connect), and so does binding a
+ *    loopback address (bind). With no usable tunnel, connect and sendmsg fail at once
+ *    with ENETUNREACH.
  * 3. cgroup_skb/egress is the authority: a packet leaves only through loopback, through
  *    an interface that ks_tunnels lists for the socket's profile, or towards one of the
  *    profile's allow_lan CIDRs (ks_lan). Everything else is dropped and counted.
@@ -72,9 +74,10 @@ typedef __u64 ks_u64;
 
 /*
  * Canary used by ksrun to prove, without privileges, that the programs judge its own
- * sockets: a UDP send to 127.0.0.1 or ::1 on this port is dropped by egress (EPERM),
- * and a connect() to it is refused by the connect hooks with KS_CANARY_ERRNO. Without
- * enforcement the send succeeds and the connect gets ECONNREFUSED.
+ * sockets: a connected UDP send to 127.0.0.1 or ::1 on this port is dropped by egress
+ * (EPERM), and a TCP connect() to it is refused by the connect hooks with
+ * KS_CANARY_ERRNO. Without enforcement the send succeeds and the connect gets
+ * ECONNREFUSED.
  */
 #define KS_CANARY_PORT 9    /* discard; nothing legitimate sends there over loopback */
 #define KS_CANARY_ERRNO 131 /* ENOTRECOVERABLE: a value no real connect() returns */

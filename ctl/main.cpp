@@ -22,6 +22,11 @@ constexpr int kFailed = 1;
 constexpr int kUsage = 2;
 constexpr int kDaemonDown = 3;
 
+// One JSON document: indented for a person at a terminal, one line for scripts.
+std::string json_text(const nlohmann::json& j) {
+  return ::isatty(STDOUT_FILENO) ? j.dump(2) : j.dump();
+}
+
 bool color_enabled() { return ::isatty(STDOUT_FILENO) && !std::getenv("NO_COLOR"); }
 
 std::string paint(const std::string& text, const char* code) {
@@ -175,11 +180,9 @@ int main(int argc, char** argv) {
         // Say so, but also that enforcement does not depend on the daemon.
         bool pinned = ks::Enforcement::pins_present(pin_dir);
         if (json) {
-          std::cout << nlohmann::json{{"daemon", "not running"},
-                                      {"error", e.what()},
-                                      {"programs", {{"pinned", pinned}}}}
-                           .dump(2)
-                    << "\n";
+          std::cout << nlohmann::json{
+              {"daemon", "not running"}, {"error", e.what()}, {"programs", {{"pinned", pinned}}}};
+          std::cout << "\n";
         } else {
           std::printf("daemon:      %s (%s)\n", paint("not running", "31").c_str(), e.what());
           std::printf("enforcement: %s\n",
@@ -198,7 +201,7 @@ int main(int argc, char** argv) {
     }
     reply.erase("ok");
     if (json) {
-      std::cout << reply.dump(2) << "\n";
+      std::cout << json_text(reply) << "\n";
     } else if (status->parsed()) {
       print_status(reply);
     } else if (list->parsed()) {

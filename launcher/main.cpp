@@ -43,16 +43,17 @@ int main(int argc, char** argv) {
   app.add_option("--profile", profile, "profile to run under")->capture_default_str();
   app.add_option("--socket", socket_path,
                  "ksd admin socket (default: $KILLSWITCH_SOCKET or /run/killswitch/ksd.sock)");
-  app.add_option("command", command, "COMMAND [ARGS...]")->required();
-  app.prefix_command();  // everything from COMMAND on belongs to COMMAND
+  // Everything from the first non-option word on is COMMAND and its own arguments,
+  // untouched and in order (ksrun --profile p -- curl --proxy x ...).
+  app.prefix_command();
+  app.footer("Usage: ksrun [--profile NAME] [--socket PATH] [--] COMMAND [ARGS...]");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     int rc = app.exit(e);
     return rc == 0 ? 0 : kRefused;
   }
-  // prefix_command() leaves COMMAND's own arguments in remaining().
-  for (const auto& extra : app.remaining()) command.push_back(extra);
+  command = app.remaining();
   if (!command.empty() && command.front() == "--") command.erase(command.begin());
   if (command.empty()) refuse("(nothing)", "no COMMAND given");
   const std::string shown = command.front();

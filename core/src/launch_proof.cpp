@@ -21,46 +21,43 @@
 namespace ks {
 namespace {
 
-// Returns errno of a UDP sendto() (0 on success) from a fresh socket.
-int udp_send_errno(int family) {
-  UniqueFd s(::socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  if (!s) return -errno;  // negative: family unavailable
-  char byte = 0;
-  ssize_t r;
+sockaddr_storage canary_address(int family, socklen_t& len) {
+  sockaddr_storage ss{};
   if (family == AF_INET) {
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(KS_CANARY_PORT);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    r = ::sendto(s.get(), &byte, 1, 0, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(KS_CANARY_PORT);
+    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    len = sizeof(sockaddr_in);
   } else {
-    sockaddr_in6 a{};
-    a.sin6_family = AF_INET6;
-    a.sin6_port = htons(KS_CANARY_PORT);
-    a.sin6_addr = in6addr_loopback;
-    r = ::sendto(s.get(), &byte, 1, 0, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(KS_CANARY_PORT);
+    a->sin6_addr = in6addr_loopback;
+    len = sizeof(sockaddr_in6);
   }
-  return r < 0 ? errno : 0;
+  return ss;
 }
 
-int udp_connect_errno(int family) {
+// The egress canary: a connected UDP socket sends one byte to loopback KS_CANARY_PORT.
+// Returns the send's errno (0 on success), or -errno when the family is unavailable.
+int egress_canary_errno(int family) {
   UniqueFd s(::socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   if (!s) return -errno;
-  int r;
-  if (family == AF_INET) {
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(KS_CANARY_PORT);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    r = ::connect(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  } else {
-    sockaddr_in6 a{};
-    a.sin6_family = AF_INET6;
-    a.sin6_port = htons(KS_CANARY_PORT);
-    a.sin6_addr = in6addr_loopback;
-    r = ::connect(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  }
-  return r < 0 ? errno : 0;
+  socklen_t len = 0;
+  sockaddr_storage addr = canary_address(family, len);
+  if (::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0) return errno;
+  char byte = 0;
+  return ::send(s.get(), &byte, 1, 0) < 0 ? errno : 0;
+}
+
+// The connect canary: a TCP connect() to loopback KS_CANARY_PORT.
+int connect_canary_errno(int family) {
+  UniqueFd s(::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!s) return -errno;
+  socklen_t len = 0;
+  sockaddr_storage addr = canary_address(family, len);
+  return ::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0 ? errno : 0;
 }
 
 bool has_effective_cap(int cap) {
@@ -82,13 +79,14 @@ void prove_protection(const nlohmann::json& reply) {
 
   for (int family : {AF_INET, AF_INET6}) {
     const char* fam = family == AF_INET ? "IPv4" : "IPv6";
-    int send_err = udp_send_errno(family);
+    int send_err = egress_canary_errno(family);
     if (send_err < 0) continue;  // no such family on this host: nothing to leak over it
-    if (family == AF_INET6 && send_err == EADDRNOTAVAIL) continue;  // no ::1 configured
+    if (family == AF_INET6 && (send_err == EADDRNOTAVAIL || send_err == ENETUNREACH))
+      continue;  // no ::1 (IPv6 disabled on loopback): nothing goes out over IPv6 either
     if (send_err != EPERM)
       throw Error(std::string("the egress program does not judge this process (") + fam +
                   " canary send: " + errno_name(send_err) + ", expected a drop)");
-    int connect_err = udp_connect_errno(family);
+    int connect_err = connect_canary_errno(family);
     if (connect_err != KS_CANARY_ERRNO)
       throw Error(std::string("the connect program does not judge this process (") + fam +
                   " canary connect: " + errno_name(connect_err) + ")");

@@ -7,9 +7,9 @@ namespace ks {
 
 // Throws ks::Error saying what does not hold, given ksd's launch reply:
 //  1. this process is in the cgroup ksd created for it;
-//  2. enforcement judges this process's own sockets: the UDP canary to loopback
-//     KS_CANARY_PORT is dropped by egress (EPERM) and a connect() to it is refused by
-//     the connect hooks with KS_CANARY_ERRNO — a functional proof that needs no
+//  2. enforcement judges this process's own sockets: a connected UDP send to loopback
+//     KS_CANARY_PORT is dropped by egress (EPERM) and a TCP connect() to it is refused
+//     by the connect hooks with KS_CANARY_ERRNO — a functional proof that needs no
 //     privilege (IPv4, and IPv6 where the host has it);
 //  3. with CAP_NET_ADMIN (BPF_PROG_QUERY needs it), every program ksd reported is in the
 //     effective program list of this cgroup. Without it, ksd ran the same query before

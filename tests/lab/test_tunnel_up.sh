@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Tunnel up: protected TCP and UDP work, and go through the tunnel only; an IPv6
+# destination fails at once with an IPv4-only tunnel; other programs are not affected.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/killswitch.sh"
+
+lab_up
+ks_up
+ks_wait_tunnel_state up
+
+# Positive control: the same probes unprotected leak, and the detector sees it.
+capture_start control
+out=$(lab_probe_client udp --dst "$LAB_TARGET4" --count 20 --interval-ms 1 --expect-reply)
+assert_eq "$(json_get "$out" /replies)" 20 "unprotected UDP reaches the target"
+out=$(lab_probe_client tcp --dst "$LAB_TARGET4" --count 3)
+assert_eq "$(json_get "$out" /ok)" 3 "unprotected TCP reaches the target"
+capture_stop
+assert_ge "$(leak_count)" 23 "positive control: the detector sees the unprotected probes"
+
+# Protected: same probes through ksrun.
+capture_start protected
+out=$(ks_run_client "$KS_PROBE" udp --dst "$LAB_TARGET4" --count 20 --interval-ms 1 --expect-reply)
+assert_eq "$(json_get "$out" /replies)" 20 "protected UDP works (through the tunnel)"
+out=$(ks_run_client "$KS_PROBE" tcp --dst "$LAB_TARGET4" --count 3)
+assert_eq "$(json_get "$out" /ok)" 3 "protected TCP works (through the tunnel)"
+out=$(ks_run_client "$KS_PROBE" connect-time --dst "$LAB_TARGET6")
+assert_eq "$(json_get "$out" /errno)" ENETUNREACH "protected IPv6 with an IPv4-only tunnel fails"
+assert_le "$(json_get "$out" /ms)" 50 "  ... at once"
+out=$(ks_run_client "$KS_PROBE" udp --dst "$LAB_TARGET6" --count 5 --interval-ms 1)
+assert_eq "$(json_get "$out" /errors/ENETUNREACH 0)" 5 "protected IPv6 UDP sends fail"
+capture_stop
+assert_eq "$(leak_count)" 0 "no protected frame leaves outside the tunnel"
+assert_ge "$(capture_count "$LAB_WG_FLOW_FILTER")" 23 "the protected traffic is in the WireGuard flow"
+
+# An unprotected program on the same host keeps its normal routing.
+out=$(lab_probe_client udp --dst "$LAB_TARGET4" --count 5 --interval-ms 1 --expect-reply)
+assert_eq "$(json_get "$out" /replies)" 5 "an unprotected program is not affected"
+
+# Per-app counters saw the protected traffic.
+out=$(ks_ctl status --json)
+assert_gt "$(json_get "$out" /counters/allowed_packets)" 0 "ksd counts allowed packets"
+assert_ge "$(json_get "$out" /blocked_total)" 6 "ksd counts the refused IPv6 attempts"
