@@ -40,7 +40,11 @@ ks_up() {
     _lab_die "ksd/ksrun/ksctl not built in $KS_BUILD_DIR"
   KS_PIN_DIR=/sys/fs/bpf/kstest$LAB_ID
   KS_SLICE=kstest$LAB_ID.slice
-  KS_SOCK=$LAB_DIR/ksd.sock
+  # ksd's socket must be reachable by unprivileged users (ksrun as nobody): the lab dir
+  # becomes traversable (0711, nothing listable; the WireGuard keys in it stay 0600).
+  chmod 711 "$LAB_DIR"
+  mkdir -p -m 755 "$LAB_DIR/run"
+  KS_SOCK=$LAB_DIR/run/ksd.sock
   KS_CONF=$LAB_DIR/config.toml
   KS_CGROUP_ROOT=$(_ks_cgroup2_mount)/$KS_SLICE
   _lab_state "ks $KS_PIN_DIR $KS_CGROUP_ROOT"
