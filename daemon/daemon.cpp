@@ -72,22 +72,27 @@ nlohmann::json counters_json(const Counters& c) {
 
 }  // namespace
 
+namespace {
+// A second ksd on the same socket would fight over the maps: refuse to start.
+UniqueFd lock_single_instance(const std::string& socket_path) {
+  std::string dir = socket_path.substr(0, socket_path.find_last_of('/'));
+  if (!dir.empty() && ::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
+    throw_errno("cannot create " + dir);
+  std::string lock_path = socket_path + ".lock";
+  UniqueFd fd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd) throw_errno("cannot open lock file " + lock_path);
+  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0)
+    throw Error("another ksd is already running with socket " + socket_path);
+  return fd;
+}
+}  // namespace
+
 Daemon::Daemon(DaemonOptions options)
     : options_(std::move(options)),
+      lock_fd_(lock_single_instance(options_.socket_path)),
       config_(load_config(options_.config_path)),
       enforcement_(Enforcement::load(options_.pin_dir)),
       links_() {
-  // A second ksd on the same pins would fight over the maps: refuse to start.
-  std::string lock_path = options_.socket_path + ".lock";
-  {
-    std::string dir = options_.socket_path.substr(0, options_.socket_path.find_last_of('/'));
-    if (!dir.empty()) ::mkdir(dir.c_str(), 0755);
-  }
-  lock_fd_ = UniqueFd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!lock_fd_) throw_errno("cannot open lock file " + lock_path);
-  if (::flock(lock_fd_.get(), LOCK_EX | LOCK_NB) != 0)
-    throw Error("another ksd is already running with socket " + options_.socket_path);
-
   admin_gid_ = ipc::admin_group_id();
   setup_cgroups();
 

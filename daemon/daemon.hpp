@@ -56,6 +56,7 @@ class Daemon {
   std::uint32_t profile_of_cgroup(const std::string& absolute_cgroup) const;
 
   DaemonOptions options_;
+  UniqueFd lock_fd_;  // first: nothing is touched unless this is the only ksd
   Config config_;
   ProfileIds profile_ids_;
   std::string cgroup_mount_;
@@ -64,7 +65,7 @@ class Daemon {
   LinkWatcher links_;
   PolicyPlan plan_;
   std::map<std::uint64_t, App> apps_;
-  UniqueFd listen_fd_, epoll_fd_, signal_fd_, timer_fd_, lock_fd_;
+  UniqueFd listen_fd_, epoll_fd_, signal_fd_, timer_fd_;
   std::map<int, UniqueFd> clients_;
   std::optional<gid_t> admin_gid_;
 };

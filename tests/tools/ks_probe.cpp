@@ -54,6 +54,7 @@
 
 #include "killswitch/error.hpp"
 #include "killswitch/fd.hpp"
+#include "killswitch/ipc.hpp"
 
 namespace {
 
@@ -750,6 +751,24 @@ int json_get(std::string pointer, const std::optional<std::string>& missing_defa
   }
 }
 
+// seqpacket-call PATH: send stdin as one raw message to a SOCK_SEQPACKET unix socket (the
+// ksd admin socket) and print the reply — for feeding the daemon garbage on purpose.
+int seqpacket_call(const std::string& path) {
+  std::string message((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+  try {
+    ks::UniqueFd fd = ks::ipc::connect_to(path);
+    if (::send(fd.get(), message.data(), message.size(), MSG_NOSIGNAL) < 0) {
+      std::cerr << "ks-probe seqpacket-call: send: " << std::strerror(errno) << "\n";
+      return 1;
+    }
+    std::cout << ks::ipc::receive_message(fd.get(), 5000).dump() << "\n";
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "ks-probe seqpacket-call: " << e.what() << "\n";
+    return 1;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -796,8 +815,14 @@ int main(int argc, char** argv) {
   jg_cmd->add_option("pointer", pointer, "JSON pointer, e.g. /sent or /errors/EPERM")->required();
   jg_cmd->add_option("--default", missing_default, "print this when the value is missing");
 
+  std::string socket_path;
+  auto* sp_cmd = app.add_subcommand(
+      "seqpacket-call", "script helper: send stdin as one message to a seqpacket socket");
+  sp_cmd->add_option("path", socket_path, "socket path")->required();
+
   CLI11_PARSE(app, argc, argv);
   if (*jg_cmd) return json_get(pointer, missing_default);
+  if (*sp_cmd) return seqpacket_call(socket_path);
   setup_signals();
 
   std::string cmd = app.get_subcommands().front()->get_name();

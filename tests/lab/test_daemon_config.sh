@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Bad input changes nothing: ksd refuses a bad config naming file, line and key; a bad
+# reload keeps the last good policy; unprivileged callers cannot change anything; garbage
+# on the admin socket gets an error and the daemon keeps serving; ksctl status --json
+# carries the contract's fields.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/killswitch.sh"
+
+lab_up
+ks_up
+ks_wait_tunnel_state up
+
+# ---- ksd refuses to start on a bad config (a second instance, its own names) ----------
+bad=$LAB_DIR/bad.toml
+printf '[profiles.default]\ntunnels = ["wg0"]\nallow_lan = ["192.168.1.5/24"]\n' >"$bad"
+set +e
+err=$("$KS_KSD" --config "$bad" --socket "$LAB_DIR/run/other.sock" \
+  --pin-dir "/sys/fs/bpf/kstest${LAB_ID}x" --slice "kstest${LAB_ID}x.slice" 2>&1)
+rc=$?
+set -e
+assert_eq "$rc" 1 "ksd refuses a bad config"
+[[ $err == *"$bad:3:"*"profiles.default.allow_lan"* ]] || fail "error names file:line and key: $err"
+pass "the error names file, line and key: $err"
+[[ ! -e /sys/fs/bpf/kstest${LAB_ID}x ]] || fail "a refused start left pins behind"
+[[ ! -e $(_ks_cgroup2_mount)/kstest${LAB_ID}x.slice ]] || fail "a refused start left a cgroup behind"
+pass "a refused start creates nothing"
+
+printf '[profiles.default]\ntunnels = ["this-name-is-too-long"]\n' >"$bad"
+err=$("$KS_KSD" --config "$bad" --socket "$LAB_DIR/run/other.sock" 2>&1) && fail "accepted a bad interface name"
+[[ $err == *"profiles.default.tunnels"* ]] || fail "bad interface name error: $err"
+pass "bad interface name refused: $err"
+
+# ---- a bad reload keeps the last good policy -----------------------------------------------
+good=$(ks_ctl status --json)
+cp "$KS_CONF" "$LAB_DIR/good.toml"
+printf '[profiles.default]\ntunnels = ["wg0"]\nbogus = 1\n' >"$KS_CONF"
+set +e
+err=$(ks_ctl reload 2>&1)
+rc=$?
+set -e
+assert_eq "$rc" 1 "ksctl reload refuses a bad file"
+[[ $err == *"profiles.default.bogus"* ]] || fail "reload error names the key: $err"
+pass "reload error: $err"
+assert_eq "$(ks_status_field /profiles/default/tunnels/0/state)" up "the old policy is still in force"
+out=$(ks_run_client "$KS_PROBE" udp --dst "$LAB_TARGET4" --count 5 --interval-ms 1 --expect-reply)
+assert_eq "$(json_get "$out" /replies)" 5 "protected traffic still flows after the refused reload"
+
+# A good reload adds a profile; ksrun can use it at once.
+printf '[profiles.default]\ntunnels = ["wg0"]\n[profiles.second]\ntunnels = ["wg9"]\n' >"$KS_CONF"
+assert_ok "a good reload is accepted" ks_ctl reload
+out=$(ks_run_client --profile second "$KS_PROBE" connect-time --dst "$LAB_TARGET4")
+assert_eq "$(json_get "$out" /errno)" ENETUNREACH "the new profile (tunnel missing) blocks at once"
+
+# ---- unprivileged callers: read yes, change no ---------------------------------------------
+as_nobody() { setpriv --reuid=nobody --regid=nogroup --clear-groups "$@"; }
+assert_ok "nobody may read status" as_nobody "$KS_KSCTL" --socket "$KS_SOCK" status
+set +e
+err=$(as_nobody "$KS_KSCTL" --socket "$KS_SOCK" reload 2>&1)
+rc=$?
+set -e
+assert_eq "$rc" 1 "nobody may not reload"
+[[ $err == *"permission denied"* ]] || fail "unprivileged reload message: $err"
+pass "unprivileged reload refused: $err"
+
+# ---- garbage on the admin socket -------------------------------------------------------------
+for junk in 'not json' '[1,2]' '{"op":42}' '{"op":"launch","profile":"../../etc"}' '{"op":"nope"}'; do
+  reply=$(printf '%s' "$junk" | "$KS_PROBE" seqpacket-call "$KS_SOCK")
+  [[ $(json_get "$reply" /ok) == false && -n $(json_get "$reply" /error) ]] ||
+    fail "garbage '$junk' got: $reply"
+done
+pass "garbage on the admin socket gets an error reply"
+assert_eq "$(ks_status_field /daemon)" running "ksd keeps serving after garbage"
+
+# ---- the contract's status fields --------------------------------------------------------------
+st=$(ks_ctl status --json)
+for ptr in /daemon /profiles/default/tunnels/0/name /profiles/default/tunnels/0/state \
+  /profiles/default/tunnels/0/ifindex /protected_apps /blocked_total; do
+  [[ -n $(json_get "$st" "$ptr") ]] || fail "status --json lacks $ptr: $st"
+done
+assert_eq "$(ks_status_field /profiles/default/tunnels/0/ifindex)" "$(tunnel_ifindex)" \
+  "status reports wg0's real ifindex"
+pass "ksctl status --json has the contract's fields"
+
+# ---- stopping ksd does not lift protection; ksctl status says so -----------------------------
+ks_stop
+set +e
+out=$("$KS_KSCTL" --socket "$KS_SOCK" --pin-dir "$KS_PIN_DIR" status --json)
+rc=$?
+set -e
+assert_eq "$rc" 3 "ksctl status exits 3 when ksd is down"
+assert_eq "$(json_get "$out" /daemon)" "not running" "status says the daemon is not running"
+assert_eq "$(json_get "$out" /programs/pinned)" true "... and that enforcement is still pinned"
