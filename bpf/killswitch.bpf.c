@@ -21,8 +21,6 @@
 
 #define AF_INET 2
 #define AF_INET6 10
-#define SOL_SOCKET 1
-#define SO_BINDTOIFINDEX 62
 #define SOCK_STREAM 1
 #define ENETUNREACH 101
 #define EPERM 1
@@ -215,7 +213,6 @@ SEC("cgroup/sock_create")
 int ks_sock_create(struct bpf_sock *sk)
 {
 	struct ks_sk_state *state;
-	const struct ks_profile *p;
 	__u32 profile_id;
 
 	if (sk->family != AF_INET && sk->family != AF_INET6)
@@ -230,16 +227,12 @@ int ks_sock_create(struct bpf_sock *sk)
 	state->reserved =
 	    bpf_get_netns_cookie(sk) == config_netns_cookie() ? 0 : KS_SK_FOREIGN_NETNS;
 
-	/* Pin to the tunnel from birth, so even a send path no hook sees (raw sockets,
-	 * connected sends after a re-route) cannot pick a physical interface. connect and
-	 * sendmsg re-check and re-bind, since the tunnel may come and go meanwhile. */
-	p = profile_of(profile_id);
-	if (p && !(state->reserved & KS_SK_FOREIGN_NETNS)) {
-		__u32 target = sk->family == AF_INET6 && p->bind_ifindex_v6 ? p->bind_ifindex_v6
-									    : p->bind_ifindex_v4;
-		if (target)
-			sk->bound_dev_if = target;
-	}
+	/* Steer by policy routing, not by binding: the mark selects the profile's table
+	 * (default dev <tunnel>, unreachable fallback). Routing is looked up per packet,
+	 * so a re-created tunnel is used at once, loopback still resolves locally, and no
+	 * capability is needed to follow the tunnel (re-binding a bound socket needs
+	 * CAP_NET_RAW, which protected apps do not have). */
+	sk->mark = KS_MARK_BASE | profile_id;
 	return KS_PASS;
 }
 
@@ -254,20 +247,8 @@ struct ks_dst {
 
 enum ks_sock_addr_hook { KS_HOOK_CONNECT, KS_HOOK_SENDMSG };
 
-static __always_inline int set_bound_dev(struct bpf_sock_addr *ctx, __u32 ifindex)
-{
-	int value = (int)ifindex;
-
-	return bpf_setsockopt(ctx, SOL_SOCKET, SO_BINDTOIFINDEX, &value, sizeof(value));
-}
-
-static __always_inline int refuse(enum ks_reason reason, int err)
-{
-	count(bpf_get_current_cgroup_id(), reason, 0, 0);
-	bpf_set_retval(-err);
-	return KS_DROP;
-}
-
+/* connect() and unconnected sendmsg(): refuse at once what egress would drop, so
+ * applications get ENETUNREACH instead of a stalled connection. */
 static __always_inline int judge_sock_addr(struct bpf_sock_addr *ctx, const struct ks_dst *dst,
 					   enum ks_sock_addr_hook hook)
 {
@@ -276,7 +257,6 @@ static __always_inline int judge_sock_addr(struct bpf_sock_addr *ctx, const stru
 	const struct ks_profile *p = 0;
 	struct ks_sk_state *state = 0;
 	struct bpf_sock *sk = ctx->sk;
-	__u32 bound;
 
 	if (sk)
 		state = bpf_sk_storage_get(&ks_sk_state, sk, 0, 0);
@@ -298,36 +278,11 @@ static __always_inline int judge_sock_addr(struct bpf_sock_addr *ctx, const stru
 	}
 
 	verdict = ks_judge_connect(&facts);
-	if (!ks_reason_allows(verdict.reason))
-		return refuse(verdict.reason, verdict.reason == KS_REASON_BLOCK_CANARY
-						  ? KS_CANARY_ERRNO
-						  : ENETUNREACH);
-	if (!sk)
+	if (ks_reason_allows(verdict.reason))
 		return KS_PASS;
-	bound = sk->bound_dev_if;
-	if (bound == verdict.bind_ifindex)
-		return KS_PASS;
-
-	if (hook == KS_HOOK_CONNECT) {
-		/* connect() routes after this hook, so the (un)pinning applies to this very
-		 * connection. Pinning is what keeps TunnelVision-style routes from pulling the
-		 * socket off the tunnel: if it cannot be set, refuse rather than go unpinned. */
-		if (set_bound_dev(ctx, verdict.bind_ifindex))
-			return refuse(KS_REASON_BLOCK_NO_TUNNEL, ENETUNREACH);
-		return KS_PASS;
-	}
-
-	/* sendmsg: the kernel picked this datagram's output device before the hook ran, so
-	 * a change of pin only applies to the socket's next datagrams. */
-	if (set_bound_dev(ctx, verdict.bind_ifindex))
-		return refuse(KS_REASON_BLOCK_NO_TUNNEL, ENETUNREACH);
-	if (verdict.bind_ifindex == 0 && bound != 0)
-		/* Loopback or LAN destination on a socket pinned to the tunnel: sent now, it
-		 * would travel into the tunnel (to the VPN server). Refuse this one; the
-		 * socket is unpinned, so the application's retry goes where it should. */
-		return refuse(KS_REASON_BLOCK_NOT_TUNNEL, ENETUNREACH);
-	/* Pinned to a stale or foreign device: egress judges this datagram. */
-	return KS_PASS;
+	count(bpf_get_current_cgroup_id(), verdict.reason, 0, 0);
+	bpf_set_retval(verdict.reason == KS_REASON_BLOCK_CANARY ? -KS_CANARY_ERRNO : -ENETUNREACH);
+	return KS_DROP;
 }
 
 static __always_inline void dst_from_v4(struct ks_dst *dst, __u32 addr_be, __u32 port_be)
@@ -394,45 +349,6 @@ int ks_sendmsg6(struct bpf_sock_addr *ctx)
 
 	dst_from_v6(&dst, ctx);
 	return judge_sock_addr(ctx, &dst, KS_HOOK_SENDMSG);
-}
-
-/* ---- cgroup/bind4/6: a socket bound to a loopback address serves loopback ---- */
-
-/*
- * sock_create pins every socket to the tunnel, and a pinned listener only accepts what
- * arrives through the tunnel. A socket bound to a loopback address (a web UI on
- * 127.0.0.1, say) is for loopback only, so its pin is lifted; ingress still admits only
- * loopback, tunnel and allow_lan traffic, and connect() pins it again if it ever reaches
- * out. A wildcard bind keeps the pin, so replies of accepted connections leave through
- * the tunnel they came in by.
- */
-static __always_inline int unpin_if_loopback(struct bpf_sock_addr *ctx, int is_loopback)
-{
-	struct bpf_sock *sk = ctx->sk;
-
-	if (is_loopback && sk && sk->bound_dev_if)
-		set_bound_dev(ctx, 0);
-	return KS_PASS;
-}
-
-SEC("cgroup/bind4")
-int ks_bind4(struct bpf_sock_addr *ctx)
-{
-	__u32 host = bpf_ntohl(ctx->user_ip4);
-
-	return unpin_if_loopback(ctx, (host >> 24) == 127);
-}
-
-SEC("cgroup/bind6")
-int ks_bind6(struct bpf_sock_addr *ctx)
-{
-	__u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1], w2 = ctx->user_ip6[2],
-	      w3 = ctx->user_ip6[3];
-	int is_loopback = (w0 | w1 | w2) == 0 && w3 == bpf_htonl(1);
-	int is_v4_loopback =
-	    (w0 | w1) == 0 && w2 == bpf_htonl(0xffff) && (bpf_ntohl(w3) >> 24) == 127;
-
-	return unpin_if_loopback(ctx, is_loopback || is_v4_loopback);
 }
 
 /* ---- cgroup_skb/egress (the authority) and ingress ---- */

@@ -11,11 +11,11 @@
  *    ancestors (deepest first) through ks_cgroups until one is known, and stores the
  *    profile id in the socket's local storage (ks_sk_profile). A socket in the protected
  *    tree whose cgroup chain is unknown gets KS_PROFILE_NONE: it may only use loopback.
- * 2. Pinning: sock_create, connect and sendmsg pin the socket to its profile's preferred
- *    tunnel (SO_BINDTOIFINDEX), so routes on the physical interface cannot pull it away.
- *    Loopback and allow_lan destinations unpin it (connect), and so does binding a
- *    loopback address (bind). With no usable tunnel, connect and sendmsg fail at once
- *    with ENETUNREACH.
+ * 2. Steering: sock_create marks the socket (KS_MARK_BASE | profile id); ksd's policy
+ *    rules route marked sockets by the profile's own table (default dev <tunnel>,
+ *    allow_lan throws, unreachable fallback), so routes on the physical interface cannot
+ *    pull them away and a re-created tunnel is used at once. With no usable tunnel of the
+ *    destination's family, connect and sendmsg fail at once with ENETUNREACH.
  * 3. cgroup_skb/egress is the authority: a packet leaves only through loopback, through
  *    an interface that ks_tunnels lists for the socket's profile, or towards one of the
  *    profile's allow_lan CIDRs (ks_lan). Everything else is dropped and counted.
@@ -81,6 +81,13 @@ typedef __u64 ks_u64;
  */
 #define KS_CANARY_PORT 9    /* discard; nothing legitimate sends there over loopback */
 #define KS_CANARY_ERRNO 131 /* ENOTRECOVERABLE: a value no real connect() returns */
+
+/*
+ * Routing mark of protected sockets, set by sock_create: KS_MARK_BASE | profile id
+ * (KS_PROFILE_NONE included). ksd's policy rules send marked lookups to the profile's
+ * table (same number), see core/include/killswitch/routing.hpp.
+ */
+#define KS_MARK_BASE 0x4b530000u /* "KS" */
 
 /* Global settings written by ksd: single-entry array map ks_config. */
 struct ks_config {

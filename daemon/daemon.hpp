@@ -13,6 +13,7 @@
 #include "killswitch/ipc.hpp"
 #include "killswitch/links.hpp"
 #include "killswitch/policy_plan.hpp"
+#include "killswitch/routing.hpp"
 
 namespace ks {
 
@@ -63,6 +64,7 @@ class Daemon {
   std::string root_cgroup_;  // <mount>/<slice>
   Enforcement enforcement_;
   LinkWatcher links_;
+  PolicyRouting routing_;
   PolicyPlan plan_;
   std::map<std::uint64_t, App> apps_;
   UniqueFd listen_fd_, epoll_fd_, signal_fd_, timer_fd_;

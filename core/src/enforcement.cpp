@@ -1,6 +1,7 @@
 #include "killswitch/enforcement.hpp"
 
 #include <bpf/libbpf.h>
+#include <dirent.h>
 #include <linux/magic.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
@@ -21,10 +22,8 @@
 
 namespace ks {
 
-const std::array<HookInfo, 9> kHooks = {{
+const std::array<HookInfo, 7> kHooks = {{
     {"sock_create", BPF_CGROUP_INET_SOCK_CREATE},
-    {"bind4", BPF_CGROUP_INET4_BIND},
-    {"bind6", BPF_CGROUP_INET6_BIND},
     {"connect4", BPF_CGROUP_INET4_CONNECT},
     {"connect6", BPF_CGROUP_INET6_CONNECT},
     {"sendmsg4", BPF_CGROUP_UDP4_SENDMSG},
@@ -45,8 +44,6 @@ std::string link_pin_path(const std::string& pin_dir, const char* hook) {
 
 bpf_program* program_for(killswitch_bpf* skel, const std::string& hook) {
   if (hook == "sock_create") return skel->progs.ks_sock_create;
-  if (hook == "bind4") return skel->progs.ks_bind4;
-  if (hook == "bind6") return skel->progs.ks_bind6;
   if (hook == "connect4") return skel->progs.ks_connect4;
   if (hook == "connect6") return skel->progs.ks_connect6;
   if (hook == "sendmsg4") return skel->progs.ks_sendmsg4;
@@ -120,6 +117,23 @@ void Enforcement::attach(const std::string& cgroup_path) {
       throw_errno(std::string("cannot pin the ") + hook.name + " link at " + pin);
     links_.push_back(std::move(link));
   }
+  drop_stale_link_pins();
+}
+
+void Enforcement::drop_stale_link_pins() const {
+  // Links of hooks an older ksd had and this one has not: unpinning detaches them.
+  DIR* dir = ::opendir(pin_dir_.c_str());
+  if (!dir) return;
+  std::vector<std::string> stale;
+  while (dirent* e = ::readdir(dir)) {
+    std::string name = e->d_name;
+    if (name.rfind("link_", 0) != 0) continue;
+    bool known = false;
+    for (const HookInfo& hook : kHooks) known = known || name == std::string("link_") + hook.name;
+    if (!known) stale.push_back(pin_dir_ + "/" + name);
+  }
+  ::closedir(dir);
+  for (const auto& path : stale) ::unlink(path.c_str());
 }
 
 bool Enforcement::pins_present(const std::string& pin_dir) {
@@ -130,6 +144,13 @@ bool Enforcement::pins_present(const std::string& pin_dir) {
 
 void Enforcement::remove_pins(const std::string& pin_dir) {
   for (const HookInfo& hook : kHooks) ::unlink(link_pin_path(pin_dir, hook.name).c_str());
+  if (DIR* dir = ::opendir(pin_dir.c_str())) {  // links of hooks older versions had
+    std::vector<std::string> links;
+    while (dirent* e = ::readdir(dir))
+      if (std::string(e->d_name).rfind("link_", 0) == 0) links.push_back(pin_dir + "/" + e->d_name);
+    ::closedir(dir);
+    for (const auto& path : links) ::unlink(path.c_str());
+  }
   for (const char* map : kMapNames) ::unlink((pin_dir + "/" + map).c_str());
   if (::rmdir(pin_dir.c_str()) != 0 && errno != ENOENT)
     throw_errno("cannot remove pin directory " + pin_dir);

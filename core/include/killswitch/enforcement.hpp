@@ -24,7 +24,7 @@ struct HookInfo {
   const char* name;  // "egress", "connect4", ...
   bpf_attach_type attach_type;
 };
-extern const std::array<HookInfo, 9> kHooks;
+extern const std::array<HookInfo, 7> kHooks;
 
 // Program ids currently attached, by hook name; what ksrun compares with the kernel.
 using ProgramIds = std::map<std::string, std::uint32_t>;
@@ -80,6 +80,7 @@ class Enforcement {
  private:
   Enforcement() = default;
   int map_fd(const char* name) const;
+  void drop_stale_link_pins() const;
 
   std::string pin_dir_;
   std::unique_ptr<killswitch_bpf, SkeletonDeleter> skel_;
