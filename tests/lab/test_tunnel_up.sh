@@ -41,3 +41,14 @@ assert_eq "$(json_get "$out" /replies)" 5 "an unprotected program is not affecte
 out=$(ks_ctl status --json)
 assert_gt "$(json_get "$out" /counters/allowed_packets)" 0 "ksd counts allowed packets"
 assert_ge "$(json_get "$out" /blocked_total)" 6 "ksd counts the refused IPv6 attempts"
+
+# Ingress: a protected server gets nothing that arrives on the physical link. Positive
+# control first: the same echo server unprotected answers the ISP side.
+lab_spawn_client open-echo "$KS_PROBE" echo-server --udp 0.0.0.0:7101 --ready-file "$LAB_DIR/open.ready"
+lab_wait_file "$LAB_DIR/open.ready"
+out=$(lab_probe_isp udp --dst "$LAB_CLIENT_IP4:7101" --count 5 --interval-ms 1 --expect-reply --reply-wait-ms 500)
+assert_eq "$(json_get "$out" /replies)" 5 "positive control: an unprotected server answers via eth0"
+ks_spawn_protected prot-echo "$KS_PROBE" echo-server --udp 0.0.0.0:7102 --ready-file "$LAB_DIR/prot.ready"
+lab_wait_file "$LAB_DIR/prot.ready"
+out=$(lab_probe_isp udp --dst "$LAB_CLIENT_IP4:7102" --count 5 --interval-ms 1 --expect-reply --reply-wait-ms 500)
+assert_eq "$(json_get "$out" /replies)" 0 "a protected server gets nothing from the physical link"
