@@ -13,6 +13,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -60,6 +61,31 @@ void walk_cgroups(const std::string& dir, const std::function<void(const std::st
     visit(c);
     walk_cgroups(c, visit);
   }
+}
+
+int read_sysctl_int(const std::string& path) {
+  std::ifstream in(path);
+  int v = -1;
+  in >> v;
+  return in ? v : -1;
+}
+
+// Replies to protected sockets arrive on the tunnel while the main table may route their
+// source elsewhere (split tunnel); strict reverse-path filtering would drop them. The
+// effective value is max(all, interface), so loosening the tunnel alone is enough.
+void loosen_rp_filter(const std::string& tunnel) {
+  const std::string dev = "/proc/sys/net/ipv4/conf/" + tunnel + "/rp_filter";
+  int all = read_sysctl_int("/proc/sys/net/ipv4/conf/all/rp_filter");
+  int own = read_sysctl_int(dev);
+  if (own < 0 || std::max(all, own) != 1) return;
+  std::ofstream out(dev);
+  out << 2;
+  out.flush();
+  if (out)
+    log_info("set " + dev +
+             " to 2 (loose): strict reverse-path filtering drops the tunnel's replies");
+  else
+    log_warning("cannot loosen " + dev + "; replies through " + tunnel + " may be dropped");
 }
 
 nlohmann::json counters_json(const Counters& c) {
@@ -227,6 +253,7 @@ void Daemon::apply_policy(const char* why) {
       bool changed = old == plan_.status.end() || i >= old->second.size() ||
                      old->second[i].state != t.state || old->second[i].ifindex != t.ifindex ||
                      old->second[i].ipv4 != t.ipv4 || old->second[i].ipv6 != t.ipv6;
+      if (changed && t.state == "up") loosen_rp_filter(t.name);
       if (changed)
         log_info(
             std::string(why) + ": profile " + profile + ": tunnel " + t.name + " " + t.state +
