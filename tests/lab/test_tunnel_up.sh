@@ -6,8 +6,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/killswitch.sh"
 
 lab_up
+# Strict reverse-path filtering, as some distributions ship it: the tunnel's replies would
+# be dropped (their source routes via eth0); ksd must loosen it on the tunnel alone.
+lab_exec_client sh -c 'echo 1 >/proc/sys/net/ipv4/conf/all/rp_filter; echo 1 >/proc/sys/net/ipv4/conf/wg0/rp_filter'
 ks_up
 ks_wait_tunnel_state up
+assert_eq "$(lab_exec_client cat /proc/sys/net/ipv4/conf/wg0/rp_filter)" 2 "ksd loosened rp_filter on wg0"
+assert_eq "$(lab_exec_client cat /proc/sys/net/ipv4/conf/all/rp_filter)" 1 "... and nothing else"
 
 # Positive control: the same probes unprotected leak, and the detector sees it.
 capture_start control
