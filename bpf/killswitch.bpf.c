@@ -148,6 +148,22 @@ static __always_inline int is_v4_loopback(__u32 addr_be)
 	return (host >> 24) == 127 || host == 0;
 }
 
+/* Per-CPU values: plain increments are exact. */
+static __always_inline void add_to(struct ks_counters *c, int allowed, __u64 bytes, int is_packet)
+{
+	if (!c)
+		return;
+	if (!is_packet) {
+		c->blocked_connects++;
+	} else if (allowed) {
+		c->allowed_packets++;
+		c->allowed_bytes += bytes;
+	} else {
+		c->blocked_packets++;
+		c->blocked_bytes += bytes;
+	}
+}
+
 static __always_inline void count(__u64 cgroup_id, enum ks_reason reason, __u64 bytes,
 				  int is_packet)
 {
@@ -164,33 +180,11 @@ static __always_inline void count(__u64 cgroup_id, enum ks_reason reason, __u64 
 		bpf_map_update_elem(&ks_counters, &cgroup_id, &fresh, BPF_NOEXIST);
 		c = bpf_map_lookup_elem(&ks_counters, &cgroup_id);
 	}
-	/* Per-CPU values: plain increments are exact. */
-	if (c) {
-		if (!is_packet)
-			c->blocked_connects++;
-		else if (allowed) {
-			c->allowed_packets++;
-			c->allowed_bytes += bytes;
-		} else {
-			c->blocked_packets++;
-			c->blocked_bytes += bytes;
-		}
-	}
-	c = bpf_map_lookup_elem(&ks_totals, &zero);
-	if (c) {
-		if (!is_packet)
-			c->blocked_connects++;
-		else if (allowed) {
-			c->allowed_packets++;
-			c->allowed_bytes += bytes;
-		} else {
-			c->blocked_packets++;
-			c->blocked_bytes += bytes;
-		}
-	}
+	add_to(c, allowed, bytes, is_packet);
+	add_to(bpf_map_lookup_elem(&ks_totals, &zero), allowed, bytes, is_packet);
 }
 
-/* ---- cgroup/sock_create: classify the socket once, pin it to its tunnel ---- */
+/* ---- cgroup/sock_create: classify the socket once, mark it for its profile's table ---- */
 
 static __always_inline __u32 classify_current_task(void)
 {
@@ -236,7 +230,7 @@ int ks_sock_create(struct bpf_sock *sk)
 	return KS_PASS;
 }
 
-/* ---- cgroup/connect4/6 and sendmsg4/6: fail fast, re-pin to the live tunnel ---- */
+/* ---- cgroup/connect4/6 and sendmsg4/6: fail fast ---- */
 
 struct ks_dst {
 	__u8 addr[16]; /* IPv6 or IPv4-mapped */
