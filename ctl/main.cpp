@@ -119,11 +119,7 @@ int teardown(const std::string& pin_dir, const std::string& slice, bool kill_app
   }
   ks::Enforcement::remove_pins(pin_dir);
   // The steering rules and tables live in this network namespace (ksd's, normally).
-  ks::PolicyRouting routing;
-  for (std::uint32_t id = 0; id < KS_MAX_PROFILES; ++id) {
-    routing.remove_rules(id);
-    routing.flush_table(ks::table_for_profile(id));
-  }
+  ks::PolicyRouting().remove_all();
   if (!ks::remove_cgroup_tree(root)) {
     std::fprintf(stderr, "ksctl: could not remove %s\n", root.c_str());
     return kFailed;

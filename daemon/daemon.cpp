@@ -211,21 +211,23 @@ void Daemon::apply_policy(const char* why) {
   }
   enforcement_.replace_lan(plan_lan(config_, profile_ids_));
 
-  // Steering: every profile id (and KS_PROFILE_NONE, and ids of removed profiles) has
-  // its rule and table; tables of invalid profiles hold only the unreachable fallback.
+  // Steering: every profile id in use (and KS_PROFILE_NONE, and ids of removed
+  // profiles) has its rules; tables of invalid profiles stay empty, so their lookups end
+  // at the unreachable rule.
+  std::vector<RuleSpec> rules;
   for (std::uint32_t id = 0; id < KS_MAX_PROFILES; ++id) {
     auto it = plan.profiles.find(id);
-    const Profile* profile = nullptr;
-    for (const auto& [name, pid] : profile_ids_)
-      if (pid == id) profile = config_.find_profile(name);
     if (it == plan.profiles.end() && id != KS_PROFILE_NONE &&
         enforcement_.read_profile(id).name[0] == 0)
       continue;  // never used
-    routing_.ensure_rules(id);
-    routing_.sync_table(
-        table_for_profile(id),
-        plan_routes(it != plan.profiles.end() ? it->second : ks_profile{}, profile));
+    const Profile* profile = nullptr;
+    for (const auto& [name, pid] : profile_ids_)
+      if (pid == id) profile = config_.find_profile(name);
+    for (auto& r : plan_rules(id, profile)) rules.push_back(r);
+    routing_.sync_table(table_for_profile(id),
+                        plan_routes(it != plan.profiles.end() ? it->second : ks_profile{}));
   }
+  routing_.sync_rules(rules);
 
   // Cgroup classification: tree root -> default profile (or none), profile slices,
   // apps. Entries for cgroups that no longer exist are dropped.

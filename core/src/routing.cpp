@@ -18,9 +18,6 @@
 namespace ks {
 namespace {
 
-constexpr std::uint32_t kUnreachableMetric = 0xffffffffu;
-// Not 0: IPv6 turns metric 0 into 1024, and the table would never compare equal.
-constexpr std::uint32_t kRouteMetric = 1;
 constexpr int kReplyTimeoutMs = 5000;
 
 // A netlink message under construction: header, fixed part, then attributes.
@@ -51,80 +48,102 @@ class Message {
 };
 
 std::size_t address_length(int family) { return family == AF_INET ? 4 : 16; }
+const char* family_name(int family) { return family == AF_INET ? "IPv4" : "IPv6"; }
 
 Message route_message(std::uint16_t type, std::uint16_t flags, std::uint32_t table,
                       const RouteSpec& r) {
   rtmsg rt{};
   rt.rtm_family = static_cast<unsigned char>(r.family);
-  rt.rtm_dst_len = r.dst_len;
   rt.rtm_table = RT_TABLE_UNSPEC;  // the 32-bit RTA_TABLE below carries it
   rt.rtm_protocol = kRouteProtocol;
-  rt.rtm_scope = r.type == RTN_UNICAST ? RT_SCOPE_LINK : RT_SCOPE_UNIVERSE;
-  rt.rtm_type = r.type;
+  rt.rtm_scope = RT_SCOPE_LINK;  // the tunnel is point-to-point: its peer is "on link"
+  rt.rtm_type = RTN_UNICAST;
   Message m(type, flags, &rt, sizeof(rt));
   m.add_u32(RTA_TABLE, table);
-  if (r.dst_len > 0) m.add(RTA_DST, r.dst.data(), address_length(r.family));
-  if (r.type == RTN_UNICAST) m.add_u32(RTA_OIF, r.oif);
+  m.add_u32(RTA_OIF, r.oif);
   m.add_u32(RTA_PRIORITY, r.metric);
   return m;
 }
 
-Message rule_message(std::uint16_t type, std::uint16_t flags, int family, std::uint32_t mark,
-                     std::uint32_t table) {
+Message rule_message(std::uint16_t type, std::uint16_t flags, const RuleSpec& r) {
   fib_rule_hdr h{};
-  h.family = static_cast<unsigned char>(family);
-  h.action = FR_ACT_TO_TBL;
+  h.family = static_cast<unsigned char>(r.family);
+  h.action = r.action;
+  h.dst_len = r.dst_len;
   Message m(type, flags, &h, sizeof(h));
-  m.add_u32(FRA_PRIORITY, kRulePriority);
-  m.add_u32(FRA_FWMARK, mark);
+  m.add_u32(FRA_PRIORITY, r.priority);
+  m.add_u32(FRA_FWMARK, r.mark);
   m.add_u32(FRA_FWMASK, 0xffffffffu);
-  m.add_u32(FRA_TABLE, table);
+  if (r.action == FR_ACT_TO_TBL) m.add_u32(FRA_TABLE, r.table);
+  if (r.dst_len > 0) m.add(FRA_DST, r.dst.data(), address_length(r.family));
   return m;
+}
+
+template <typename T>
+bool contains(const std::vector<T>& v, const T& x) {
+  return std::find(v.begin(), v.end(), x) != v.end();
 }
 
 }  // namespace
 
 std::string RouteSpec::describe() const {
-  char addr[INET6_ADDRSTRLEN] = "";
-  inet_ntop(family, dst.data(), addr, sizeof(addr));
-  std::string what = type == RTN_UNREACHABLE ? "unreachable " : type == RTN_THROW ? "throw " : "";
-  std::string s = what + (dst_len ? std::string(addr) + "/" + std::to_string(dst_len)
-                                  : std::string(family == AF_INET ? "default" : "default ipv6"));
-  if (type == RTN_UNICAST) s += " dev ifindex " + std::to_string(oif);
-  return s + " metric " + std::to_string(metric);
+  return std::string(family_name(family)) + " default dev ifindex " + std::to_string(oif) +
+         " metric " + std::to_string(metric);
 }
 
-std::vector<RouteSpec> plan_routes(const ks_profile& entry, const Profile* profile) {
-  std::vector<RouteSpec> routes;
-  bool valid = (entry.flags & KS_PROFILE_VALID) != 0;
-  for (int family : {AF_INET, AF_INET6}) {
-    RouteSpec unreachable;
-    unreachable.family = family;
-    unreachable.type = RTN_UNREACHABLE;
-    unreachable.metric = kUnreachableMetric;
-    routes.push_back(unreachable);
-    std::uint32_t oif = family == AF_INET ? entry.bind_ifindex_v4 : entry.bind_ifindex_v6;
-    if (valid && oif != 0) {
-      RouteSpec tunnel;
-      tunnel.family = family;
-      tunnel.type = RTN_UNICAST;
-      tunnel.oif = oif;
-      tunnel.metric = kRouteMetric;
-      routes.push_back(tunnel);
-    }
+std::string RuleSpec::describe() const {
+  char mark_text[16];
+  std::snprintf(mark_text, sizeof(mark_text), "0x%x", mark);
+  std::string s = std::string(family_name(family)) + " pref " + std::to_string(priority) +
+                  " fwmark " + mark_text;
+  if (dst_len > 0) {
+    char addr[INET6_ADDRSTRLEN] = "";
+    inet_ntop(family, dst.data(), addr, sizeof(addr));
+    s += " to " + std::string(addr) + "/" + std::to_string(dst_len);
   }
-  if (valid && profile) {
+  return s + (action == FR_ACT_UNREACHABLE ? " unreachable" : " lookup " + std::to_string(table));
+}
+
+std::vector<RouteSpec> plan_routes(const ks_profile& entry) {
+  std::vector<RouteSpec> routes;
+  if (!(entry.flags & KS_PROFILE_VALID)) return routes;
+  if (entry.bind_ifindex_v4) routes.push_back({AF_INET, entry.bind_ifindex_v4});
+  if (entry.bind_ifindex_v6) routes.push_back({AF_INET6, entry.bind_ifindex_v6});
+  return routes;
+}
+
+std::vector<RuleSpec> plan_rules(std::uint32_t profile_id, const Profile* profile) {
+  std::vector<RuleSpec> rules;
+  const std::uint32_t mark = KS_MARK_BASE | profile_id;
+  if (profile) {
     for (const Cidr& c : profile->allow_lan) {
-      RouteSpec lan;
+      RuleSpec lan;
       lan.family = c.address.family;
-      lan.type = RTN_THROW;
+      lan.priority = kLanRulePriority;
+      lan.mark = mark;
+      lan.action = FR_ACT_TO_TBL;
+      lan.table = RT_TABLE_MAIN;
       std::memcpy(lan.dst.data(), c.address.bytes.data(), address_length(lan.family));
       lan.dst_len = static_cast<std::uint8_t>(c.prefix_len);
-      lan.metric = kRouteMetric;
-      routes.push_back(lan);
+      rules.push_back(lan);
     }
   }
-  return routes;
+  for (int family : {AF_INET, AF_INET6}) {
+    RuleSpec table;
+    table.family = family;
+    table.priority = kTableRulePriority;
+    table.mark = mark;
+    table.action = FR_ACT_TO_TBL;
+    table.table = table_for_profile(profile_id);
+    rules.push_back(table);
+    RuleSpec unreachable;
+    unreachable.family = family;
+    unreachable.priority = kUnreachableRulePriority;
+    unreachable.mark = mark;
+    unreachable.action = FR_ACT_UNREACHABLE;
+    rules.push_back(unreachable);
+  }
+  return rules;
 }
 
 PolicyRouting::PolicyRouting()
@@ -164,25 +183,80 @@ void PolicyRouting::request(void* message, std::uint32_t length, bool ignore_exi
   }
 }
 
-void PolicyRouting::ensure_rules(std::uint32_t profile_id) {
-  for (int family : {AF_INET, AF_INET6}) {
-    Message m = rule_message(RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL, family,
-                             KS_MARK_BASE | profile_id, table_for_profile(profile_id));
-    try {
-      request(m.header(), m.header()->nlmsg_len, /*ignore_exists=*/true, false);
-    } catch (const Error& e) {
-      throw Error(std::string("cannot add the ") + (family == AF_INET ? "IPv4" : "IPv6") +
-                      " routing rule for profile id " + std::to_string(profile_id) + ": " +
-                      e.what(),
-                  e.sys_errno());
+template <typename Visit>
+void PolicyRouting::dump(std::uint16_t type, int family, std::size_t fixed_len, Visit visit) {
+  std::vector<char> fixed(fixed_len, 0);
+  fixed[0] = static_cast<char>(family);  // rtm_family / fib_rule_hdr.family come first
+  Message m(type, NLM_F_REQUEST | NLM_F_DUMP, fixed.data(), fixed.size());
+  m.header()->nlmsg_seq = ++seq_;
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  if (::sendto(sock_.get(), m.header(), m.header()->nlmsg_len, 0,
+               reinterpret_cast<sockaddr*>(&kernel), sizeof(kernel)) < 0)
+    throw_errno("netlink dump");
+  std::vector<char> buf(65536);
+  for (;;) {
+    pollfd p{sock_.get(), POLLIN, 0};
+    if (::poll(&p, 1, kReplyTimeoutMs) <= 0) throw Error("netlink: dump timed out");
+    ssize_t n = ::recv(sock_.get(), buf.data(), buf.size(), 0);
+    if (n < 0) throw_errno("netlink dump");
+    for (auto* h = reinterpret_cast<nlmsghdr*>(buf.data()); NLMSG_OK(h, static_cast<unsigned>(n));
+         h = NLMSG_NEXT(h, n)) {
+      if (h->nlmsg_seq != seq_) continue;
+      if (h->nlmsg_type == NLMSG_DONE) return;
+      if (h->nlmsg_type == NLMSG_ERROR)
+        throw_errno("netlink dump", -static_cast<nlmsgerr*>(NLMSG_DATA(h))->error);
+      visit(h);
     }
   }
 }
 
-void PolicyRouting::remove_rules(std::uint32_t profile_id) {
+std::vector<RuleSpec> PolicyRouting::our_rules() {
+  std::vector<RuleSpec> out;
   for (int family : {AF_INET, AF_INET6}) {
-    Message m = rule_message(RTM_DELRULE, 0, family, KS_MARK_BASE | profile_id,
-                             table_for_profile(profile_id));
+    dump(RTM_GETRULE, family, sizeof(fib_rule_hdr), [&](nlmsghdr* h) {
+      if (h->nlmsg_type != RTM_NEWRULE) return;
+      auto* hdr = static_cast<fib_rule_hdr*>(NLMSG_DATA(h));
+      RuleSpec r;
+      r.family = hdr->family;
+      r.action = hdr->action;
+      r.dst_len = hdr->dst_len;
+      r.table = hdr->table;
+      std::uint32_t mask = 0;
+      int len = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof(*hdr)));
+      for (auto* a =
+               reinterpret_cast<rtattr*>(reinterpret_cast<char*>(hdr) + NLMSG_ALIGN(sizeof(*hdr)));
+           RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+        if (a->rta_type == FRA_PRIORITY) std::memcpy(&r.priority, RTA_DATA(a), 4);
+        if (a->rta_type == FRA_FWMARK) std::memcpy(&r.mark, RTA_DATA(a), 4);
+        if (a->rta_type == FRA_FWMASK) std::memcpy(&mask, RTA_DATA(a), 4);
+        if (a->rta_type == FRA_TABLE) std::memcpy(&r.table, RTA_DATA(a), 4);
+        if (a->rta_type == FRA_DST)
+          std::memcpy(r.dst.data(), RTA_DATA(a), std::min<std::size_t>(RTA_PAYLOAD(a), 16));
+      }
+      if (r.action != FR_ACT_TO_TBL) r.table = 0;
+      bool ours = mask == 0xffffffffu && (r.mark & 0xffff0000u) == KS_MARK_BASE &&
+                  r.priority >= kLanRulePriority && r.priority <= kUnreachableRulePriority;
+      if (ours) out.push_back(r);
+    });
+  }
+  return out;
+}
+
+void PolicyRouting::sync_rules(const std::vector<RuleSpec>& want) {
+  std::vector<RuleSpec> have = our_rules();
+  for (const auto& r : want) {
+    if (contains(have, r)) continue;
+    Message m = rule_message(RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL, r);
+    try {
+      request(m.header(), m.header()->nlmsg_len, /*ignore_exists=*/true, false);
+    } catch (const Error& e) {
+      throw Error("cannot add routing rule " + r.describe() + ": " + e.what(), e.sys_errno());
+    }
+  }
+  for (const auto& r : have) {
+    if (contains(want, r)) continue;
+    Message m = rule_message(RTM_DELRULE, 0, r);
     request(m.header(), m.header()->nlmsg_len, false, /*ignore_missing=*/true);
   }
 }
@@ -190,61 +264,27 @@ void PolicyRouting::remove_rules(std::uint32_t profile_id) {
 std::vector<RouteSpec> PolicyRouting::routes_in_table(std::uint32_t table) {
   std::vector<RouteSpec> out;
   for (int family : {AF_INET, AF_INET6}) {
-    rtmsg rt{};
-    rt.rtm_family = static_cast<unsigned char>(family);
-    Message m(RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, &rt, sizeof(rt));
-    m.header()->nlmsg_seq = ++seq_;
-    sockaddr_nl kernel{};
-    kernel.nl_family = AF_NETLINK;
-    if (::sendto(sock_.get(), m.header(), m.header()->nlmsg_len, 0,
-                 reinterpret_cast<sockaddr*>(&kernel), sizeof(kernel)) < 0)
-      throw_errno("netlink route dump");
-    std::vector<char> buf(65536);
-    bool done = false;
-    while (!done) {
-      pollfd p{sock_.get(), POLLIN, 0};
-      if (::poll(&p, 1, kReplyTimeoutMs) <= 0) throw Error("netlink: route dump timed out");
-      ssize_t n = ::recv(sock_.get(), buf.data(), buf.size(), 0);
-      if (n < 0) throw_errno("netlink route dump");
-      for (auto* h = reinterpret_cast<nlmsghdr*>(buf.data()); NLMSG_OK(h, static_cast<unsigned>(n));
-           h = NLMSG_NEXT(h, n)) {
-        if (h->nlmsg_seq != seq_) continue;
-        if (h->nlmsg_type == NLMSG_DONE) {
-          done = true;
-          break;
-        }
-        if (h->nlmsg_type == NLMSG_ERROR)
-          throw_errno("netlink route dump", -static_cast<nlmsgerr*>(NLMSG_DATA(h))->error);
-        if (h->nlmsg_type != RTM_NEWROUTE) continue;
-        auto* rt_reply = static_cast<rtmsg*>(NLMSG_DATA(h));
-        RouteSpec r;
-        r.family = rt_reply->rtm_family;
-        r.type = rt_reply->rtm_type;
-        r.dst_len = rt_reply->rtm_dst_len;
-        std::uint32_t route_table = rt_reply->rtm_table;
-        int len = static_cast<int>(RTM_PAYLOAD(h));
-        for (auto* a = RTM_RTA(rt_reply); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
-          if (a->rta_type == RTA_TABLE) std::memcpy(&route_table, RTA_DATA(a), 4);
-          if (a->rta_type == RTA_OIF) std::memcpy(&r.oif, RTA_DATA(a), 4);
-          if (a->rta_type == RTA_PRIORITY) std::memcpy(&r.metric, RTA_DATA(a), 4);
-          if (a->rta_type == RTA_DST)
-            std::memcpy(r.dst.data(), RTA_DATA(a),
-                        std::min<std::size_t>(RTA_PAYLOAD(a), r.dst.size()));
-        }
-        // IPv6 reports error and throw routes on "dev lo"; they have no device for us.
-        if (r.type != RTN_UNICAST) r.oif = 0;
-        if (route_table == table) out.push_back(r);
+    dump(RTM_GETROUTE, family, sizeof(rtmsg), [&](nlmsghdr* h) {
+      if (h->nlmsg_type != RTM_NEWROUTE) return;
+      auto* rt = static_cast<rtmsg*>(NLMSG_DATA(h));
+      RouteSpec r;
+      r.family = rt->rtm_family;
+      r.metric = 0;
+      std::uint32_t route_table = rt->rtm_table;
+      int len = static_cast<int>(RTM_PAYLOAD(h));
+      for (auto* a = RTM_RTA(rt); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+        if (a->rta_type == RTA_TABLE) std::memcpy(&route_table, RTA_DATA(a), 4);
+        if (a->rta_type == RTA_OIF) std::memcpy(&r.oif, RTA_DATA(a), 4);
+        if (a->rta_type == RTA_PRIORITY) std::memcpy(&r.metric, RTA_DATA(a), 4);
       }
-    }
+      if (route_table == table) out.push_back(r);
+    });
   }
   return out;
 }
 
 void PolicyRouting::sync_table(std::uint32_t table, const std::vector<RouteSpec>& want) {
   std::vector<RouteSpec> have = routes_in_table(table);
-  auto contains = [](const std::vector<RouteSpec>& v, const RouteSpec& r) {
-    return std::find(v.begin(), v.end(), r) != v.end();
-  };
   for (const auto& r : want) {
     if (contains(have, r)) continue;
     Message m = route_message(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, table, r);
@@ -263,6 +303,9 @@ void PolicyRouting::sync_table(std::uint32_t table, const std::vector<RouteSpec>
   }
 }
 
-void PolicyRouting::flush_table(std::uint32_t table) { sync_table(table, {}); }
+void PolicyRouting::remove_all() {
+  sync_rules({});
+  for (std::uint32_t id = 0; id < KS_MAX_PROFILES; ++id) sync_table(table_for_profile(id), {});
+}
 
 }  // namespace ks

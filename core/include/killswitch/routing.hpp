@@ -1,19 +1,20 @@
 // Policy routing that steers protected sockets into their tunnel.
 //
 // cgroup/sock_create marks every protected socket with its profile's mark
-// (KS_MARK_BASE | profile id). One rule per profile and family sends marked lookups to
-// the profile's own table, which ksd keeps as:
+// (KS_MARK_BASE | profile id). For each profile id and family ksd keeps three kinds of
+// rules and one table (number = mark):
 //
-//   <allow_lan cidr>  throw                  (fall through to the main table: the LAN)
-//   default dev <tunnel>                     (while a tunnel of the profile is up)
-//   unreachable default metric 4294967295    (always: no tunnel => ENETUNREACH at once)
+//   pref 89  fwmark MARK to <allow_lan cidr> lookup main   (one per CIDR: the LAN)
+//   pref 90  fwmark MARK lookup MARK                       table: default dev <tunnel>
+//   pref 91  fwmark MARK unreachable                       ENETUNREACH when the table is empty
 //
 // Unlike binding sockets to the tunnel's ifindex, routing is looked up per packet: a
 // tunnel re-created with a new ifindex is used by existing sockets as soon as ksd
 // replaces the route; loopback and local addresses still resolve through the local
-// table, which the kernel consults first; hostile routes in the main table (TunnelVision)
-// are never reached. When the tunnel device disappears, the kernel deletes its route and
-// the unreachable route remains, even with ksd dead. Egress stays the authority.
+// table, which the kernel consults first (pref 0); hostile routes in the main table
+// (TunnelVision) are never reached. When the tunnel device disappears the kernel deletes
+// its route and the unreachable rule answers — ENETUNREACH at once, even with ksd dead.
+// The egress program stays the authority either way.
 #pragma once
 
 #include <array>
@@ -27,41 +28,58 @@
 
 namespace ks {
 
-inline constexpr std::uint32_t kRulePriority = 90;    // before main (32766) and VPN clients' rules
+inline constexpr std::uint32_t kLanRulePriority = 89;
+inline constexpr std::uint32_t kTableRulePriority = 90;  // before main (32766) and VPN clients
+inline constexpr std::uint32_t kUnreachableRulePriority = 91;
 inline constexpr std::uint8_t kRouteProtocol = 0x4b;  // marks our routes in `ip route` ("proto 75")
 
 inline std::uint32_t table_for_profile(std::uint32_t id) { return KS_MARK_BASE | id; }
 
 struct RouteSpec {
-  int family = 0;         // AF_INET or AF_INET6
-  std::uint8_t type = 0;  // RTN_UNICAST (via oif), RTN_UNREACHABLE or RTN_THROW
-  std::array<std::uint8_t, 16> dst{};
-  std::uint8_t dst_len = 0;
+  int family = 0;  // AF_INET or AF_INET6
   std::uint32_t oif = 0;
-  std::uint32_t metric = 0;
+  std::uint32_t metric = 1;  // not 0: IPv6 would store 1024 and never compare equal
 
   bool operator==(const RouteSpec&) const = default;
   std::string describe() const;
 };
 
-// The table ksd wants for one profile (pure; unit-tested).
-std::vector<RouteSpec> plan_routes(const ks_profile& entry, const Profile* profile);
+struct RuleSpec {
+  int family = 0;
+  std::uint32_t priority = 0;
+  std::uint32_t mark = 0;
+  std::uint8_t action = 0;  // FR_ACT_TO_TBL or FR_ACT_UNREACHABLE
+  std::uint32_t table = 0;  // FR_ACT_TO_TBL only
+  std::array<std::uint8_t, 16> dst{};
+  std::uint8_t dst_len = 0;
+
+  bool operator==(const RuleSpec&) const = default;
+  std::string describe() const;
+};
+
+// What ksd wants (pure; unit-tested). `profile` is null for ids without a configured
+// profile (no profile, removed profiles): those get the table and unreachable rules only.
+std::vector<RouteSpec> plan_routes(const ks_profile& entry);
+std::vector<RuleSpec> plan_rules(std::uint32_t profile_id, const Profile* profile);
 
 class PolicyRouting {
  public:
   PolicyRouting();  // rtnetlink socket in the caller's network namespace
 
-  // Rule "fwmark MARK lookup TABLE pref kRulePriority" for IPv4 and IPv6; idempotent.
-  void ensure_rules(std::uint32_t profile_id);
-  void remove_rules(std::uint32_t profile_id);
-  // Makes the table hold exactly `want`: missing routes are added first, then stale
-  // ones are deleted, so the table is never emptier than either state.
+  // Makes our rules (marks in the KS_MARK_BASE range) exactly `want`: missing ones are
+  // added first, then stale ones deleted, so there is never less protection than either.
+  void sync_rules(const std::vector<RuleSpec>& want);
+  std::vector<RuleSpec> our_rules();
+  // The same for one table's routes.
   void sync_table(std::uint32_t table, const std::vector<RouteSpec>& want);
   std::vector<RouteSpec> routes_in_table(std::uint32_t table);
-  void flush_table(std::uint32_t table);
+  // Teardown: every rule and table of every profile id.
+  void remove_all();
 
  private:
   void request(void* message, std::uint32_t length, bool ignore_exists, bool ignore_missing);
+  template <typename Visit>
+  void dump(std::uint16_t type, int family, std::size_t fixed_len, Visit visit);
   UniqueFd sock_;
   std::uint32_t seq_ = 1;
 };
