@@ -29,6 +29,7 @@ namespace ks {
 namespace {
 
 constexpr int kSweepIntervalSeconds = 1;
+constexpr std::size_t kMaxClients = 256;
 
 std::string slice_stem(const std::string& slice) {
   const std::string suffix = ".slice";
@@ -123,13 +124,7 @@ Daemon::Daemon(DaemonOptions options)
   admin_gid_ = ipc::admin_group_id();
   setup_cgroups();
 
-  // Keep the ids a previous ksd gave (sockets carry them in their storage).
-  ProfileIds existing;
-  for (std::uint32_t id = 1; id < KS_MAX_PROFILES; ++id) {
-    ks_profile p = enforcement_.read_profile(id);
-    if (p.name[0]) existing[std::string(p.name, strnlen(p.name, sizeof(p.name)))] = id;
-  }
-  profile_ids_ = assign_profile_ids(config_, existing);
+  profile_ids_ = assign_profile_ids(config_, pinned_profile_ids());
 
   // Maps first, then attach: the first instant the programs run, they run with the
   // right policy. On re-adoption the pinned links keep enforcing the pinned maps until
@@ -152,6 +147,17 @@ Daemon::Daemon(DaemonOptions options)
   listen_socket();
   log_info("enforcement attached to " + root_cgroup_ + ", pins in " + options_.pin_dir +
            ", admin socket " + options_.socket_path);
+}
+
+ProfileIds Daemon::pinned_profile_ids() const {
+  // Ids given before (by this or an earlier ksd), removed profiles included: sockets carry
+  // them in their storage, so an id never silently changes its meaning.
+  ProfileIds ids;
+  for (std::uint32_t id = 1; id < KS_MAX_PROFILES; ++id) {
+    ks_profile p = enforcement_.read_profile(id);
+    if (p.name[0]) ids[std::string(p.name, strnlen(p.name, sizeof(p.name)))] = id;
+  }
+  return ids;
 }
 
 void Daemon::setup_cgroups() {
@@ -327,7 +333,14 @@ void Daemon::run() {
     for (int i = 0; i < n; ++i) {
       int fd = events[i].data.fd;
       if (fd == links_.fd()) {
-        if (links_.process()) apply_policy("netlink");
+        // A failure here must not end the daemon: enforcement stays in force from the
+        // pinned state, and the timer retries until the maps are current again.
+        try {
+          if (links_.process()) apply_policy("netlink");
+        } catch (const std::exception& e) {
+          log_error(std::string("cannot update the policy (will retry): ") + e.what());
+          policy_stale_ = true;
+        }
       } else if (fd == signal_fd_.get()) {
         signalfd_siginfo si{};
         while (::read(signal_fd_.get(), &si, sizeof(si)) == sizeof(si)) {
@@ -345,12 +358,24 @@ void Daemon::run() {
       } else if (fd == timer_fd_.get()) {
         std::uint64_t expirations = 0;
         (void)!::read(timer_fd_.get(), &expirations, sizeof(expirations));
-        sweep_apps();
+        try {
+          if (policy_stale_) {
+            links_.resync();
+            apply_policy("retry");
+            policy_stale_ = false;
+            log_info("policy is current again");
+          }
+          sweep_apps();
+        } catch (const std::exception& e) {
+          log_error(std::string("periodic work failed (will retry): ") + e.what());
+          policy_stale_ = true;
+        }
       } else if (fd == listen_fd_.get()) {
         for (;;) {
           UniqueFd client(
               ::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
           if (!client) break;
+          if (clients_.size() >= kMaxClients) continue;  // closes it: no fd exhaustion
           epoll_event ev{};
           ev.events = EPOLLIN;
           ev.data.fd = client.get();
@@ -581,16 +606,24 @@ nlohmann::json Daemon::list_json() {
 
 nlohmann::json Daemon::reload() {
   Config next;
+  ProfileIds ids;
   try {
     next = load_config(options_.config_path);
-    profile_ids_ = assign_profile_ids(next, profile_ids_);
+    ids = assign_profile_ids(next, pinned_profile_ids());
   } catch (const Error& e) {
     // Keep the last good policy: nothing has been touched yet.
     return {{"ok", false}, {"error", e.what()}};
   }
   config_ = std::move(next);
-  for (const auto& p : config_.profiles) ensure_cgroup_dir(profile_slice_path(p.name));
-  apply_policy("reload");
+  profile_ids_ = std::move(ids);
+  try {
+    for (const auto& p : config_.profiles) ensure_cgroup_dir(profile_slice_path(p.name));
+    apply_policy("reload");
+  } catch (const std::exception& e) {
+    policy_stale_ = true;  // the timer retries
+    return {{"ok", false},
+            {"error", std::string("reload accepted but not applied yet: ") + e.what()}};
+  }
   return {{"ok", true}};
 }
 

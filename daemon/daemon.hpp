@@ -42,6 +42,7 @@ class Daemon {
   };
 
   void setup_cgroups();
+  ProfileIds pinned_profile_ids() const;
   void apply_policy(const char* why);
   void adopt_existing_apps();
   void listen_socket();
@@ -70,6 +71,7 @@ class Daemon {
   UniqueFd listen_fd_, epoll_fd_, signal_fd_, timer_fd_;
   std::map<int, UniqueFd> clients_;
   std::optional<gid_t> admin_gid_;
+  bool policy_stale_ = false;  // an update failed; the timer retries
 };
 
 }  // namespace ks
