@@ -62,8 +62,9 @@ struct ks_connect_facts {
 
 struct ks_connect_verdict {
 	enum ks_reason reason;
-	/* Device the socket must be bound to when allowed: the tunnel, or 0 to unbind so
-	 * loopback and LAN destinations route normally. Unused when blocked. */
+	/* The tunnel this destination's traffic is to use when allowed, 0 for loopback and
+	 * LAN destinations (which route normally). Unused when blocked. Informational: the
+	 * profile's routing table steers the traffic, egress checks where it went. */
 	ks_u32 bind_ifindex;
 };
 
