@@ -4,19 +4,23 @@
 // would see it, and with real marked sockets that must be steered by it.
 //
 // Observed on Linux 6.18 (and asserted below):
-//  * `ip rule` prints our rule as "90:\tfrom all fwmark 0x4b530001 lookup 1263730689"
-//    (the preference is the leading "90:"); `ip -6 rule` the same.
-//  * IPv6 shows the unreachable and throw routes "dev lo", IPv4 without a device.
-//  * When the tunnel device is deleted the kernel deletes "default dev <tunnel>" by
-//    itself; the unreachable route stays, so marked sockets keep failing closed.
-//  * A marked socket that meets the unreachable route fails in connect() and in
-//    sendto() with EHOSTUNREACH, for IPv4 and IPv6 alike (the kernel's error for
-//    RTN_UNREACHABLE). ENETUNREACH, which the ABI documents for "no tunnel", comes from
-//    the BPF connect/sendmsg hooks, not from this table.
+//  * `ip rule` (and `ip -6 rule`) print our rules as
+//      "89:\tfrom all to 192.168.1.0/24 fwmark 0x4b530001 lookup main"
+//      "90:\tfrom all fwmark 0x4b530001 lookup 1263730689"
+//      "91:\tfrom all fwmark 0x4b530001 unreachable"
+//    A fresh namespace has 3 IPv4 rules (local, main, default) and 2 IPv6 ones.
+//  * The table holds "default dev tun0 proto 75 scope link metric 1" (IPv4) and
+//    "default dev tun0 proto 75 metric 1 pref medium" (IPv6).
+//  * When the tunnel device is deleted, or only set down, the kernel deletes its routes
+//    by itself (both families) and does not restore them when the link comes back up.
+//  * A marked socket whose table has no route reaches the unreachable rule: connect()
+//    and sendto() fail with ENETUNREACH, for IPv4 and IPv6 alike. (An unreachable
+//    *route* would answer EHOSTUNREACH; that was the old design.)
 #include "killswitch/routing.hpp"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <linux/fib_rules.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <netinet/in.h>
@@ -42,8 +46,9 @@
 
 namespace ks {
 
-// So that failing comparisons of route lists print something readable.
+// So that failing comparisons of route and rule lists print something readable.
 static void PrintTo(const RouteSpec& r, std::ostream* os) { *os << r.describe(); }
+static void PrintTo(const RuleSpec& r, std::ostream* os) { *os << r.describe(); }
 
 namespace {
 
@@ -52,6 +57,18 @@ constexpr std::uint32_t kTable = 1263730689u;  // KS_MARK_BASE | 1, as `ip` prin
 constexpr std::uint32_t kMark = KS_MARK_BASE | kProfile;
 
 static_assert(kMark == 0x4b530001u);
+static_assert(kTable == kMark);
+
+// `ip rule` lines of profile 1 (see the top comment).
+const std::string kTableRuleLine = "90:\tfrom all fwmark 0x4b530001 lookup 1263730689";
+const std::string kUnreachableRuleLine = "91:\tfrom all fwmark 0x4b530001 unreachable";
+std::string LanRuleLine(const std::string& cidr) {
+  return "89:\tfrom all to " + cidr + " fwmark 0x4b530001 lookup main";
+}
+
+// `ip route show table 1263730689` lines of a tunnel route.
+const std::string kV4TunnelRoute = "default dev tun0 proto 75 scope link metric 1";
+const std::string kV6TunnelRoute = "default dev tun0 proto 75 metric 1 pref medium";
 
 std::vector<std::string> Lines(const std::string& text) {
   std::vector<std::string> out;
@@ -64,13 +81,42 @@ std::vector<std::string> Lines(const std::string& text) {
   return out;
 }
 
+// Sorted union of line sets.
+std::vector<std::string> Plus(std::vector<std::string> a, const std::vector<std::string>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  std::sort(a.begin(), a.end());
+  return a;
+}
+
 std::vector<RouteSpec> Sorted(std::vector<RouteSpec> routes) {
-  auto key = [](const RouteSpec& r) {
-    return std::tie(r.family, r.type, r.dst, r.dst_len, r.oif, r.metric);
-  };
+  auto key = [](const RouteSpec& r) { return std::tie(r.family, r.oif, r.metric); };
   std::sort(routes.begin(), routes.end(),
             [&](const RouteSpec& a, const RouteSpec& b) { return key(a) < key(b); });
   return routes;
+}
+
+std::vector<RuleSpec> Sorted(std::vector<RuleSpec> rules) {
+  auto key = [](const RuleSpec& r) {
+    return std::tie(r.family, r.priority, r.mark, r.action, r.table, r.dst, r.dst_len);
+  };
+  std::sort(rules.begin(), rules.end(),
+            [&](const RuleSpec& a, const RuleSpec& b) { return key(a) < key(b); });
+  return rules;
+}
+
+// What sync_table writes for a tunnel carrying both families.
+std::vector<RouteSpec> BothVia(std::uint32_t oif) {
+  RouteSpec v4;
+  v4.family = AF_INET;
+  v4.oif = oif;
+  RouteSpec v6 = v4;
+  v6.family = AF_INET6;
+  return Sorted({v4, v6});
+}
+
+std::vector<RuleSpec> Concat(std::vector<RuleSpec> a, const std::vector<RuleSpec>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
 }
 
 ks_profile Entry(std::uint32_t v4, std::uint32_t v6, bool valid = true) {
@@ -96,24 +142,29 @@ Profile ProfileWithLan(const std::vector<std::string>& cidrs) {
   return p;
 }
 
-// Route notifications of the kernel (RTNLGRP_IPV4_ROUTE and RTNLGRP_IPV6_ROUTE) for one
-// table: proves that a sync changed nothing, rather than changed it to the same thing.
-class RouteEvents {
+// Rule and route notifications of the kernel (RTNLGRP_IPV{4,6}_{RULE,ROUTE}): prove that
+// a sync changed nothing, rather than changed it to the same thing, and in which order
+// it changed what it did change. Routes are reported for our tables only (numbers in the
+// KS_MARK_BASE range), rules all.
+class Changes {
  public:
-  explicit RouteEvents(std::uint32_t table)
-      : table_(table),
-        sock_(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE)) {
+  Changes() : sock_(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE)) {
     if (!sock_) throw_errno("netlink socket");
     sockaddr_nl local{};
     local.nl_family = AF_NETLINK;
-    local.nl_groups = RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE;
     if (::bind(sock_.get(), reinterpret_cast<sockaddr*>(&local), sizeof(local)) != 0)
-      throw_errno("bind netlink route groups");
+      throw_errno("bind netlink socket");
+    for (unsigned group :
+         {RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE, RTNLGRP_IPV4_RULE, RTNLGRP_IPV6_RULE}) {
+      if (::setsockopt(sock_.get(), SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &group, sizeof(group)) !=
+          0)
+        throw_errno("join netlink group " + std::to_string(group));
+    }
   }
 
-  // Notifications about our table received so far ("new"/"del" per route), waiting a
-  // little for stragglers. The kernel queues them before it acknowledges a request, so
-  // everything caused by a finished sync is already there.
+  // Notifications received so far, in order ("new rule <describe()>", "del route ..."),
+  // waiting a little for stragglers. The kernel queues them before it acknowledges a
+  // request, so everything caused by a finished sync is already there.
   std::vector<std::string> Take() {
     std::vector<std::string> seen;
     std::vector<char> buf(65536);
@@ -125,25 +176,74 @@ class RouteEvents {
       int len = static_cast<int>(n);
       for (auto* h = reinterpret_cast<nlmsghdr*>(buf.data()); NLMSG_OK(h, len);
            h = NLMSG_NEXT(h, len)) {
-        if (h->nlmsg_type != RTM_NEWROUTE && h->nlmsg_type != RTM_DELROUTE) continue;
-        auto* rt = static_cast<rtmsg*>(NLMSG_DATA(h));
-        std::uint32_t table = rt->rtm_table;
-        int alen = static_cast<int>(RTM_PAYLOAD(h));
-        for (auto* a = RTM_RTA(rt); RTA_OK(a, alen); a = RTA_NEXT(a, alen))
-          if (a->rta_type == RTA_TABLE) std::memcpy(&table, RTA_DATA(a), sizeof(table));
-        if (table != table_) continue;
-        seen.push_back(std::string(h->nlmsg_type == RTM_NEWROUTE ? "new" : "del") + " family " +
-                       std::to_string(rt->rtm_family) + " type " + std::to_string(rt->rtm_type) +
-                       " /" + std::to_string(rt->rtm_dst_len));
+        if (h->nlmsg_type == RTM_NEWRULE || h->nlmsg_type == RTM_DELRULE)
+          seen.push_back(std::string(h->nlmsg_type == RTM_NEWRULE ? "new" : "del") + " rule " +
+                         Rule(h).describe());
+        if (h->nlmsg_type == RTM_NEWROUTE || h->nlmsg_type == RTM_DELROUTE) {
+          const std::string route = Route(h);
+          if (!route.empty())
+            seen.push_back(std::string(h->nlmsg_type == RTM_NEWROUTE ? "new" : "del") + " route " +
+                           route);
+        }
       }
     }
     return seen;
   }
 
  private:
-  std::uint32_t table_;
+  static RuleSpec Rule(nlmsghdr* h) {
+    auto* hdr = static_cast<fib_rule_hdr*>(NLMSG_DATA(h));
+    RuleSpec r;
+    r.family = hdr->family;
+    r.action = hdr->action;
+    r.dst_len = hdr->dst_len;
+    r.table = hdr->table;
+    int len = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof(*hdr)));
+    for (auto* a =
+             reinterpret_cast<rtattr*>(reinterpret_cast<char*>(hdr) + NLMSG_ALIGN(sizeof(*hdr)));
+         RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+      if (a->rta_type == FRA_PRIORITY) std::memcpy(&r.priority, RTA_DATA(a), 4);
+      if (a->rta_type == FRA_FWMARK) std::memcpy(&r.mark, RTA_DATA(a), 4);
+      if (a->rta_type == FRA_TABLE) std::memcpy(&r.table, RTA_DATA(a), 4);
+      if (a->rta_type == FRA_DST)
+        std::memcpy(r.dst.data(), RTA_DATA(a), std::min<std::size_t>(RTA_PAYLOAD(a), 16));
+    }
+    return r;
+  }
+
+  // "<family> /<dst_len> dev ifindex <oif> metric <m> table <t>", or "" for other tables.
+  static std::string Route(nlmsghdr* h) {
+    auto* rt = static_cast<rtmsg*>(NLMSG_DATA(h));
+    std::uint32_t table = rt->rtm_table;
+    std::uint32_t oif = 0;
+    std::uint32_t metric = 0;
+    int len = static_cast<int>(RTM_PAYLOAD(h));
+    for (auto* a = RTM_RTA(rt); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+      if (a->rta_type == RTA_TABLE) std::memcpy(&table, RTA_DATA(a), 4);
+      if (a->rta_type == RTA_OIF) std::memcpy(&oif, RTA_DATA(a), 4);
+      if (a->rta_type == RTA_PRIORITY) std::memcpy(&metric, RTA_DATA(a), 4);
+    }
+    if ((table & 0xffff0000u) != KS_MARK_BASE) return "";
+    return std::string(rt->rtm_family == AF_INET ? "IPv4" : "IPv6") + " /" +
+           std::to_string(rt->rtm_dst_len) + " dev ifindex " + std::to_string(oif) + " metric " +
+           std::to_string(metric) + " table " + std::to_string(table);
+  }
+
   UniqueFd sock_;
 };
+
+// Index of the first element of `events` starting with `prefix`, or events.size().
+std::size_t First(const std::vector<std::string>& events, const std::string& prefix) {
+  for (std::size_t i = 0; i < events.size(); ++i)
+    if (events[i].rfind(prefix, 0) == 0) return i;
+  return events.size();
+}
+std::size_t Last(const std::vector<std::string>& events, const std::string& prefix) {
+  std::size_t last = events.size();
+  for (std::size_t i = 0; i < events.size(); ++i)
+    if (events[i].rfind(prefix, 0) == 0) last = i;
+  return last;
+}
 
 // A connected UDP socket's source address, or the errno of connect().
 struct Steering {
@@ -235,6 +335,10 @@ class RoutingTest : public test::NetnsTest {
     } catch (const std::exception& e) {
       FAIL() << "PolicyRouting: " << e.what();
     }
+    v4_rules_before_ = Rules("-4");
+    v6_rules_before_ = Rules("-6");
+    ASSERT_EQ(v4_rules_before_.size(), 3u) << "a fresh namespace has local, main and default";
+    ASSERT_EQ(v6_rules_before_.size(), 2u) << "a fresh namespace has local and main";
   }
 
   void TearDown() override {
@@ -267,237 +371,528 @@ class RoutingTest : public test::NetnsTest {
   std::vector<std::string> Rules(const char* family) {
     return Lines(Output(std::string("ip ") + family + " rule").value_or("<ip rule failed>"));
   }
-  std::vector<std::string> Table(const char* family) {
-    return Lines(Output(std::string("ip ") + family + " route show table " + std::to_string(kTable))
+  std::vector<std::string> Table(const char* family, std::uint32_t table = kTable) {
+    return Lines(Output(std::string("ip ") + family + " route show table " + std::to_string(table))
                      .value_or("<ip route failed>"));
   }
 
-  // Syncs and checks that what the kernel then holds is exactly the plan.
-  void SyncAndCheck(const std::vector<RouteSpec>& plan) {
-    ASSERT_NO_THROW(routing_->sync_table(kTable, plan));
+  // Syncs the rules and checks that our_rules() then reports exactly `want`.
+  void SyncRules(const std::vector<RuleSpec>& want) {
+    ASSERT_NO_THROW(routing_->sync_rules(want));
+    std::vector<RuleSpec> have;
+    ASSERT_NO_THROW(have = routing_->our_rules());
+    EXPECT_EQ(Sorted(have), Sorted(want)) << "our_rules must round-trip what sync wrote";
+  }
+
+  // Syncs the table and checks that what the kernel then holds is exactly the plan.
+  void SyncTable(const std::vector<RouteSpec>& plan, std::uint32_t table = kTable) {
+    ASSERT_NO_THROW(routing_->sync_table(table, plan));
     std::vector<RouteSpec> have;
-    ASSERT_NO_THROW(have = routing_->routes_in_table(kTable));
+    ASSERT_NO_THROW(have = routing_->routes_in_table(table));
     EXPECT_EQ(Sorted(have), Sorted(plan)) << "routes_in_table must round-trip what sync wrote";
   }
 
-  std::optional<PolicyRouting> routing_;
-};
+  std::vector<RuleSpec> OurRules() {
+    std::vector<RuleSpec> have;
+    EXPECT_NO_THROW(have = routing_->our_rules());
+    return Sorted(have);
+  }
+  std::vector<RouteSpec> RoutesIn(std::uint32_t table = kTable) {
+    std::vector<RouteSpec> have;
+    EXPECT_NO_THROW(have = routing_->routes_in_table(table));
+    return Sorted(have);
+  }
 
-const std::vector<std::string> kV4Unreachable = {"unreachable default proto 75 metric 4294967295"};
-const std::vector<std::string> kV6Unreachable = {
-    "unreachable default dev lo proto 75 metric 4294967295 pref medium"};
+  std::optional<PolicyRouting> routing_;
+  std::vector<std::string> v4_rules_before_;
+  std::vector<std::string> v6_rules_before_;
+};
 
 TEST_F(RoutingTest, TableNumberIsTheMark) {
   EXPECT_EQ(table_for_profile(kProfile), kTable);
   EXPECT_EQ(table_for_profile(kProfile), kMark);
-  EXPECT_EQ(kRulePriority, 90u);
+  EXPECT_EQ(kLanRulePriority, 89u);
+  EXPECT_EQ(kTableRulePriority, 90u);
+  EXPECT_EQ(kUnreachableRulePriority, 91u);
+  EXPECT_EQ(kRouteProtocol, 75) << "`ip route` shows our routes as proto 75";
 }
 
-TEST_F(RoutingTest, EnsureRulesAddsOneRulePerFamilyIdempotently) {
-  const auto v4_before = Rules("-4");
-  const auto v6_before = Rules("-6");
-  ASSERT_EQ(v4_before.size(), 3u) << "a fresh namespace has local, main and default";
+// ---------------------------------------------------------------------------------------
+// Rules
 
-  ASSERT_NO_THROW(routing_->ensure_rules(kProfile));
-  const std::string rule = "90:\tfrom all fwmark 0x4b530001 lookup 1263730689";
-  auto v4 = Rules("-4");
-  auto v6 = Rules("-6");
-  EXPECT_EQ(std::count(v4.begin(), v4.end(), rule), 1) << ::testing::PrintToString(v4);
-  EXPECT_EQ(std::count(v6.begin(), v6.end(), rule), 1) << ::testing::PrintToString(v6);
-  EXPECT_EQ(v4.size(), v4_before.size() + 1);
-  EXPECT_EQ(v6.size(), v6_before.size() + 1);
+TEST_F(RoutingTest, SyncRulesCreatesExactlyThePlan) {
+  const Profile lan = ProfileWithLan({"192.168.1.0/24", "10.0.0.0/8", "fd00::/8"});
+  const auto plan = plan_rules(kProfile, &lan);
+  EXPECT_EQ(OurRules(), std::vector<RuleSpec>{}) << "a fresh namespace has none of ours";
 
-  ASSERT_NO_THROW(routing_->ensure_rules(kProfile));
-  EXPECT_EQ(Rules("-4"), v4) << "a second ensure_rules must not add a duplicate";
+  ASSERT_NO_FATAL_FAILURE(SyncRules(plan));
+  EXPECT_EQ(Rules("-4"),
+            Plus(v4_rules_before_, {LanRuleLine("192.168.1.0/24"), LanRuleLine("10.0.0.0/8"),
+                                    kTableRuleLine, kUnreachableRuleLine}));
+  EXPECT_EQ(Rules("-6"), Plus(v6_rules_before_,
+                              {LanRuleLine("fd00::/8"), kTableRuleLine, kUnreachableRuleLine}));
+}
+
+TEST_F(RoutingTest, SyncRulesOfSeveralProfiles) {
+  const Profile lan = ProfileWithLan({"192.168.1.0/24"});
+  const auto plan = Concat(Concat(plan_rules(KS_PROFILE_NONE, nullptr), plan_rules(1, &lan)),
+                           plan_rules(KS_MAX_PROFILES - 1, nullptr));
+  ASSERT_NO_FATAL_FAILURE(SyncRules(plan));
+  const std::vector<std::string> none = {"90:\tfrom all fwmark 0x4b530000 lookup 1263730688",
+                                         "91:\tfrom all fwmark 0x4b530000 unreachable"};
+  const std::vector<std::string> last = {"90:\tfrom all fwmark 0x4b53003f lookup 1263730751",
+                                         "91:\tfrom all fwmark 0x4b53003f unreachable"};
+  const std::vector<std::string> one = {kTableRuleLine, kUnreachableRuleLine};
+  EXPECT_EQ(Rules("-4"), Plus(Plus(Plus(v4_rules_before_, none), Plus(one, last)),
+                              {LanRuleLine("192.168.1.0/24")}));
+  EXPECT_EQ(Rules("-6"), Plus(Plus(v6_rules_before_, none), Plus(one, last)));
+}
+
+TEST_F(RoutingTest, SecondSyncChangesNothing) {
+  const Profile lan = ProfileWithLan({"192.168.1.0/24", "10.0.0.0/8", "fd00::/8"});
+  const auto plan = Concat(plan_rules(kProfile, &lan), plan_rules(2, nullptr));
+  ASSERT_NO_FATAL_FAILURE(SyncRules(plan));
+  const auto v4 = Rules("-4");
+  const auto v6 = Rules("-6");
+
+  std::optional<Changes> changes;
+  ASSERT_NO_THROW(changes.emplace());
+  ASSERT_NO_FATAL_FAILURE(SyncRules(plan));
+  EXPECT_EQ(changes->Take(), std::vector<std::string>{}) << "the second sync changed rules";
+  EXPECT_EQ(Rules("-4"), v4);
   EXPECT_EQ(Rules("-6"), v6);
 
-  // Another profile gets its own mark and table, and leaves the first alone.
-  ASSERT_NO_THROW(routing_->ensure_rules(2));
-  const std::string rule2 = "90:\tfrom all fwmark 0x4b530002 lookup 1263730690";
-  auto v4_two = Rules("-4");
-  EXPECT_EQ(std::count(v4_two.begin(), v4_two.end(), rule), 1);
-  EXPECT_EQ(std::count(v4_two.begin(), v4_two.end(), rule2), 1);
-
-  ASSERT_NO_THROW(routing_->remove_rules(kProfile));
-  v4 = Rules("-4");
-  v6 = Rules("-6");
-  EXPECT_EQ(std::count(v4.begin(), v4.end(), rule), 0) << ::testing::PrintToString(v4);
-  EXPECT_EQ(std::count(v6.begin(), v6.end(), rule), 0) << ::testing::PrintToString(v6);
-  EXPECT_EQ(std::count(v4.begin(), v4.end(), rule2), 1) << "profile 2's rule was removed too";
-
-  ASSERT_NO_THROW(routing_->remove_rules(kProfile)) << "removing absent rules is not an error";
-  ASSERT_NO_THROW(routing_->remove_rules(2));
-  EXPECT_EQ(Rules("-4"), v4_before);
-  EXPECT_EQ(Rules("-6"), v6_before);
+  // The listener does see real changes (otherwise the check above proves nothing).
+  const Profile less = ProfileWithLan({"192.168.1.0/24", "fd00::/8"});
+  ASSERT_NO_FATAL_FAILURE(SyncRules(Concat(plan_rules(kProfile, &less), plan_rules(2, nullptr))));
+  EXPECT_EQ(changes->Take(), std::vector<std::string>{"del rule IPv4 pref 89 fwmark 0x4b530001 "
+                                                      "to 10.0.0.0/8 lookup 254"});
 }
+
+TEST_F(RoutingTest, StaleRulesAreDeletedAfterNewOnesAreAdded) {
+  const Profile lan = ProfileWithLan({"192.168.1.0/24", "10.0.0.0/8", "fd00::/8"});
+  ASSERT_NO_FATAL_FAILURE(SyncRules(Concat(plan_rules(kProfile, &lan), plan_rules(2, nullptr))));
+
+  // One CIDR removed, one replaced, one kept; profile 2 removed.
+  const Profile changed = ProfileWithLan({"10.0.0.0/8", "fd01::/16"});
+  std::optional<Changes> changes;
+  ASSERT_NO_THROW(changes.emplace());
+  ASSERT_NO_FATAL_FAILURE(SyncRules(plan_rules(kProfile, &changed)));
+  EXPECT_EQ(Rules("-4"), Plus(v4_rules_before_,
+                              {LanRuleLine("10.0.0.0/8"), kTableRuleLine, kUnreachableRuleLine}));
+  EXPECT_EQ(Rules("-6"), Plus(v6_rules_before_,
+                              {LanRuleLine("fd01::/16"), kTableRuleLine, kUnreachableRuleLine}));
+
+  // Exactly the difference changed, and additions came first: there is never less
+  // protection (or less LAN) than either configuration gives.
+  const auto events = changes->Take();
+  std::vector<std::string> sorted = events;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(sorted, (std::vector<std::string>{
+                        "del rule IPv4 pref 89 fwmark 0x4b530001 to 192.168.1.0/24 lookup 254",
+                        "del rule IPv4 pref 90 fwmark 0x4b530002 lookup 1263730690",
+                        "del rule IPv4 pref 91 fwmark 0x4b530002 unreachable",
+                        "del rule IPv6 pref 89 fwmark 0x4b530001 to fd00::/8 lookup 254",
+                        "del rule IPv6 pref 90 fwmark 0x4b530002 lookup 1263730690",
+                        "del rule IPv6 pref 91 fwmark 0x4b530002 unreachable",
+                        "new rule IPv6 pref 89 fwmark 0x4b530001 to fd01::/16 lookup 254",
+                    }));
+  EXPECT_LT(Last(events, "new "), First(events, "del ")) << ::testing::PrintToString(events);
+
+  // The profile loses its configuration (removed profile): only table and unreachable.
+  ASSERT_NO_FATAL_FAILURE(SyncRules(plan_rules(kProfile, nullptr)));
+  EXPECT_EQ(Rules("-4"), Plus(v4_rules_before_, {kTableRuleLine, kUnreachableRuleLine}));
+  EXPECT_EQ(Rules("-6"), Plus(v6_rules_before_, {kTableRuleLine, kUnreachableRuleLine}));
+
+  // Nothing wanted: back to the fresh namespace.
+  ASSERT_NO_FATAL_FAILURE(SyncRules({}));
+  EXPECT_EQ(Rules("-4"), v4_rules_before_);
+  EXPECT_EQ(Rules("-6"), v6_rules_before_);
+}
+
+// Rules that are not ours (other marks, a mask, other priorities) are neither reported
+// nor touched, not even by remove_all.
+TEST_F(RoutingTest, ForeignRulesAreIgnoredAndUntouched) {
+  ASSERT_TRUE(Run("ip rule add pref 100 fwmark 0x12345 lookup 100"));  // unrelated fwmark
+  ASSERT_TRUE(Run("ip rule add pref 90 fwmark 0x1 lookup 100"));       // our pref, not our mark
+  ASSERT_TRUE(Run("ip rule add pref 95 fwmark 0x4b530001 lookup 1263730689"));       // our mark
+  ASSERT_TRUE(Run("ip rule add pref 88 fwmark 0x4b530001 unreachable"));             // just below
+  ASSERT_TRUE(Run("ip rule add pref 92 fwmark 0x4b530001 unreachable"));             // just above
+  ASSERT_TRUE(Run("ip rule add pref 90 fwmark 0x4b530001/0xffff0000 lookup main"));  // a mask
+  ASSERT_TRUE(Run("ip rule add pref 90 lookup 1263730689"));  // our table, no mark
+  ASSERT_TRUE(Run("ip -6 rule add pref 95 fwmark 0x4b530001 lookup 1263730689"));
+  ASSERT_TRUE(Run("ip -6 rule add pref 90 fwmark 0x12345 lookup 100"));
+  const auto foreign_v4 = Rules("-4");
+  const auto foreign_v6 = Rules("-6");
+  ASSERT_EQ(foreign_v4.size(), v4_rules_before_.size() + 7);
+  ASSERT_EQ(foreign_v6.size(), v6_rules_before_.size() + 2);
+  EXPECT_EQ(OurRules(), std::vector<RuleSpec>{}) << "foreign rules reported as ours";
+
+  const Profile lan = ProfileWithLan({"192.168.1.0/24", "fd00::/8"});
+  ASSERT_NO_FATAL_FAILURE(SyncRules(plan_rules(kProfile, &lan)));
+  EXPECT_EQ(Rules("-4"), Plus(foreign_v4, {LanRuleLine("192.168.1.0/24"), kTableRuleLine,
+                                           kUnreachableRuleLine}));
+  EXPECT_EQ(Rules("-6"),
+            Plus(foreign_v6, {LanRuleLine("fd00::/8"), kTableRuleLine, kUnreachableRuleLine}));
+
+  ASSERT_NO_FATAL_FAILURE(SyncRules({}));
+  EXPECT_EQ(Rules("-4"), foreign_v4);
+  EXPECT_EQ(Rules("-6"), foreign_v6);
+
+  ASSERT_NO_FATAL_FAILURE(SyncRules(plan_rules(kProfile, &lan)));
+  ASSERT_NO_THROW(routing_->remove_all());
+  EXPECT_EQ(Rules("-4"), foreign_v4);
+  EXPECT_EQ(Rules("-6"), foreign_v6);
+}
+
+// ---------------------------------------------------------------------------------------
+// Tables
 
 TEST_F(RoutingTest, TunnelUpThenGone) {
   const std::uint32_t tun = AddTunnel();
   ASSERT_GT(tun, 1u);
 
-  const auto up = plan_routes(Entry(tun, tun), nullptr);
-  ASSERT_NO_FATAL_FAILURE(SyncAndCheck(up));
-  EXPECT_EQ(Table("-4"),
-            Lines("default dev tun0 proto 75 scope link metric 1\n" + kV4Unreachable[0]));
-  EXPECT_EQ(Table("-6"),
-            Lines("default dev tun0 proto 75 metric 1 pref medium\n" + kV6Unreachable[0]));
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(Entry(tun, tun))));
+  EXPECT_EQ(Table("-4"), std::vector<std::string>{kV4TunnelRoute});
+  EXPECT_EQ(Table("-6"), std::vector<std::string>{kV6TunnelRoute});
+  EXPECT_EQ(RoutesIn(), BothVia(tun));
 
-  // The tunnel is gone (ksd writes bind_ifindex 0): only the unreachable routes remain.
-  ASSERT_NO_FATAL_FAILURE(SyncAndCheck(plan_routes(Entry(0, 0), nullptr)));
-  EXPECT_EQ(Table("-4"), kV4Unreachable);
-  EXPECT_EQ(Table("-6"), kV6Unreachable);
+  // The tunnel is gone (ksd writes bind_ifindex 0): the table is empty.
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(Entry(0, 0))));
+  EXPECT_EQ(Table("-4"), std::vector<std::string>{});
+  EXPECT_EQ(Table("-6"), std::vector<std::string>{});
 
-  // IPv4 only.
-  ASSERT_NO_FATAL_FAILURE(SyncAndCheck(plan_routes(Entry(tun, 0), nullptr)));
-  EXPECT_EQ(Table("-4"),
-            Lines("default dev tun0 proto 75 scope link metric 1\n" + kV4Unreachable[0]));
-  EXPECT_EQ(Table("-6"), kV6Unreachable);
+  // IPv4 only, then IPv6 only.
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(Entry(tun, 0))));
+  EXPECT_EQ(Table("-4"), std::vector<std::string>{kV4TunnelRoute});
+  EXPECT_EQ(Table("-6"), std::vector<std::string>{});
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(Entry(0, tun))));
+  EXPECT_EQ(Table("-4"), std::vector<std::string>{});
+  EXPECT_EQ(Table("-6"), std::vector<std::string>{kV6TunnelRoute});
 
-  // An invalid profile keeps nothing but the unreachable routes.
-  ASSERT_NO_FATAL_FAILURE(SyncAndCheck(plan_routes(Entry(tun, tun, false), nullptr)));
-  EXPECT_EQ(Table("-4"), kV4Unreachable);
-  EXPECT_EQ(Table("-6"), kV6Unreachable);
+  // An invalid profile keeps nothing.
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(Entry(tun, tun))));
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(Entry(tun, tun, false))));
+  EXPECT_EQ(Table("-4"), std::vector<std::string>{});
+  EXPECT_EQ(Table("-6"), std::vector<std::string>{});
 }
 
-TEST_F(RoutingTest, AllowLanBecomesThrowRoutes) {
+TEST_F(RoutingTest, SyncTableIsIdempotent) {
   const std::uint32_t tun = AddTunnel();
   ASSERT_GT(tun, 1u);
-  Profile profile = ProfileWithLan({"192.168.1.0/24", "10.0.0.0/8", "fd00::/8"});
-
-  ASSERT_NO_FATAL_FAILURE(SyncAndCheck(plan_routes(Entry(tun, tun), &profile)));
-  EXPECT_EQ(Table("-4"), Lines("default dev tun0 proto 75 scope link metric 1\n"
-                               "throw 192.168.1.0/24 proto 75 metric 1\n"
-                               "throw 10.0.0.0/8 proto 75 metric 1\n" +
-                               kV4Unreachable[0]));
-  EXPECT_EQ(Table("-6"), Lines("default dev tun0 proto 75 metric 1 pref medium\n"
-                               "throw fd00::/8 dev lo proto 75 metric 1 pref medium\n" +
-                               kV6Unreachable[0]));
-
-  // A CIDR removed from the configuration disappears, the others stay; the LAN stays
-  // reachable while the tunnel is down.
-  profile = ProfileWithLan({"10.0.0.0/8", "fd00::/8"});
-  ASSERT_NO_FATAL_FAILURE(SyncAndCheck(plan_routes(Entry(0, 0), &profile)));
-  EXPECT_EQ(Table("-4"), Lines("throw 10.0.0.0/8 proto 75 metric 1\n" + kV4Unreachable[0]));
-  EXPECT_EQ(Table("-6"),
-            Lines("throw fd00::/8 dev lo proto 75 metric 1 pref medium\n" + kV6Unreachable[0]));
-}
-
-TEST_F(RoutingTest, SyncIsIdempotent) {
-  const std::uint32_t tun = AddTunnel();
-  ASSERT_GT(tun, 1u);
-  const Profile profile = ProfileWithLan({"192.168.1.0/24", "fd00::/8"});
-  const auto plan = plan_routes(Entry(tun, tun), &profile);
-  ASSERT_NO_FATAL_FAILURE(SyncAndCheck(plan));
+  const auto plan = plan_routes(Entry(tun, tun));
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan));
   const auto v4 = Table("-4");
   const auto v6 = Table("-6");
 
-  std::optional<RouteEvents> events;
-  ASSERT_NO_THROW(events.emplace(kTable));
-  ASSERT_NO_THROW(routing_->sync_table(kTable, plan));
-  EXPECT_EQ(events->Take(), std::vector<std::string>{}) << "the second sync changed routes";
+  std::optional<Changes> changes;
+  ASSERT_NO_THROW(changes.emplace());
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan));
+  EXPECT_EQ(changes->Take(), std::vector<std::string>{}) << "the second sync changed routes";
   EXPECT_EQ(Table("-4"), v4);
   EXPECT_EQ(Table("-6"), v6);
 
   // The listener does see real changes (otherwise the check above proves nothing).
-  ASSERT_NO_THROW(routing_->sync_table(kTable, plan_routes(Entry(0, 0), &profile)));
-  EXPECT_EQ(events->Take().size(), 2u) << "expected the two tunnel routes to be deleted";
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(Entry(0, 0))));
+  const std::string oif = " dev ifindex " + std::to_string(tun) + " metric 1 table 1263730689";
+  auto events = changes->Take();
+  std::sort(events.begin(), events.end());
+  EXPECT_EQ(events,
+            (std::vector<std::string>{"del route IPv4 /0" + oif, "del route IPv6 /0" + oif}));
+
+  // Syncing an empty table to empty changes nothing either.
+  ASSERT_NO_FATAL_FAILURE(SyncTable({}));
+  EXPECT_EQ(changes->Take(), std::vector<std::string>{});
 }
 
-TEST_F(RoutingTest, FlushTableEmptiesIt) {
+// A tunnel replaced by another device (or re-created with a new ifindex): the route
+// moves, nothing of the old one is left.
+TEST_F(RoutingTest, TunnelReplaced) {
   const std::uint32_t tun = AddTunnel();
   ASSERT_GT(tun, 1u);
-  const Profile profile = ProfileWithLan({"192.168.1.0/24", "fd00::/8"});
-  ASSERT_NO_FATAL_FAILURE(SyncAndCheck(plan_routes(Entry(tun, tun), &profile)));
-  ASSERT_NO_THROW(routing_->flush_table(kTable));
-  EXPECT_EQ(Table("-4"), std::vector<std::string>{});
-  EXPECT_EQ(Table("-6"), std::vector<std::string>{});
-  std::vector<RouteSpec> have;
-  ASSERT_NO_THROW(have = routing_->routes_in_table(kTable));
-  EXPECT_EQ(have, std::vector<RouteSpec>{});
-  ASSERT_NO_THROW(routing_->flush_table(kTable)) << "flushing an empty table";
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(Entry(tun, tun))));
+
+  const std::uint32_t other = AddLink("tun1", "10.201.0.2/24", "2001:db8:201::2/64");
+  ASSERT_GT(other, tun);
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(Entry(other, other))));
+  EXPECT_EQ(Table("-4"), std::vector<std::string>{"default dev tun1 proto 75 scope link metric 1"});
+  EXPECT_EQ(Table("-6"),
+            std::vector<std::string>{"default dev tun1 proto 75 metric 1 pref medium"});
+
+  // Split across the two: IPv4 back to tun0, IPv6 stays on tun1.
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(Entry(tun, other))));
+  EXPECT_EQ(Table("-4"), std::vector<std::string>{kV4TunnelRoute});
+  EXPECT_EQ(Table("-6"),
+            std::vector<std::string>{"default dev tun1 proto 75 metric 1 pref medium"});
+
+  // tun0 re-created: a new ifindex, the same name.
+  ASSERT_TRUE(Run("ip link del tun0"));
+  const std::uint32_t again = AddTunnel();
+  ASSERT_GT(again, other);
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(Entry(again, again))));
+  EXPECT_EQ(Table("-4"), std::vector<std::string>{kV4TunnelRoute});
+  EXPECT_EQ(Table("-6"), std::vector<std::string>{kV6TunnelRoute});
+  EXPECT_EQ(RoutesIn(), BothVia(again));
 }
 
-// Routes of other tables (main here) are neither reported nor touched.
+// Routes of other tables (main, a foreign one) are neither reported nor touched; another
+// profile's table only by remove_all.
 TEST_F(RoutingTest, OtherTablesUntouched) {
   const std::uint32_t tun = AddTunnel();
   ASSERT_GT(tun, 1u);
   ASSERT_TRUE(Run("ip route add 203.0.113.0/24 dev tun0 metric 1"));
-  const auto main_v4 = Lines(Output("ip -4 route show table main").value_or(""));
-  ASSERT_NO_FATAL_FAILURE(SyncAndCheck(plan_routes(Entry(tun, tun), nullptr)));
-  ASSERT_NO_THROW(routing_->flush_table(kTable));
-  EXPECT_EQ(Lines(Output("ip -4 route show table main").value_or("")), main_v4);
+  ASSERT_TRUE(Run("ip route add default dev tun0 metric 1 table 100"));
+  ASSERT_TRUE(Run("ip -6 route add default dev tun0 metric 1 table 100"));
+  const auto main_v4 = Table("-4", RT_TABLE_MAIN);
+  const auto main_v6 = Table("-6", RT_TABLE_MAIN);
+  const auto foreign_v4 = Table("-4", 100);
+  const auto foreign_v6 = Table("-6", 100);
+  ASSERT_EQ(foreign_v4.size(), 1u);
+  ASSERT_EQ(foreign_v6.size(), 1u);
+  EXPECT_EQ(RoutesIn(), std::vector<RouteSpec>{}) << "routes of other tables reported as ours";
+
+  const std::uint32_t table2 = table_for_profile(2);
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(Entry(tun, tun)), table2));
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(Entry(tun, tun))));
+  ASSERT_NO_FATAL_FAILURE(SyncTable({}));
+  EXPECT_EQ(Table("-4", RT_TABLE_MAIN), main_v4);
+  EXPECT_EQ(Table("-6", RT_TABLE_MAIN), main_v6);
+  EXPECT_EQ(Table("-4", 100), foreign_v4);
+  EXPECT_EQ(Table("-6", 100), foreign_v6);
+  EXPECT_EQ(RoutesIn(table2), BothVia(tun)) << "syncing profile 1's table touched profile 2's";
+
+  ASSERT_NO_THROW(routing_->remove_all());
+  EXPECT_EQ(RoutesIn(table2), std::vector<RouteSpec>{});
+  EXPECT_EQ(Table("-4", RT_TABLE_MAIN), main_v4);
+  EXPECT_EQ(Table("-6", RT_TABLE_MAIN), main_v6);
+  EXPECT_EQ(Table("-4", 100), foreign_v4);
+  EXPECT_EQ(Table("-6", 100), foreign_v6);
 }
 
-// The kernel removes the tunnel's route with its device; the unreachable route stays and
-// the table is then exactly what ksd would plan for "tunnel gone", even with ksd dead.
-TEST_F(RoutingTest, DeletedTunnelLeavesOnlyUnreachable) {
+// The kernel removes the tunnel's routes with its device: the table is then exactly what
+// ksd would plan for "tunnel gone", even with ksd dead.
+TEST_F(RoutingTest, DeletedTunnelEmptiesTheTable) {
   const std::uint32_t tun = AddTunnel();
   ASSERT_GT(tun, 1u);
-  ASSERT_NO_FATAL_FAILURE(SyncAndCheck(plan_routes(Entry(tun, tun), nullptr)));
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(Entry(tun, tun))));
   ASSERT_TRUE(Run("ip link del tun0"));
-  EXPECT_EQ(Table("-4"), kV4Unreachable);
-  EXPECT_EQ(Table("-6"), kV6Unreachable);
-  std::vector<RouteSpec> have;
-  ASSERT_NO_THROW(have = routing_->routes_in_table(kTable));
-  EXPECT_EQ(Sorted(have), Sorted(plan_routes(Entry(0, 0), nullptr)));
+  EXPECT_EQ(Table("-4"), std::vector<std::string>{});
+  EXPECT_EQ(Table("-6"), std::vector<std::string>{});
+  EXPECT_EQ(RoutesIn(), Sorted(plan_routes(Entry(0, 0))));
+  // ksd's next sync for "tunnel gone" has nothing to do and does not fail.
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(Entry(0, 0))));
 }
 
-// Real sockets: the mark selects the profile's table; unmarked sockets keep the main one.
-TEST_F(RoutingTest, MarkedSocketsAreSteeredByTheTable) {
-  // "eth0" carries the main table's default routes and the LAN; "tun0" is the tunnel.
-  ASSERT_GT(AddLink("eth0", "10.100.0.2/24", "2001:db8:100::2/64"), 1u);
-  ASSERT_TRUE(Run("ip route add default via 10.100.0.1 dev eth0"));
-  ASSERT_TRUE(Run("ip -6 route add default via 2001:db8:100::1 dev eth0"));
+// The same for a tunnel that only goes down; it coming back up does not restore the
+// routes (ksd's next sync does).
+TEST_F(RoutingTest, TunnelDownEmptiesTheTable) {
   const std::uint32_t tun = AddTunnel();
   ASSERT_GT(tun, 1u);
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(Entry(tun, tun))));
+  ASSERT_TRUE(Run("ip link set tun0 down"));
+  EXPECT_EQ(Table("-4"), std::vector<std::string>{});
+  EXPECT_EQ(Table("-6"), std::vector<std::string>{});
+  EXPECT_EQ(RoutesIn(), std::vector<RouteSpec>{});
+  ASSERT_TRUE(Run("ip link set tun0 up"));
+  EXPECT_EQ(RoutesIn(), std::vector<RouteSpec>{});
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(Entry(tun, tun))));
+  EXPECT_EQ(Table("-4"), std::vector<std::string>{kV4TunnelRoute});
+  EXPECT_EQ(Table("-6"), std::vector<std::string>{kV6TunnelRoute});
+}
+
+// ---------------------------------------------------------------------------------------
+// Teardown
+
+TEST_F(RoutingTest, RemoveAllRemovesEverythingOfOurs) {
+  const std::uint32_t tun = AddTunnel();
+  ASSERT_GT(tun, 1u);
+  ASSERT_TRUE(Run("ip rule add pref 100 fwmark 0x12345 lookup 100"));
+  ASSERT_TRUE(Run("ip route add default dev tun0 metric 1 table 100"));
+  const auto foreign_v4 = Rules("-4");
+  const auto foreign_v6 = Rules("-6");
+  const auto main_v4 = Table("-4", RT_TABLE_MAIN);
+  const auto main_v6 = Table("-6", RT_TABLE_MAIN);
+
+  const Profile lan = ProfileWithLan({"192.168.1.0/24", "fd00::/8"});
+  const std::uint32_t last = KS_MAX_PROFILES - 1;
+  ASSERT_NO_FATAL_FAILURE(
+      SyncRules(Concat(Concat(plan_rules(KS_PROFILE_NONE, nullptr), plan_rules(kProfile, &lan)),
+                       plan_rules(last, &lan))));
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(Entry(tun, tun))));
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(Entry(tun, 0)), table_for_profile(last)));
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(Entry(0, tun)), table_for_profile(0)));
+
+  ASSERT_NO_THROW(routing_->remove_all());
+  EXPECT_EQ(OurRules(), std::vector<RuleSpec>{});
+  EXPECT_EQ(Rules("-4"), foreign_v4);
+  EXPECT_EQ(Rules("-6"), foreign_v6);
+  for (std::uint32_t id = 0; id < KS_MAX_PROFILES; ++id) {
+    SCOPED_TRACE("profile id " + std::to_string(id));
+    EXPECT_EQ(RoutesIn(table_for_profile(id)), std::vector<RouteSpec>{});
+  }
+  EXPECT_EQ(Table("-4", RT_TABLE_MAIN), main_v4);
+  EXPECT_EQ(Table("-6", RT_TABLE_MAIN), main_v6);
+  EXPECT_EQ(Table("-4", 100), std::vector<std::string>{"default dev tun0 scope link metric 1"});
+  // No route of ours is left anywhere ("proto 75"), in any table.
+  for (const char* family : {"-4", "-6"}) {
+    const auto all = Output(std::string("ip ") + family + " route show table all proto 75");
+    ASSERT_TRUE(all.has_value());
+    EXPECT_EQ(Lines(*all), std::vector<std::string>{}) << family;
+  }
+
+  // A second teardown changes nothing and does not fail.
+  std::optional<Changes> changes;
+  ASSERT_NO_THROW(changes.emplace());
+  ASSERT_NO_THROW(routing_->remove_all());
+  EXPECT_EQ(changes->Take(), std::vector<std::string>{});
+}
+
+// ---------------------------------------------------------------------------------------
+// Real sockets: the mark selects the profile's rules; unmarked sockets keep the main table.
+
+class SteeringTest : public RoutingTest {
+ protected:
+  void SetUp() override {
+    RoutingTest::SetUp();
+    if (HasFatalFailure()) return;
+    // "eth0" carries the main table's default routes and the LAN; "tun0" is the tunnel.
+    ASSERT_GT(AddLink("eth0", "10.100.0.2/24", "2001:db8:100::2/64"), 1u);
+    ASSERT_TRUE(Run("ip route add default via 10.100.0.1 dev eth0"));
+    ASSERT_TRUE(Run("ip -6 route add default via 2001:db8:100::1 dev eth0"));
+    tun_ = AddTunnel();
+    ASSERT_GT(tun_, 1u);
+  }
+
+  static constexpr const char* kV4Internet = "203.0.113.10";
+  static constexpr const char* kV6Internet = "2001:db8:ffff::10";
+  static constexpr const char* kV4Lan = "10.100.0.7";
+  static constexpr const char* kV6Lan = "2001:db8:100::7";
+  static constexpr const char* kV4Eth = "10.100.0.2";
+  static constexpr const char* kV6Eth = "2001:db8:100::2";
+  static constexpr const char* kV4Tun = "10.200.0.2";
+  static constexpr const char* kV6Tun = "2001:db8:200::2";
+
+  std::uint32_t tun_ = 0;
+};
+
+TEST_F(SteeringTest, MarkedSocketsFollowTheTable) {
   const Profile profile = ProfileWithLan({"10.100.0.0/24", "2001:db8:100::/64"});
-  ASSERT_NO_THROW(routing_->ensure_rules(kProfile));
+  ASSERT_NO_FATAL_FAILURE(SyncRules(plan_rules(kProfile, &profile)));
 
-  const char* v4_internet = "203.0.113.10";
-  const char* v6_internet = "2001:db8:ffff::10";
-
-  // Without our routes (rule present, table empty) marked sockets use the main table.
-  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, v4_internet, kMark), "10.100.0.2"));
+  // Rules but no routes yet (ksd starting, no tunnel): the unreachable rule answers.
+  EXPECT_TRUE(Refused(ConnectUdp(AF_INET, kV4Internet, kMark), ENETUNREACH));
+  EXPECT_TRUE(Refused(ConnectUdp(AF_INET6, kV6Internet, kMark), ENETUNREACH));
 
   // Tunnel up: marked sockets leave through the tunnel, unmarked ones through eth0.
-  ASSERT_NO_FATAL_FAILURE(SyncAndCheck(plan_routes(Entry(tun, tun), &profile)));
-  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, v4_internet, kMark), "10.200.0.2"));
-  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET6, v6_internet, kMark), "2001:db8:200::2"));
-  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, v4_internet, std::nullopt), "10.100.0.2"));
-  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET6, v6_internet, std::nullopt), "2001:db8:100::2"));
-  // allow_lan: thrown back to the main table, so the LAN is reached directly.
-  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, "10.100.0.7", kMark), "10.100.0.2"));
-  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET6, "2001:db8:100::7", kMark), "2001:db8:100::2"));
-  // Loopback resolves in the local table, before rule 90.
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(Entry(tun_, tun_))));
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, kV4Internet, kMark), kV4Tun));
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET6, kV6Internet, kMark), kV6Tun));
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, kV4Internet, std::nullopt), kV4Eth));
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET6, kV6Internet, std::nullopt), kV6Eth));
+  // allow_lan: the pref 89 rule looks the LAN up in main, before the tunnel's rule.
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, kV4Lan, kMark), kV4Eth));
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET6, kV6Lan, kMark), kV6Eth));
+  // Loopback and our own addresses resolve in the local table (pref 0).
   EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, "127.0.0.1", kMark), "127.0.0.1"));
   EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET6, "::1", kMark), "::1"));
-  // Another profile's mark has no rule: main table.
-  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, v4_internet, KS_MARK_BASE | 2), "10.100.0.2"));
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, kV4Eth, kMark), kV4Eth));
+  // Another profile's mark has no rules here: main table.
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, kV4Internet, KS_MARK_BASE | 2), kV4Eth));
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET6, kV6Internet, KS_MARK_BASE | 2), kV6Eth));
 
-  // Tunnel gone: marked sockets fail at once (EHOSTUNREACH for both families, see the
-  // top comment), the LAN and loopback still work, unmarked sockets are unaffected.
-  ASSERT_NO_FATAL_FAILURE(SyncAndCheck(plan_routes(Entry(0, 0), &profile)));
-  EXPECT_TRUE(Refused(ConnectUdp(AF_INET, v4_internet, kMark), EHOSTUNREACH));
-  EXPECT_TRUE(Refused(ConnectUdp(AF_INET6, v6_internet, kMark), EHOSTUNREACH));
-  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, "10.100.0.7", kMark), "10.100.0.2"));
-  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET6, "2001:db8:100::7", kMark), "2001:db8:100::2"));
+  // Tunnel gone: marked sockets fail at once with ENETUNREACH, the LAN and loopback
+  // still work, unmarked sockets are unaffected.
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(Entry(0, 0))));
+  EXPECT_TRUE(Refused(ConnectUdp(AF_INET, kV4Internet, kMark), ENETUNREACH));
+  EXPECT_TRUE(Refused(ConnectUdp(AF_INET6, kV6Internet, kMark), ENETUNREACH));
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, kV4Lan, kMark), kV4Eth));
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET6, kV6Lan, kMark), kV6Eth));
   EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, "127.0.0.1", kMark), "127.0.0.1"));
-  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, v4_internet, std::nullopt), "10.100.0.2"));
-  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET6, v6_internet, std::nullopt), "2001:db8:100::2"));
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET6, "::1", kMark), "::1"));
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, kV4Internet, std::nullopt), kV4Eth));
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET6, kV6Internet, std::nullopt), kV6Eth));
 
-  // Tunnel back (a re-created tunnel, same ifindex here): steering resumes.
-  ASSERT_NO_FATAL_FAILURE(SyncAndCheck(plan_routes(Entry(tun, tun), &profile)));
-  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, v4_internet, kMark), "10.200.0.2"));
+  // One family only: the other fails closed.
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(Entry(tun_, 0))));
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, kV4Internet, kMark), kV4Tun));
+  EXPECT_TRUE(Refused(ConnectUdp(AF_INET6, kV6Internet, kMark), ENETUNREACH));
 
-  // Tunnel device deleted behind ksd's back: the kernel drops its route, marked sockets
-  // fail closed instead of falling back to eth0.
+  // Tunnel back: steering resumes.
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(Entry(tun_, tun_))));
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, kV4Internet, kMark), kV4Tun));
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET6, kV6Internet, kMark), kV6Tun));
+
+  // Tunnel device deleted behind ksd's back: the kernel drops its routes and marked
+  // sockets fail closed instead of falling back to eth0; the LAN still works.
   ASSERT_TRUE(Run("ip link del tun0"));
-  EXPECT_TRUE(Refused(ConnectUdp(AF_INET, v4_internet, kMark), EHOSTUNREACH));
-  EXPECT_TRUE(Refused(ConnectUdp(AF_INET6, v6_internet, kMark), EHOSTUNREACH));
+  EXPECT_TRUE(Refused(ConnectUdp(AF_INET, kV4Internet, kMark), ENETUNREACH));
+  EXPECT_TRUE(Refused(ConnectUdp(AF_INET6, kV6Internet, kMark), ENETUNREACH));
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, kV4Lan, kMark), kV4Eth));
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET6, kV6Lan, kMark), kV6Eth));
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, kV4Internet, std::nullopt), kV4Eth));
 
-  // Without the rule, marks mean nothing to routing.
-  ASSERT_NO_THROW(routing_->remove_rules(kProfile));
-  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, v4_internet, kMark), "10.100.0.2"));
+  // After teardown, marks mean nothing to routing.
+  ASSERT_NO_THROW(routing_->remove_all());
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, kV4Internet, kMark), kV4Eth));
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET6, kV6Internet, kMark), kV6Eth));
+}
+
+// A tunnel that only goes down fails closed just the same (ksd dead or not).
+TEST_F(SteeringTest, TunnelDownFailsClosed) {
+  ASSERT_NO_FATAL_FAILURE(SyncRules(plan_rules(kProfile, nullptr)));
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(Entry(tun_, tun_))));
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, kV4Internet, kMark), kV4Tun));
+  ASSERT_TRUE(Run("ip link set tun0 down"));
+  EXPECT_TRUE(Refused(ConnectUdp(AF_INET, kV4Internet, kMark), ENETUNREACH));
+  EXPECT_TRUE(Refused(ConnectUdp(AF_INET6, kV6Internet, kMark), ENETUNREACH));
+  ASSERT_TRUE(Run("ip link set tun0 up"));
+  EXPECT_TRUE(Refused(ConnectUdp(AF_INET, kV4Internet, kMark), ENETUNREACH))
+      << "the kernel restored the route by itself";
+}
+
+// Without allow_lan the LAN is not reachable for marked sockets while the tunnel is
+// down; with the tunnel up it goes through the tunnel like everything else.
+TEST_F(SteeringTest, NoAllowLanMeansNoLan) {
+  ASSERT_NO_FATAL_FAILURE(SyncRules(plan_rules(kProfile, nullptr)));
+  EXPECT_TRUE(Refused(ConnectUdp(AF_INET, kV4Lan, kMark), ENETUNREACH));
+  EXPECT_TRUE(Refused(ConnectUdp(AF_INET6, kV6Lan, kMark), ENETUNREACH));
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(Entry(tun_, tun_))));
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, kV4Lan, kMark), kV4Tun));
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET6, kV6Lan, kMark), kV6Tun));
+  // Loopback is unaffected either way.
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, "127.0.0.1", kMark), "127.0.0.1"));
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET6, "::1", kMark), "::1"));
+}
+
+// TunnelVision: a more specific route in the main table (as a hostile DHCP server would
+// push) never reaches marked sockets outside allow_lan.
+TEST_F(SteeringTest, HostileMainRoutesAreNotReached) {
+  ASSERT_TRUE(Run("ip route add 203.0.113.0/24 via 10.100.0.1 dev eth0"));
+  ASSERT_TRUE(Run("ip -6 route add 2001:db8:ffff::/48 via 2001:db8:100::1 dev eth0"));
+  const Profile profile = ProfileWithLan({"10.100.0.0/24", "2001:db8:100::/64"});
+  ASSERT_NO_FATAL_FAILURE(SyncRules(plan_rules(kProfile, &profile)));
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(Entry(tun_, tun_))));
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, kV4Internet, kMark), kV4Tun));
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET6, kV6Internet, kMark), kV6Tun));
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, kV4Internet, std::nullopt), kV4Eth));
+  ASSERT_NO_FATAL_FAILURE(SyncTable({}));
+  EXPECT_TRUE(Refused(ConnectUdp(AF_INET, kV4Internet, kMark), ENETUNREACH));
+  EXPECT_TRUE(Refused(ConnectUdp(AF_INET6, kV6Internet, kMark), ENETUNREACH));
+}
+
+// KS_PROFILE_NONE (mark KS_MARK_BASE, no profile, never a tunnel): always unreachable,
+// loopback excepted; profile 1's tunnel is not borrowed.
+TEST_F(SteeringTest, ProfileNoneFailsClosed) {
+  ASSERT_NO_FATAL_FAILURE(
+      SyncRules(Concat(plan_rules(KS_PROFILE_NONE, nullptr), plan_rules(kProfile, nullptr))));
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(Entry(tun_, tun_))));
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(ks_profile{}), table_for_profile(0)));
+  EXPECT_TRUE(Refused(ConnectUdp(AF_INET, kV4Internet, KS_MARK_BASE), ENETUNREACH));
+  EXPECT_TRUE(Refused(ConnectUdp(AF_INET6, kV6Internet, KS_MARK_BASE), ENETUNREACH));
+  EXPECT_TRUE(Refused(ConnectUdp(AF_INET, kV4Lan, KS_MARK_BASE), ENETUNREACH));
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, "127.0.0.1", KS_MARK_BASE), "127.0.0.1"));
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET6, "::1", KS_MARK_BASE), "::1"));
+  EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, kV4Internet, kMark), kV4Tun));
 }
 
 }  // namespace
