@@ -55,12 +55,21 @@ Message route_message(std::uint16_t type, std::uint16_t flags, std::uint32_t tab
   rtmsg rt{};
   rt.rtm_family = static_cast<unsigned char>(r.family);
   rt.rtm_table = RT_TABLE_UNSPEC;  // the 32-bit RTA_TABLE below carries it
-  rt.rtm_protocol = kRouteProtocol;
-  rt.rtm_scope = RT_SCOPE_LINK;  // the tunnel is point-to-point: its peer is "on link"
-  rt.rtm_type = RTN_UNICAST;
+  if (type == RTM_DELROUTE) {
+    // Delete exactly what the dump showed, whoever added it: any protocol, any scope.
+    rt.rtm_protocol = RTPROT_UNSPEC;
+    rt.rtm_scope = RT_SCOPE_NOWHERE;
+  } else {
+    rt.rtm_protocol = kRouteProtocol;
+    // A unicast route via the point-to-point tunnel: its peer is "on link".
+    rt.rtm_scope = r.type == RTN_UNICAST ? RT_SCOPE_LINK : RT_SCOPE_UNIVERSE;
+  }
+  rt.rtm_type = r.type;
+  rt.rtm_dst_len = r.dst_len;
   Message m(type, flags, &rt, sizeof(rt));
   m.add_u32(RTA_TABLE, table);
-  m.add_u32(RTA_OIF, r.oif);
+  if (r.dst_len > 0) m.add(RTA_DST, r.dst.data(), address_length(r.family));
+  if (r.type == RTN_UNICAST && r.oif != 0) m.add_u32(RTA_OIF, r.oif);
   m.add_u32(RTA_PRIORITY, r.metric);
   return m;
 }
@@ -71,6 +80,8 @@ Message rule_message(std::uint16_t type, std::uint16_t flags, const RuleSpec& r)
   h.action = r.action;
   h.dst_len = r.dst_len;
   Message m(type, flags, &h, sizeof(h));
+  std::uint8_t protocol = kRouteProtocol;
+  m.add(FRA_PROTOCOL, &protocol, sizeof(protocol));
   m.add_u32(FRA_PRIORITY, r.priority);
   m.add_u32(FRA_FWMARK, r.mark);
   m.add_u32(FRA_FWMASK, 0xffffffffu);
@@ -87,8 +98,15 @@ bool contains(const std::vector<T>& v, const T& x) {
 }  // namespace
 
 std::string RouteSpec::describe() const {
-  return std::string(family_name(family)) + " default dev ifindex " + std::to_string(oif) +
-         " metric " + std::to_string(metric);
+  std::string where = "default";
+  if (dst_len > 0) {
+    char addr[INET6_ADDRSTRLEN] = "";
+    inet_ntop(family, dst.data(), addr, sizeof(addr));
+    where = std::string(addr) + "/" + std::to_string(dst_len);
+  }
+  std::string kind = type == RTN_UNICAST ? "" : "type " + std::to_string(type) + " ";
+  return std::string(family_name(family)) + " " + kind + where + " dev ifindex " +
+         std::to_string(oif) + " metric " + std::to_string(metric);
 }
 
 std::string RuleSpec::describe() const {
@@ -223,6 +241,8 @@ std::vector<RuleSpec> PolicyRouting::our_rules() {
       r.dst_len = hdr->dst_len;
       r.table = hdr->table;
       std::uint32_t mask = 0;
+      std::uint8_t protocol = 0;
+      bool other_selector = false;  // iif, oif, src, uid range, ports, ...: not a rule of ours
       int len = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof(*hdr)));
       for (auto* a =
                reinterpret_cast<rtattr*>(reinterpret_cast<char*>(hdr) + NLMSG_ALIGN(sizeof(*hdr)));
@@ -233,10 +253,30 @@ std::vector<RuleSpec> PolicyRouting::our_rules() {
         if (a->rta_type == FRA_TABLE) std::memcpy(&r.table, RTA_DATA(a), 4);
         if (a->rta_type == FRA_DST)
           std::memcpy(r.dst.data(), RTA_DATA(a), std::min<std::size_t>(RTA_PAYLOAD(a), 16));
+        if (a->rta_type == FRA_PROTOCOL) std::memcpy(&protocol, RTA_DATA(a), 1);
+        std::uint32_t u32 = 0;
+        if (RTA_PAYLOAD(a) >= 4) std::memcpy(&u32, RTA_DATA(a), 4);
+        switch (a->rta_type) {
+          case FRA_SUPPRESS_PREFIXLEN:  // always dumped; -1 means unused
+          case FRA_SUPPRESS_IFGROUP:
+            other_selector = other_selector || u32 != 0xffffffffu;
+            break;
+          case FRA_PRIORITY:
+          case FRA_FWMARK:
+          case FRA_FWMASK:
+          case FRA_TABLE:
+          case FRA_DST:
+          case FRA_PROTOCOL:
+            break;
+          default:
+            other_selector = true;
+        }
       }
       if (r.action != FR_ACT_TO_TBL) r.table = 0;
-      bool ours = mask == 0xffffffffu && (r.mark & 0xffff0000u) == KS_MARK_BASE &&
-                  r.priority >= kLanRulePriority && r.priority <= kUnreachableRulePriority;
+      bool ours = protocol == kRouteProtocol && !other_selector && mask == 0xffffffffu &&
+                  hdr->src_len == 0 && hdr->tos == 0 && !(hdr->flags & FIB_RULE_INVERT) &&
+                  (r.mark & 0xffff0000u) == KS_MARK_BASE && r.priority >= kLanRulePriority &&
+                  r.priority <= kUnreachableRulePriority;
       if (ours) out.push_back(r);
     });
   }
@@ -270,13 +310,19 @@ std::vector<RouteSpec> PolicyRouting::routes_in_table(std::uint32_t table) {
       RouteSpec r;
       r.family = rt->rtm_family;
       r.metric = 0;
+      r.type = rt->rtm_type;
+      r.dst_len = rt->rtm_dst_len;
       std::uint32_t route_table = rt->rtm_table;
       int len = static_cast<int>(RTM_PAYLOAD(h));
       for (auto* a = RTM_RTA(rt); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
         if (a->rta_type == RTA_TABLE) std::memcpy(&route_table, RTA_DATA(a), 4);
         if (a->rta_type == RTA_OIF) std::memcpy(&r.oif, RTA_DATA(a), 4);
         if (a->rta_type == RTA_PRIORITY) std::memcpy(&r.metric, RTA_DATA(a), 4);
+        if (a->rta_type == RTA_DST)
+          std::memcpy(r.dst.data(), RTA_DATA(a), std::min<std::size_t>(RTA_PAYLOAD(a), 16));
       }
+      // IPv6 reports error and throw routes on "dev lo": no device to match them by.
+      if (r.type != RTN_UNICAST) r.oif = 0;
       if (route_table == table) out.push_back(r);
     });
   }

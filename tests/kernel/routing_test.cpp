@@ -5,9 +5,9 @@
 //
 // Observed on Linux 6.18 (and asserted below):
 //  * `ip rule` (and `ip -6 rule`) print our rules as
-//      "89:\tfrom all to 192.168.1.0/24 fwmark 0x4b530001 lookup main"
-//      "90:\tfrom all fwmark 0x4b530001 lookup 1263730689"
-//      "91:\tfrom all fwmark 0x4b530001 unreachable"
+//      "89:\tfrom all to 192.168.1.0/24 fwmark 0x4b530001 lookup main proto 75"
+//      "90:\tfrom all fwmark 0x4b530001 lookup 1263730689 proto 75"
+//      "91:\tfrom all fwmark 0x4b530001 unreachable proto 75"
 //    A fresh namespace has 3 IPv4 rules (local, main, default) and 2 IPv6 ones.
 //  * The table holds "default dev tun0 proto 75 scope link metric 1" (IPv4) and
 //    "default dev tun0 proto 75 metric 1 pref medium" (IPv6).
@@ -60,10 +60,10 @@ static_assert(kMark == 0x4b530001u);
 static_assert(kTable == kMark);
 
 // `ip rule` lines of profile 1 (see the top comment).
-const std::string kTableRuleLine = "90:\tfrom all fwmark 0x4b530001 lookup 1263730689";
-const std::string kUnreachableRuleLine = "91:\tfrom all fwmark 0x4b530001 unreachable";
+const std::string kTableRuleLine = "90:\tfrom all fwmark 0x4b530001 lookup 1263730689 proto 75";
+const std::string kUnreachableRuleLine = "91:\tfrom all fwmark 0x4b530001 unreachable proto 75";
 std::string LanRuleLine(const std::string& cidr) {
-  return "89:\tfrom all to " + cidr + " fwmark 0x4b530001 lookup main";
+  return "89:\tfrom all to " + cidr + " fwmark 0x4b530001 lookup main proto 75";
 }
 
 // `ip route show table 1263730689` lines of a tunnel route.
@@ -438,10 +438,12 @@ TEST_F(RoutingTest, SyncRulesOfSeveralProfiles) {
   const auto plan = Concat(Concat(plan_rules(KS_PROFILE_NONE, nullptr), plan_rules(1, &lan)),
                            plan_rules(KS_MAX_PROFILES - 1, nullptr));
   ASSERT_NO_FATAL_FAILURE(SyncRules(plan));
-  const std::vector<std::string> none = {"90:\tfrom all fwmark 0x4b530000 lookup 1263730688",
-                                         "91:\tfrom all fwmark 0x4b530000 unreachable"};
-  const std::vector<std::string> last = {"90:\tfrom all fwmark 0x4b53003f lookup 1263730751",
-                                         "91:\tfrom all fwmark 0x4b53003f unreachable"};
+  const std::vector<std::string> none = {
+      "90:\tfrom all fwmark 0x4b530000 lookup 1263730688 proto 75",
+      "91:\tfrom all fwmark 0x4b530000 unreachable proto 75"};
+  const std::vector<std::string> last = {
+      "90:\tfrom all fwmark 0x4b53003f lookup 1263730751 proto 75",
+      "91:\tfrom all fwmark 0x4b53003f unreachable proto 75"};
   const std::vector<std::string> one = {kTableRuleLine, kUnreachableRuleLine};
   EXPECT_EQ(Rules("-4"), Plus(Plus(Plus(v4_rules_before_, none), Plus(one, last)),
                               {LanRuleLine("192.168.1.0/24")}));
@@ -545,6 +547,18 @@ TEST_F(RoutingTest, ForeignRulesAreIgnoredAndUntouched) {
   EXPECT_EQ(Rules("-6"), foreign_v6);
 }
 
+// A rule with our mark, priority and protocol but a selector we never use (iif) is
+// someone else's: it is not taken for ours, so ours is still added.
+TEST_F(RoutingTest, LookalikeRulesAreNotOurs) {
+  ASSERT_TRUE(Run("ip rule add pref 90 fwmark 0x4b530001 iif eth9 lookup 1263730689 proto 75"));
+  const auto foreign_v4 = Rules("-4");
+  EXPECT_EQ(OurRules(), std::vector<RuleSpec>{}) << "lookalike rules reported as ours";
+  ASSERT_NO_FATAL_FAILURE(SyncRules(plan_rules(kProfile, nullptr)));
+  EXPECT_EQ(Rules("-4"), Plus(foreign_v4, {kTableRuleLine, kUnreachableRuleLine}));
+  // (Deleting ours may take such a lookalike with it: the kernel matches a deleted rule
+  // only on the attributes given. Only a rule imitating ours down to the protocol is hit.)
+}
+
 // ---------------------------------------------------------------------------------------
 // Tables
 
@@ -573,6 +587,22 @@ TEST_F(RoutingTest, TunnelUpThenGone) {
   // An invalid profile keeps nothing.
   ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(Entry(tun, tun))));
   ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(Entry(tun, tun, false))));
+  EXPECT_EQ(Table("-4"), std::vector<std::string>{});
+  EXPECT_EQ(Table("-6"), std::vector<std::string>{});
+}
+
+// Whatever else is in our table (routes of an older version: unreachable, throw, a
+// non-default route) is deleted by sync, and cannot pass for the wanted default route.
+TEST_F(RoutingTest, SyncDeletesEveryOtherRouteInOurTable) {
+  const std::uint32_t tun = AddTunnel();
+  ASSERT_TRUE(Run("ip route add unreachable default metric 4294967295 table 1263730689"));
+  ASSERT_TRUE(Run("ip route add throw 192.168.1.0/24 metric 1 table 1263730689"));
+  ASSERT_TRUE(Run("ip route add 10.0.0.0/8 dev tun0 metric 1 table 1263730689"));
+  ASSERT_TRUE(Run("ip -6 route add throw fd00::/8 metric 1 table 1263730689"));
+  ASSERT_NO_FATAL_FAILURE(SyncTable(plan_routes(Entry(tun, tun))));
+  EXPECT_EQ(Table("-4"), std::vector<std::string>{kV4TunnelRoute});
+  EXPECT_EQ(Table("-6"), std::vector<std::string>{kV6TunnelRoute});
+  ASSERT_NO_THROW(routing_->remove_all());
   EXPECT_EQ(Table("-4"), std::vector<std::string>{});
   EXPECT_EQ(Table("-6"), std::vector<std::string>{});
 }

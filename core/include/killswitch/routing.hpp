@@ -39,6 +39,11 @@ struct RouteSpec {
   int family = 0;  // AF_INET or AF_INET6
   std::uint32_t oif = 0;
   std::uint32_t metric = 1;  // not 0: IPv6 would store 1024 and never compare equal
+  // What we plan is always "default dev <oif>"; a dump reports whatever the table holds
+  // (a route of an older version, one someone else added), so it can be deleted exactly.
+  std::uint8_t type = 1;  // RTN_UNICAST
+  std::array<std::uint8_t, 16> dst{};
+  std::uint8_t dst_len = 0;
 
   bool operator==(const RouteSpec&) const = default;
   std::string describe() const;
@@ -66,8 +71,10 @@ class PolicyRouting {
  public:
   PolicyRouting();  // rtnetlink socket in the caller's network namespace
 
-  // Makes our rules (marks in the KS_MARK_BASE range) exactly `want`: missing ones are
-  // added first, then stale ones deleted, so there is never less protection than either.
+  // Makes our rules exactly `want`: missing ones are added first, then stale ones
+  // deleted, so there is never less protection than either. Ours = protocol
+  // kRouteProtocol, a mark in the KS_MARK_BASE range, priority 89-91, and no selector we
+  // do not use; any other rule is someone else's and left alone.
   void sync_rules(const std::vector<RuleSpec>& want);
   std::vector<RuleSpec> our_rules();
   // The same for one table's routes.
