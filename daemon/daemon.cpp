@@ -233,6 +233,23 @@ void Daemon::apply_policy(const char* why) {
     routing_.sync_table(table_for_profile(id),
                         plan_routes(it != plan.profiles.end() ? it->second : ks_profile{}));
   }
+  // Kernel-made replies (RST, ICMP) sourced from a tunnel's address stay in the tunnel:
+  // by the table of the first profile (in config order) that names the tunnel.
+  std::vector<LinkAddress> sourced;
+  for (const auto& profile : config_.profiles) {
+    for (const auto& tunnel : profile.tunnels) {
+      for (const auto& [ifindex, link] : links_.links()) {
+        if (link.name != tunnel) continue;
+        for (const auto& address : link.addresses) {
+          if (std::find(sourced.begin(), sourced.end(), address) != sourced.end()) continue;
+          sourced.push_back(address);
+          for (auto& r :
+               plan_source_rules(address, table_for_profile(profile_ids_.at(profile.name))))
+            rules.push_back(r);
+        }
+      }
+    }
+  }
   routing_.sync_rules(rules);
 
   // Cgroup classification: tree root -> default profile (or none), profile slices,

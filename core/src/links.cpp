@@ -145,13 +145,27 @@ void discard_queue(int fd) {
 void refresh_address_flags(LinkState& link, const std::map<std::string, unsigned char>* addrs) {
   link.has_ipv4 = false;
   link.has_ipv6 = false;
+  link.addresses.clear();
   if (addrs == nullptr) return;
   for (const auto& [key, scope] : *addrs) {
-    // Key byte 0 is the address family, see apply().
-    if (key[0] == AF_INET) link.has_ipv4 = true;
+    // Key: family, prefix length, IFA_LOCAL length, IFA_LOCAL, IFA_ADDRESS (see apply()).
+    const int family = key[0];
     // Link-local and host-scope IPv6 (fe80::/10, ::1) cannot carry tunnel traffic.
-    if (key[0] == AF_INET6 && scope == RT_SCOPE_UNIVERSE) link.has_ipv6 = true;
+    if (family == AF_INET6 && scope != RT_SCOPE_UNIVERSE) continue;
+    if (family == AF_INET) link.has_ipv4 = true;
+    if (family == AF_INET6) link.has_ipv6 = true;
+    const std::size_t want = family == AF_INET ? 4 : 16;
+    const auto local_len = static_cast<unsigned char>(key[2]);
+    // IFA_LOCAL where there is one (IPv4; the other end of a point-to-point link is in
+    // IFA_ADDRESS), else IFA_ADDRESS (IPv6).
+    const std::size_t at = local_len == want ? 3 : 3 + local_len;
+    if (key.size() < at + want) continue;
+    LinkAddress a;
+    a.family = family;
+    std::memcpy(a.bytes.data(), key.data() + at, want);
+    link.addresses.push_back(a);
   }
+  std::sort(link.addresses.begin(), link.addresses.end());
 }
 
 }  // namespace

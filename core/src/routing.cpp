@@ -79,12 +79,16 @@ Message rule_message(std::uint16_t type, std::uint16_t flags, const RuleSpec& r)
   h.family = static_cast<unsigned char>(r.family);
   h.action = r.action;
   h.dst_len = r.dst_len;
+  h.src_len = r.src_len;
   Message m(type, flags, &h, sizeof(h));
   std::uint8_t protocol = kRouteProtocol;
   m.add(FRA_PROTOCOL, &protocol, sizeof(protocol));
   m.add_u32(FRA_PRIORITY, r.priority);
-  m.add_u32(FRA_FWMARK, r.mark);
-  m.add_u32(FRA_FWMASK, 0xffffffffu);
+  if (r.mark != 0) {
+    m.add_u32(FRA_FWMARK, r.mark);
+    m.add_u32(FRA_FWMASK, 0xffffffffu);
+  }
+  if (r.src_len > 0) m.add(FRA_SRC, r.src.data(), address_length(r.family));
   if (r.action == FR_ACT_TO_TBL) m.add_u32(FRA_TABLE, r.table);
   if (r.dst_len > 0) m.add(FRA_DST, r.dst.data(), address_length(r.family));
   return m;
@@ -113,7 +117,12 @@ std::string RuleSpec::describe() const {
   char mark_text[16];
   std::snprintf(mark_text, sizeof(mark_text), "0x%x", mark);
   std::string s = std::string(family_name(family)) + " pref " + std::to_string(priority) +
-                  " fwmark " + mark_text;
+                  (mark ? std::string(" fwmark ") + mark_text : std::string());
+  if (src_len > 0) {
+    char addr[INET6_ADDRSTRLEN] = "";
+    inet_ntop(family, src.data(), addr, sizeof(addr));
+    s += " from " + std::string(addr) + "/" + std::to_string(src_len);
+  }
   if (dst_len > 0) {
     char addr[INET6_ADDRSTRLEN] = "";
     inet_ntop(family, dst.data(), addr, sizeof(addr));
@@ -162,6 +171,21 @@ std::vector<RuleSpec> plan_rules(std::uint32_t profile_id, const Profile* profil
     rules.push_back(unreachable);
   }
   return rules;
+}
+
+std::vector<RuleSpec> plan_source_rules(const LinkAddress& address, std::uint32_t table) {
+  RuleSpec lookup;
+  lookup.family = address.family;
+  lookup.priority = kSourceRulePriority;
+  lookup.action = FR_ACT_TO_TBL;
+  lookup.table = table;
+  lookup.src = address.bytes;
+  lookup.src_len = static_cast<std::uint8_t>(address_length(address.family) * 8);
+  RuleSpec unreachable = lookup;
+  unreachable.priority = kSourceUnreachableRulePriority;
+  unreachable.action = FR_ACT_UNREACHABLE;
+  unreachable.table = 0;
+  return {lookup, unreachable};
 }
 
 PolicyRouting::PolicyRouting()
@@ -239,6 +263,7 @@ std::vector<RuleSpec> PolicyRouting::our_rules() {
       r.family = hdr->family;
       r.action = hdr->action;
       r.dst_len = hdr->dst_len;
+      r.src_len = hdr->src_len;
       r.table = hdr->table;
       std::uint32_t mask = 0;
       std::uint8_t protocol = 0;
@@ -254,6 +279,8 @@ std::vector<RuleSpec> PolicyRouting::our_rules() {
         if (a->rta_type == FRA_DST)
           std::memcpy(r.dst.data(), RTA_DATA(a), std::min<std::size_t>(RTA_PAYLOAD(a), 16));
         if (a->rta_type == FRA_PROTOCOL) std::memcpy(&protocol, RTA_DATA(a), 1);
+        if (a->rta_type == FRA_SRC)
+          std::memcpy(r.src.data(), RTA_DATA(a), std::min<std::size_t>(RTA_PAYLOAD(a), 16));
         std::uint32_t u32 = 0;
         if (RTA_PAYLOAD(a) >= 4) std::memcpy(&u32, RTA_DATA(a), 4);
         switch (a->rta_type) {
@@ -266,6 +293,7 @@ std::vector<RuleSpec> PolicyRouting::our_rules() {
           case FRA_FWMASK:
           case FRA_TABLE:
           case FRA_DST:
+          case FRA_SRC:
           case FRA_PROTOCOL:
             break;
           default:
@@ -273,10 +301,15 @@ std::vector<RuleSpec> PolicyRouting::our_rules() {
         }
       }
       if (r.action != FR_ACT_TO_TBL) r.table = 0;
-      bool ours = protocol == kRouteProtocol && !other_selector && mask == 0xffffffffu &&
-                  hdr->src_len == 0 && hdr->tos == 0 && !(hdr->flags & FIB_RULE_INVERT) &&
-                  (r.mark & 0xffff0000u) == KS_MARK_BASE && r.priority >= kLanRulePriority &&
-                  r.priority <= kUnreachableRulePriority;
+      const bool mark_rule =
+          r.priority >= kLanRulePriority && r.priority <= kUnreachableRulePriority;
+      const bool source_rule =
+          r.priority == kSourceRulePriority || r.priority == kSourceUnreachableRulePriority;
+      bool ours = protocol == kRouteProtocol && !other_selector && hdr->tos == 0 &&
+                  !(hdr->flags & FIB_RULE_INVERT) &&
+                  ((mark_rule && mask == 0xffffffffu && hdr->src_len == 0 &&
+                    (r.mark & 0xffff0000u) == KS_MARK_BASE) ||
+                   (source_rule && r.mark == 0 && hdr->src_len > 0 && hdr->dst_len == 0));
       if (ours) out.push_back(r);
     });
   }

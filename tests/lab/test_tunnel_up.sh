@@ -6,6 +6,21 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/killswitch.sh"
 
 lab_up
+
+# Kernel-made replies: packets arriving through the tunnel for closed ports are answered
+# by the kernel (ICMP port unreachable, TCP RST) without any socket; from an internet
+# address (not the tunnel subnet) their route is the main table's. Positive control,
+# before ksd runs: those answers, sourced from the tunnel address, leave through eth0.
+kernel_replies() {
+  lab_probe_isp udp --src "$LAB_NET_IP4" --dst "$LAB_WG_CLIENT_IP4:4444" --count 5 --interval-ms 1 >/dev/null
+  lab_probe_isp tcp --src "$LAB_NET_IP4" --dst "$LAB_WG_CLIENT_IP4:4445" --count 2 --timeout-ms 200 >/dev/null
+}
+capture_start kernel-control
+kernel_replies
+capture_stop
+assert_ge "$(leak_count "src host $LAB_WG_CLIENT_IP4")" 5 \
+  "positive control: kernel replies from the tunnel address leak without ksd"
+
 # Strict reverse-path filtering, as some distributions ship it: the tunnel's replies would
 # be dropped (their source routes via eth0); ksd must loosen it on the tunnel alone.
 lab_exec_client sh -c 'echo 1 >/proc/sys/net/ipv4/conf/all/rp_filter; echo 1 >/proc/sys/net/ipv4/conf/wg0/rp_filter'
@@ -13,6 +28,11 @@ ks_up
 ks_wait_tunnel_state up
 assert_eq "$(lab_exec_client cat /proc/sys/net/ipv4/conf/wg0/rp_filter)" 2 "ksd loosened rp_filter on wg0"
 assert_eq "$(lab_exec_client cat /proc/sys/net/ipv4/conf/all/rp_filter)" 1 "... and nothing else"
+
+capture_start kernel-protected
+kernel_replies
+capture_stop
+assert_eq "$(leak_count)" 0 "with ksd, kernel replies from the tunnel address stay in the tunnel"
 
 # Positive control: the same probes unprotected leak, and the detector sees it.
 capture_start control

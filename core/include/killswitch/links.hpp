@@ -2,16 +2,28 @@
 // the calling thread: names, ifindexes, up/down, addresses, deletion and re-creation.
 #pragma once
 
+#include <array>
+#include <compare>
 #include <cstddef>
 #include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "killswitch/fd.hpp"
 
 namespace ks {
+
+// One local address of a link (IFA_LOCAL, or IFA_ADDRESS where there is no IFA_LOCAL).
+struct LinkAddress {
+  int family = 0;  // AF_INET or AF_INET6
+  std::array<std::uint8_t, 16> bytes{};
+
+  bool operator==(const LinkAddress&) const = default;
+  auto operator<=>(const LinkAddress&) const = default;
+};
 
 struct LinkState {
   std::string name;
@@ -19,6 +31,9 @@ struct LinkState {
   std::uint32_t flags = 0;  // IFF_*
   bool has_ipv4 = false;    // any IPv4 address
   bool has_ipv6 = false;    // any IPv6 address of global scope
+  // The addresses behind has_ipv4/has_ipv6 (IPv4 all, IPv6 global scope), sorted. ksd
+  // keeps traffic sourced from a tunnel's addresses in that tunnel.
+  std::vector<LinkAddress> addresses;
 
   // Up enough to carry traffic: administratively up and with carrier (IFF_RUNNING).
   bool usable() const;

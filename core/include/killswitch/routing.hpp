@@ -7,6 +7,13 @@
 //   pref 89  fwmark MARK to <allow_lan cidr> lookup main   (one per CIDR: the LAN)
 //   pref 90  fwmark MARK lookup MARK                       table: default dev <tunnel>
 //   pref 91  fwmark MARK unreachable                       ENETUNREACH when the table is empty
+//   pref 92  from <tunnel address> lookup MARK             kernel-made replies (RST, ICMP)
+//   pref 93  from <tunnel address> unreachable             ... never leave outside the tunnel
+//
+// The last two exist because the kernel answers packets that arrive through the tunnel
+// for sockets that are gone (a TCP RST, an ICMP port unreachable) without any socket: no
+// mark, no cgroup program. Sourced from the tunnel's address, they would otherwise follow
+// the main table out of the physical interface, revealing that address.
 //
 // Unlike binding sockets to the tunnel's ifindex, routing is looked up per packet: a
 // tunnel re-created with a new ifindex is used by existing sockets as soon as ksd
@@ -24,6 +31,7 @@
 
 #include "killswitch/config.hpp"
 #include "killswitch/fd.hpp"
+#include "killswitch/links.hpp"
 #include "killswitch_abi.h"
 
 namespace ks {
@@ -31,6 +39,8 @@ namespace ks {
 inline constexpr std::uint32_t kLanRulePriority = 89;
 inline constexpr std::uint32_t kTableRulePriority = 90;  // before main (32766) and VPN clients
 inline constexpr std::uint32_t kUnreachableRulePriority = 91;
+inline constexpr std::uint32_t kSourceRulePriority = 92;
+inline constexpr std::uint32_t kSourceUnreachableRulePriority = 93;
 inline constexpr std::uint8_t kRouteProtocol = 0x4b;  // marks our routes in `ip route` ("proto 75")
 
 inline std::uint32_t table_for_profile(std::uint32_t id) { return KS_MARK_BASE | id; }
@@ -57,6 +67,8 @@ struct RuleSpec {
   std::uint32_t table = 0;  // FR_ACT_TO_TBL only
   std::array<std::uint8_t, 16> dst{};
   std::uint8_t dst_len = 0;
+  std::array<std::uint8_t, 16> src{};  // source rules (92, 93) only; mark is 0 there
+  std::uint8_t src_len = 0;
 
   bool operator==(const RuleSpec&) const = default;
   std::string describe() const;
@@ -66,6 +78,8 @@ struct RuleSpec {
 // profile (no profile, removed profiles): those get the table and unreachable rules only.
 std::vector<RouteSpec> plan_routes(const ks_profile& entry);
 std::vector<RuleSpec> plan_rules(std::uint32_t profile_id, const Profile* profile);
+// Source rules for one tunnel address: replies from it go by `table`, or nowhere.
+std::vector<RuleSpec> plan_source_rules(const LinkAddress& address, std::uint32_t table);
 
 class PolicyRouting {
  public:
