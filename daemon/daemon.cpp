@@ -97,9 +97,6 @@ nlohmann::json counters_json(const Counters& c) {
           {"blocked_connects", c.blocked_connects}};
 }
 
-}  // namespace
-
-namespace {
 // A second ksd on the same socket would fight over the maps: refuse to start.
 UniqueFd lock_single_instance(const std::string& socket_path) {
   std::string dir = socket_path.substr(0, socket_path.find_last_of('/'));
