@@ -85,12 +85,37 @@ ks_status_field() { json_get "$(ks_ctl status --json)" "$1"; }
 
 # ks_run_client ARGS...: ksrun ARGS in the client netns, in the foreground.
 ks_run_client() { lab_exec_client "$KS_KSRUN" --socket "$KS_SOCK" "$@"; }
+# ks_run_nobody ARGS...: the same as nobody:nogroup without supplementary groups.
+ks_run_nobody() { lab_exec_client "${LAB_AS_NOBODY[@]}" "$KS_KSRUN" --socket "$KS_SOCK" "$@"; }
 
 # ks_spawn_protected NAME CMD...: ksrun CMD in the background in the client netns.
 ks_spawn_protected() {
   local name=$1
   shift
   lab_spawn_client "$name" "$KS_KSRUN" --socket "$KS_SOCK" -- "$@"
+}
+
+# ks_app_counter PID KEY: one of the counters ksd keeps for the protected app (cgroup) that
+# PID belongs to: `ksctl list --json` /apps/N/counters/KEY (allowed_packets,
+# blocked_connects, ...). Fails when ksd does not answer or lists no app with PID.
+ks_app_counter() {
+  local apps i pids
+  apps=$(ks_ctl list --json) || return 1
+  for ((i = 0; ; i++)); do
+    pids=$(json_get "$apps" "/apps/$i/pids" none)
+    [[ $pids != none ]] || return 1
+    if [[ $pids =~ [\[,]${1}[],] ]]; then
+      json_get "$apps" "/apps/$i/counters/$2"
+      return 0
+    fi
+  done
+}
+# ks_app_grows PID KEY BASE MIN: that counter is at least BASE + MIN (for lab_poll_until:
+# "the app's traffic flows", "it keeps being refused").
+ks_app_grows() {
+  local n
+  n=$(ks_app_counter "$1" "$2") || return 1
+  ((n >= $3 + $4))
 }
 
 # ks_wait_tunnel_state STATE [TIMEOUT]: until ksd reports wg0 in STATE (up/down/missing).

@@ -26,6 +26,8 @@
 #   │  route 10.99.0.0/24 dev wg0   │              │  peer AllowedIPs 10.99.0.2/32        │
 #   └───────────────────────────────┘              └──────────────────────────────────────┘
 #
+# Positive controls add 198.51.100.3 [2001:db8:1::3] on eth0 and 203.0.113.11 on the ISP
+# loopback (LAB_CONTROL_*).
 # The client's default routes stay on eth0 on purpose: an unprotected socket leaks, and only
 # a socket pinned to wg0 (SO_BINDTODEVICE, or the kill switch) goes through the tunnel. The
 # leak detector is a tcpdump on isp0 (frames arriving from the client), see LAB_LEAK_EXEMPT.
@@ -80,6 +82,14 @@ LAB_WG_SERVER_IP6=fd99::1
 LAB_WG_SERVER_PORT=51820
 LAB_WG_CLIENT_PORT=51821
 LAB_WG_TABLE=51820                   # client IPv6 table for sockets bound to wg0 (--tunnel-ipv6)
+# Positive controls: unprotected probes that run next to protected ones under the same
+# conditions and must be seen leaking. From a second client address or to a second
+# "internet" address, their frames are told apart from the protected ones in one capture
+# (lab_add_control_src / lab_add_control_dst add the addresses).
+LAB_CONTROL_IP4=198.51.100.3         # client eth0, control traffic only
+LAB_CONTROL_IP6=2001:db8:1::3
+LAB_CONTROL_NET_IP4=203.0.113.11     # ISP loopback, served by the echo server too
+LAB_CONTROL_TARGET4=$LAB_CONTROL_NET_IP4:$LAB_ECHO_PORT
 
 # ---- the leak predicate ---------------------------------------------------------------------
 # The capture sees every frame the client puts on its physical link (tcpdump -i isp0 -Q in in
@@ -93,22 +103,64 @@ LAB_WG_TABLE=51820                   # client IPv6 table for sockets bound to wg
 #      from that global address, and NUD probes use the global address too;
 #   4. MLD, ICMPv6 130-132 and 143, from a link-local (fe80::/10) or the unspecified (::)
 #      source, directly after the IPv6 header or after an 8-byte hop-by-hop header (the
-#      router-alert option the kernel adds).
-# Everything else — any TCP, UDP, ICMP, any IPv6 traffic, other ethertypes — is a leak.
+#      router-alert option the kernel adds);
+#   5. the client kernel's ICMP port unreachable for the encrypted flow: IPv4 ICMP type 3
+#      code 3, 198.51.100.2 -> 198.51.100.1, quoting (IPv4 header without options) a UDP
+#      datagram 198.51.100.1:51820 -> 198.51.100.2:51821 whose payload starts with a
+#      WireGuard message header. Once the client's wireguard-go is gone (crashed, killed,
+#      being re-created), the VPN server's packets still arrive at its closed port 51821 and
+#      the kernel answers them. That frame belongs to no socket and goes to the VPN server
+#      itself, which already sees the encrypted flow: it carries only that flow's headers
+#      and ciphertext, never a tunnel address or a protected program's data. Anything else
+#      of its shape (another code, another quoted flow, a quoted plain-text packet) leaks.
+# Everything else — any TCP, UDP, ICMP, any IPv6 traffic, other ethertypes — is a leak; so
+# are the kernel's own replies (RST, ICMP errors) sourced from the tunnel address: ksd keeps
+# them in the tunnel (source rules 92/93, see core/include/killswitch/routing.hpp).
 # The kernel's own ARP/ND/MLD cannot be filtered by a cgroup program and carry no app data.
+#
+# Every filter here and in the scenarios reads at most LAB_CAPTURE_SNAPLEN bytes of a frame
+# (see capture_start; the farthest are the WireGuard header, udp[8..11], and the quoted one,
+# icmp[36..39], even behind a 60-byte IPv4 header). A filter that reads past the captured
+# bytes does not match at all, so `not (...)` would hide a leak: capture_stop checks that
+# LAB_LEAK_FILTER and LAB_LEAK_EXEMPT together decide every captured frame.
+_lab_ip4_int() { # _lab_ip4_int A.B.C.D: the address as a 32-bit number (pcap filters)
+  local a b c d
+  IFS=. read -r a b c d <<<"$1"
+  echo $(((a << 24) | (b << 16) | (c << 8) | d))
+}
+_lab_wg_hdr() { echo "$1[$2] >= 1 and $1[$2] <= 4 and $1[$(($2 + 1)):2] = 0 and $1[$(($2 + 3))] = 0"; }
 _lab_wg_flow="ip and udp and src host $LAB_CLIENT_IP4 and src port $LAB_WG_CLIENT_PORT\
- and dst host $LAB_GW_IP4 and dst port $LAB_WG_SERVER_PORT\
- and udp[8] >= 1 and udp[8] <= 4 and udp[9:2] = 0 and udp[11] = 0"
+ and dst host $LAB_GW_IP4 and dst port $LAB_WG_SERVER_PORT and $(_lab_wg_hdr udp 8)"
 _lab_nd="ip6 and ip6[6] = 58 and ip6[7] = 255 and ip6[40] >= 133 and ip6[40] <= 137"
 _lab_mld_type() { echo "($1 = 130 or $1 = 131 or $1 = 132 or $1 = 143)"; }
 _lab_mld="ip6 and (ip6 src net fe80::/10 or ip6 src host ::) and\
  ((ip6[6] = 58 and $(_lab_mld_type 'ip6[40]'))\
  or (ip6[6] = 0 and ip6[40] = 58 and ip6[41] = 0 and $(_lab_mld_type 'ip6[48]')))"
+# icmp[8..27]: the quoted IPv4 header (0x45: version 4, no options; [17] protocol; [20:4]
+# source; [24:4] destination); icmp[28..35] the quoted UDP header; icmp[36..] its payload.
+_lab_wg_unreach="ip and icmp and src host $LAB_CLIENT_IP4 and dst host $LAB_GW_IP4\
+ and icmp[0] = 3 and icmp[1] = 3 and icmp[8] = 0x45 and icmp[17] = 17\
+ and icmp[20:4] = $(_lab_ip4_int "$LAB_GW_IP4") and icmp[24:4] = $(_lab_ip4_int "$LAB_CLIENT_IP4")\
+ and icmp[28:2] = $LAB_WG_SERVER_PORT and icmp[30:2] = $LAB_WG_CLIENT_PORT and $(_lab_wg_hdr icmp 36)"
 LAB_WG_FLOW_FILTER="$_lab_wg_flow"   # pcap filters for each exempt class, for scenarios
 LAB_ND_FILTER="$_lab_nd"
 LAB_MLD_FILTER="$_lab_mld"
-LAB_LEAK_EXEMPT="($_lab_wg_flow) or arp or ($_lab_nd) or ($_lab_mld)"
+LAB_WG_UNREACH_FILTER="$_lab_wg_unreach"
+LAB_LEAK_EXEMPT="($_lab_wg_flow) or arp or ($_lab_nd) or ($_lab_mld) or ($_lab_wg_unreach)"
 LAB_LEAK_FILTER="not ($LAB_LEAK_EXEMPT)"
+
+# ---- capture settings (capture_start, server_capture_start) -------------------------------------
+# libpcap sizes each ring slot for the largest frame it may see: on a veth with offloads 64 KiB
+# (tcpdump's default 2 MiB buffer: 32 slots), on a TUN device 256 KiB (8 slots). Frames of
+# both directions pass through the ring (-Q in is applied after it), and on a loaded 2-CPU
+# machine a tcpdump that waits a few tens of ms for a CPU overruns 32 slots. With
+# -s 128 -B 32768 the ring has 161310 slots of 208 bytes (`ss -0 -e` shows ring_rx): minutes
+# of a 1-per-ms flow. SCHED_FIFO then runs tcpdump before the traffic it watches; it sleeps
+# in poll between frames and takes the rest of the machine next to nothing.
+LAB_CAPTURE_BUFFER_KIB=32768
+LAB_CAPTURE_SNAPLEN=128      # every filter's farthest read (see above) + room for IPv4 options
+LAB_CAPTURE_PRIORITY=20      # SCHED_FIFO priority of the leak detector
+LAB_SERVER_CAPTURE_PRIORITY=10 # ... of the capture at the VPN server (below the detector)
 
 # ---- state (per lab; lab_down resets it) --------------------------------------------------------
 LAB_ID=""          # short id, from the owner shell's PID ($$) + an optional letter
@@ -186,11 +238,27 @@ json_get() {
   fi
 }
 
+# json_pairs JSON POINTER: the members of a flat object (a ks-probe summary's /errors, ksd's
+# /programs/ids) as "KEY:VALUE" lines, nothing for {}. Keys and values must not contain
+# commas, colons or quotes (errno names and numbers do not).
+json_pairs() {
+  json_get "$1" "$2" | tr -d '{}"' | tr ',' '\n' | awk 'NF'
+}
+
+# json_sum_errors JSON KEY...: the sum of /errors/KEY over the KEYs (0 for a missing one):
+# how many of a ks-probe's attempts failed with one of these errors.
+json_sum_errors() {
+  local json=$1 key n=0
+  shift
+  for key; do n=$((n + $(json_get "$json" "/errors/$key" 0))); done
+  echo "$n"
+}
+
 # ---- preflight: refuse (never skip) when the lab cannot work -------------------------------------
 lab_preflight() {
   ((EUID == 0)) || _lab_die "must run as root (network namespaces, TUN, tcpdump); refusing to run"
   local c
-  for c in ip nsenter unshare mount wireguard-go wg tcpdump awk; do
+  for c in ip nsenter unshare mount wireguard-go wg tcpdump awk chrt setpriv; do
     command -v "$c" >/dev/null 2>&1 ||
       _lab_die "'$c' is missing; install it with scripts/install-deps.sh; refusing to run"
   done
@@ -203,14 +271,27 @@ lab_preflight
 # ---- small process helpers ----------------------------------------------------------------------
 _lab_sleep() { sleep "${1:-0.01}"; }
 
-# _lab_starttime PID: field 22 of /proc/PID/stat (the comm field may contain spaces).
-_lab_starttime() {
+# lab_stat_field PID N: field N (3 or later) of /proc/PID/stat (the comm field, 2, may
+# contain spaces): 4 the parent, 6 the session, 22 the start time. Fails quietly when PID is
+# gone.
+lab_stat_field() {
   local stat f
   # Not $(<file): in bash 5.2 a failing $(<file) ends a `set -e` script even after `||`.
   { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
-  read -ra f <<<"${stat##*) }" # f[0] is field 3 (state), f[19] field 22 (starttime)
-  echo "${f[19]}"
+  read -ra f <<<"${stat##*) }" # f[0] is field 3 (state)
+  echo "${f[$2 - 3]}"
 }
+
+# _lab_starttime PID: its start time (tells a process from a later one with the same PID).
+_lab_starttime() { lab_stat_field "$1" 22; }
+
+# lab_cgroup_of PID: its cgroup2 path, relative to the cgroup2 mount ("/kstest….slice/…").
+lab_cgroup_of() { awk -F: '$1 == "0" { print $3 }' "/proc/$1/cgroup"; }
+
+# lab_as_nobody CMD...: CMD as nobody:nogroup without supplementary groups. LAB_AS_NOBODY is
+# the command prefix, for `lab_exec_client "${LAB_AS_NOBODY[@]}" CMD...` (nsenter first).
+LAB_AS_NOBODY=(setpriv --reuid=nobody --regid=nogroup --clear-groups)
+lab_as_nobody() { "${LAB_AS_NOBODY[@]}" "$@"; }
 
 # _lab_alive PID [STARTTIME]: running (not a zombie) and, if given, still the same process.
 _lab_alive() {
@@ -236,6 +317,30 @@ _lab_wait_until() {
 }
 
 _lab_now_us() { echo "${EPOCHREALTIME/./}"; }
+
+# ---- time, for scenarios that log a timeline or read captures by timestamp ------------------
+# Times are epoch seconds with microseconds ($EPOCHREALTIME), the clock of tcpdump -tt.
+lab_now() { echo "$EPOCHREALTIME"; }
+# lab_plus T SECONDS: T + SECONDS.   lab_ms FROM TO: whole milliseconds from FROM to TO.
+lab_plus() { awk -v t="$1" -v d="$2" 'BEGIN { printf "%.6f", t + d }'; }
+lab_ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%d", (b - a) * 1000 }'; }
+# lab_sleep_until T: sleep until epoch time T (at once if it has passed). Scenario phases
+# that must last a while use it; they are short and bounded.
+lab_sleep_until() {
+  sleep "$(awk -v t="$1" -v n="$EPOCHREALTIME" 'BEGIN { d = t - n; print (d > 0 ? d : 0) }')"
+}
+
+# lab_poll_until TIMEOUT_S CMD...: like _lab_wait_until, but every 200 ms: for CMDs that cost
+# (ksctl, reading /proc/net/dev in a netns): polling them every 10 ms would take CPU from the
+# captures on a busy machine.
+lab_poll_until() {
+  local deadline=$((${EPOCHREALTIME/./} + $1 * 1000000))
+  shift
+  until "$@"; do
+    ((${EPOCHREALTIME/./} < deadline)) || return 1
+    _lab_sleep 0.2
+  done
+}
 
 _lab_state() { [[ -z ${KS_LAB_STATE_FILE:-} ]] || echo "$*" >>"$KS_LAB_STATE_FILE"; }
 
@@ -424,6 +529,17 @@ _lab_client_tunnel_start() {
   _lab_client_tunnel_configure
 }
 
+# lab_add_control_src [--ipv6]: the client's eth0 also gets LAB_CONTROL_IP4 (and
+# LAB_CONTROL_IP6): a probe run with --src LAB_CONTROL_IP4 is the control.
+lab_add_control_src() {
+  lab_exec_client ip addr add "$LAB_CONTROL_IP4/24" dev "$LAB_CLIENT_PHYS"
+  [[ ${1:-} != --ipv6 ]] ||
+    lab_exec_client ip -6 addr add "$LAB_CONTROL_IP6/64" dev "$LAB_CLIENT_PHYS" nodad
+}
+# lab_add_control_dst: the "internet" host also answers on LAB_CONTROL_NET_IP4
+# (LAB_CONTROL_TARGET4): probes sent there are the control.
+lab_add_control_dst() { lab_exec_isp ip addr add "$LAB_CONTROL_NET_IP4/32" dev lo; }
+
 # tunnel_ifindex: prints wg0's ifindex in the client netns (fails when wg0 does not exist).
 tunnel_ifindex() {
   local line
@@ -481,44 +597,92 @@ _lab_capture_pid() { _lab_read "$LAB_DIR/capture.pid"; }
 # tcpdump listens (or died: stop waiting).
 _lab_capture_ready() { ! _lab_alive "$1" || grep -q "listening on" "$2" 2>/dev/null; }
 
-# capture_start [NAME]: tcpdump on isp0 (ISP netns) of every frame coming from the client,
-# into $LAB_DIR/NAME.pcap (default "capture"). Returns once tcpdump listens: it prints
-# "listening on isp0" to stderr only after the packet socket is bound and the ring set up,
-# so nothing sent afterwards can be missed. --immediate-mode makes libpcap use TPACKET_V2
-# (no TPACKET_V3 block timeout holding frames back) and -U writes each frame at once, so a
-# SIGINT right after the last probe loses nothing.
+# _lab_tcpdump_start NAME PRIORITY TCPDUMP_ARGS...: tcpdump ARGS in the ISP netns with the
+# lab's capture settings (LAB_CAPTURE_*), its output in $LAB_DIR/NAME.tcpdump.log, at
+# SCHED_FIFO PRIORITY. Fails when the priority cannot be set: a capture that can starve may
+# drop frames. Returns once tcpdump listens: it prints "listening on IF" to stderr only after
+# the packet socket is bound and the ring set up, so nothing sent afterwards can be missed.
+# --immediate-mode makes libpcap use TPACKET_V2 (no TPACKET_V3 block timeout holding frames
+# back) and -U writes each frame at once, so a SIGINT right after the last probe loses
+# nothing. The pid is in LAB_LAST_PID.
+_lab_tcpdump_start() {
+  local name=$1 prio=$2 pid log err policy
+  shift 2
+  log=$LAB_DIR/$name.tcpdump.log
+  rm -f "$log"
+  _lab_spawn "$LAB_NS_I" "$name.tcpdump" tcpdump -n -U --immediate-mode -Z root \
+    -B "$LAB_CAPTURE_BUFFER_KIB" -s "$LAB_CAPTURE_SNAPLEN" "$@"
+  pid=$LAB_LAST_PID
+  # Set on the pid at once (nsenter execs tcpdump; the policy survives exec), so tcpdump runs
+  # at this priority before it listens; checked again below.
+  err=$(chrt -f -p "$prio" "$pid" 2>&1) ||
+    fail "capture $name: cannot run tcpdump at real-time priority (chrt -f -p $prio $pid: $err);" \
+      "a starved capture drops frames and its leak count means nothing"
+  _lab_wait_until 5 _lab_capture_ready "$pid" "$log" ||
+    fail "capture $name: tcpdump did not start listening: $(cat "$log")"
+  _lab_alive "$pid" || fail "capture $name: tcpdump died: $(cat "$log")"
+  policy=$(chrt -p "$pid" 2>&1) || fail "capture $name: chrt -p $pid: $policy"
+  [[ $policy == *SCHED_FIFO*"priority: $prio"* ]] ||
+    fail "capture $name: tcpdump does not run at SCHED_FIFO $prio: $policy"
+  LAB_LAST_PID=$pid
+}
+
+# _lab_tcpdump_stop PID NAME: SIGINT that capture, wait for it, and fail if the kernel
+# dropped frames (the counts would be unreliable).
+_lab_tcpdump_stop() {
+  local pid=$1 name=$2 stats
+  lab_stop "$pid" INT 5
+  # tcpdump says "1 packet", "2 packets".
+  stats=$(grep -E "packets? (captured|received by filter|dropped by kernel)" \
+    "$LAB_DIR/$name.tcpdump.log" | tr '\n' ' ')
+  lab_log "capture $name: $stats"
+  [[ $stats =~ ([0-9]+)\ packets?\ dropped\ by\ kernel ]] ||
+    fail "capture $name: tcpdump did not report its drop count: $(cat "$LAB_DIR/$name.tcpdump.log")"
+  if ((BASH_REMATCH[1] > 0)); then
+    fail "capture $name: the kernel dropped ${BASH_REMATCH[1]} frames; its counts are unreliable"
+  fi
+}
+
+# capture_start [NAME]: the leak detector: tcpdump on isp0 (ISP netns) of every frame coming
+# from the client, into $LAB_DIR/NAME.pcap (default "capture"), with LAB_CAPTURE_BUFFER_KIB,
+# LAB_CAPTURE_SNAPLEN and SCHED_FIFO LAB_CAPTURE_PRIORITY (see "capture settings" above).
 capture_start() {
   _lab_need_up
   local name=${1:-capture} pid
   if pid=$(_lab_capture_pid) && _lab_alive "$pid"; then
     fail "capture_start: a capture is already running"
   fi
-  local pcap=$LAB_DIR/$name.pcap log=$LAB_DIR/$name.tcpdump.log
-  rm -f "$pcap" "$log"
-  _lab_spawn "$LAB_NS_I" "$name.tcpdump" \
-    tcpdump -i "$LAB_ISP_IF" -Q in -n -U --immediate-mode -Z root -w "$pcap"
-  pid=$LAB_LAST_PID
-  echo "$pid" >"$LAB_DIR/capture.pid"
+  local pcap=$LAB_DIR/$name.pcap
+  rm -f "$pcap"
+  _lab_tcpdump_start "$name" "$LAB_CAPTURE_PRIORITY" -i "$LAB_ISP_IF" -Q in -w "$pcap"
+  echo "$LAB_LAST_PID" >"$LAB_DIR/capture.pid"
   echo "$pcap" >"$LAB_DIR/capture.current"
-  _lab_wait_until 5 _lab_capture_ready "$pid" "$log" ||
-    fail "capture_start: tcpdump did not start listening: $(cat "$log")"
-  _lab_alive "$pid" || fail "capture_start: tcpdump died: $(cat "$log")"
 }
 
-# capture_stop: SIGINT the capture, wait for it, and check the kernel dropped nothing.
+# capture_stop: SIGINT the capture, wait for it, check the kernel dropped nothing and that
+# the leak predicate decides every captured frame (see LAB_CAPTURE_SNAPLEN).
 capture_stop() {
   _lab_need_up
-  local pid log stats
+  local pid pcap
   pid=$(_lab_capture_pid) || fail "capture_stop: no capture running"
-  lab_stop "$pid" INT 5
+  pcap=$(<"$LAB_DIR/capture.current")
+  _lab_tcpdump_stop "$pid" "$(basename "$pcap" .pcap)"
   rm -f "$LAB_DIR/capture.pid"
-  log=$(<"$LAB_DIR/capture.current")
-  log=${log%.pcap}.tcpdump.log
-  stats=$(grep -E "packets (captured|received by filter|dropped by kernel)" "$log" | tr '\n' ' ')
-  lab_log "capture $(basename "${log%.tcpdump.log}"): $stats"
-  if [[ $stats =~ ([0-9]+)\ packets\ dropped\ by\ kernel ]] && ((BASH_REMATCH[1] > 0)); then
-    fail "capture_stop: the kernel dropped ${BASH_REMATCH[1]} frames; the leak count is unreliable"
-  fi
+  _lab_capture_check_predicate
+}
+
+# Every captured frame must be either a leak or exempt. A filter that reads past the captured
+# bytes (a snaplen too small for it) matches neither way, and would hide a leak.
+_lab_capture_check_predicate() {
+  local all leaks exempt
+  all=$(capture_count)
+  leaks=$(capture_count "$LAB_LEAK_FILTER")
+  exempt=$(capture_count "$LAB_LEAK_EXEMPT")
+  ((leaks + exempt == all)) ||
+    fail "capture: $all frames, but $leaks leaks + $exempt exempt: the leak predicate reads" \
+      "past the $LAB_CAPTURE_SNAPLEN captured bytes of some frames (LAB_CAPTURE_SNAPLEN)"
+  lab_log "capture: $leaks leaked, $exempt exempt frames, of which" \
+    "$(capture_count "$LAB_WG_UNREACH_FILTER") ICMP port unreachable for the WireGuard flow"
 }
 
 # capture_select NAME: make an earlier (stopped) capture the one leak_count & co. read.
@@ -555,13 +719,94 @@ leak_count() {
   fi
 }
 
+# assert_no_leak MSG [FILTER]: no leaked frame (optionally: none that also matches FILTER, e.g.
+# "not ($CONTROL)" for everything but a scenario's positive control) in the capture; else
+# prints up to 20 of them and fails.
+assert_no_leak() {
+  local n
+  n=$(leak_count "${2:-}")
+  ((n == 0)) || leak_show "${2:-}" 20
+  assert_eq "$n" 0 "$1"
+}
+
 # leak_show [FILTER] [MAX]: print the leaked frames (default at most 50) for diagnostics.
 leak_show() {
   local pcap filter=$LAB_LEAK_FILTER
   pcap=$(_lab_pcap)
   [[ -z ${1:-} ]] || filter="($filter) and ($1)"
-  tcpdump -r "$pcap" -n -e -tt -v "$filter" 2>/dev/null | head -n "${2:-50}"
+  tcpdump -r "$pcap" -n -e -tt -v "$filter" 2>/dev/null | head -n "${2:-50}" || true
 }
+
+# ---- reading captures by time --------------------------------------------------------------------
+# pcap_window PCAP FROM TO FILTER: the frames of a stopped capture PCAP (tcpdump -n -tt lines,
+# starting with the epoch timestamp) that match FILTER with FROM <= timestamp < TO.
+pcap_window() {
+  local out
+  out=$(tcpdump -r "$1" -n -tt "$4" 2>"$LAB_DIR/read.err") ||
+    fail "pcap_window: tcpdump -r $1 failed: $(cat "$LAB_DIR/read.err")"
+  [[ -z $out ]] || awk -v a="$2" -v b="$3" '$1 >= a && $1 < b' <<<"$out"
+}
+# pcap_window_count PCAP FROM TO FILTER: how many.
+pcap_window_count() {
+  local out
+  out=$(pcap_window "$@") || exit 1
+  if [[ -z $out ]]; then echo 0; else wc -l <<<"$out"; fi
+}
+# pcap_first PCAP FROM FILTER: the timestamp of the first such frame at or after FROM (empty
+# when there is none).
+pcap_first() {
+  local out
+  out=$(pcap_window "$1" "$2" 9999999999 "$3") || exit 1
+  [[ -z $out ]] || awk 'NR == 1 { print $1 }' <<<"$out"
+}
+
+# leak_count_between FROM TO [FILTER]: leak_count over the frames of the (stopped) leak
+# capture with FROM <= timestamp < TO: per phase of a scenario.
+leak_count_between() {
+  local pcap filter=$LAB_LEAK_FILTER
+  pcap=$(_lab_pcap)
+  [[ -z ${3:-} ]] || filter="($filter) and ($3)"
+  pcap_window_count "$pcap" "$1" "$2" "$filter"
+}
+
+# ---- the VPN server's side of the tunnel ------------------------------------------------------
+# A capture on the server's wgs0 (ISP netns): the decrypted traffic that came through the
+# tunnel, both ways, with timestamps. Scenarios read it after it stopped to tell what went
+# through the tunnel in each phase; while they run, the cheap wgs0 packet counters
+# (server_tx) pace them: reading a growing capture every 100 ms costs enough CPU to matter on
+# a busy 2-CPU machine.
+LAB_SERVER_PCAP=""
+
+# server_capture_start: start it (LAB_CAPTURE_* settings; SCHED_FIFO at
+# LAB_SERVER_CAPTURE_PRIORITY, below the leak detector), into LAB_SERVER_PCAP.
+server_capture_start() {
+  _lab_need_up
+  LAB_SERVER_PCAP=$LAB_DIR/server.pcap
+  rm -f "$LAB_SERVER_PCAP"
+  _lab_tcpdump_start server "$LAB_SERVER_CAPTURE_PRIORITY" -i "$LAB_SERVER_TUNNEL_IF" \
+    -w "$LAB_SERVER_PCAP"
+  echo "$LAB_LAST_PID" >"$LAB_DIR/server-capture.pid"
+}
+
+# server_capture_stop: SIGINT it, wait for it, fail if the kernel dropped frames.
+server_capture_stop() {
+  local pid
+  pid=$(_lab_read "$LAB_DIR/server-capture.pid") || fail "server_capture_stop: no server capture"
+  _lab_tcpdump_stop "$pid" server
+  rm -f "$LAB_DIR/server-capture.pid"
+}
+
+# server_count FROM TO FILTER / server_first FROM FILTER: pcap_window_count / pcap_first on it.
+server_count() { pcap_window_count "$LAB_SERVER_PCAP" "$@"; }
+server_first() { pcap_first "$LAB_SERVER_PCAP" "$@"; }
+
+# server_tx: packets the VPN server has sent into the tunnel so far (replies to the client).
+server_tx() {
+  lab_exec_isp awk -v i="$LAB_SERVER_TUNNEL_IF:" '$1 == i { print $11 }' /proc/net/dev
+}
+# server_replies_since COUNT MIN: the server sent at least MIN packets into the tunnel since
+# the server_tx reading COUNT.
+server_replies_since() { (($(server_tx) - $1 >= $2)); }
 
 # ---- lab_up / lab_down --------------------------------------------------------------------------
 _lab_pick_id() {

@@ -53,10 +53,9 @@ out=$(ks_run_client --profile second "$KS_PROBE" connect-time --dst "$LAB_TARGET
 assert_eq "$(json_get "$out" /errno)" ENETUNREACH "the new profile (tunnel missing) blocks at once"
 
 # ---- unprivileged callers: read yes, change no ---------------------------------------------
-as_nobody() { setpriv --reuid=nobody --regid=nogroup --clear-groups "$@"; }
-assert_ok "nobody may read status" as_nobody "$KS_KSCTL" --socket "$KS_SOCK" status
+assert_ok "nobody may read status" lab_as_nobody "$KS_KSCTL" --socket "$KS_SOCK" status
 set +e
-err=$(as_nobody "$KS_KSCTL" --socket "$KS_SOCK" reload 2>&1)
+err=$(lab_as_nobody "$KS_KSCTL" --socket "$KS_SOCK" reload 2>&1)
 rc=$?
 set -e
 assert_eq "$rc" 1 "nobody may not reload"

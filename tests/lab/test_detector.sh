@@ -6,8 +6,10 @@
 #       leaks, one leak per datagram, and nothing else is (ARP/ND present but exempt);
 #   (b) probes pinned to wg0 reach the echo server through the tunnel and leak nothing,
 #       while the capture demonstrably saw their WireGuard packets;
-#   (c) SIGKILLing the client's wireguard-go deletes wg0; re-creating it gives a new ifindex
-#       and a working tunnel; lab_down removes everything and is idempotent.
+#   (c) SIGKILLing the client's wireguard-go deletes wg0; the client kernel's ICMP port
+#       unreachable for the encrypted flow is exempt, the same ICMP for anything else leaks;
+#       re-creating wg0 gives a new ifindex and a working tunnel; lab_down removes everything
+#       and is idempotent.
 # Cleanup on failure is covered by test_cleanup.sh (KS_LAB_FAIL_AT / KS_LAB_HANG_AT).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -74,9 +76,7 @@ assert_eq "$(json_get "$v4" /replies)" "$N" "tunnel IPv4 UDP: all datagrams echo
 assert_eq "$(json_get "$v6" /replies)" "$N" "tunnel IPv6 UDP: all datagrams echoed through wg0"
 assert_eq "$(json_get "$w4" /ok)" "$T" "tunnel IPv4 TCP: all attempts echoed through wg0"
 assert_eq "$(json_get "$w6" /ok)" "$T" "tunnel IPv6 TCP: all attempts echoed through wg0"
-leaks=$(leak_count)
-[[ $leaks == 0 ]] || leak_show "" >&2
-assert_eq "$leaks" 0 "detector: traffic through the tunnel is not a leak"
+assert_no_leak "detector: traffic through the tunnel is not a leak"
 assert_ge "$(capture_count "$LAB_WG_FLOW_FILTER")" $((2 * N + 2 * 3 * T)) \
   "the capture saw the tunnel's WireGuard packets on the link"
 
@@ -86,6 +86,29 @@ tunnel_kill
 assert_fails "wg0 is gone after SIGKILL of the client wireguard-go" tunnel_exists
 ct=$(lab_probe_client connect-time --udp --dst "$LAB_TARGET4" --bind-dev "$LAB_TUNNEL_IF")
 assert_eq "$(json_get "$ct" /errno)" ENODEV "a socket pinned to the dead wg0 fails with ENODEV"
+# With wireguard-go dead, the VPN server's WireGuard packets reach the closed port 51821 and
+# the client kernel answers with ICMP port unreachable: exempt (LAB_LEAK_EXEMPT, class 5), and
+# only that. The same ICMP for other datagrams from the VPN server's address (to a closed
+# port; to port 51821 from another port) leaks.
+icmp_unreach_sent() { # the client's Icmp OutDestUnreachs (/proc/net/snmp: names, then values)
+  lab_exec_client awk '$1 == "Icmp:" && !c { for (i = 2; i <= NF; i++) if ($i == "OutDestUnreachs") c = i; next }
+    $1 == "Icmp:" { print $c; exit }' /proc/net/snmp
+}
+icmp_unreach_since() { (($(icmp_unreach_sent) >= $1 + $2)); }
+u0=$(icmp_unreach_sent)
+capture_start wg-unreach
+lab_probe_isp udp --dst "$LAB_WG_CLIENT_IP4:4444" --count 2 --interval-ms 1 >/dev/null
+_lab_wait_until 2 icmp_unreach_since "$u0" 1 || fail "no ICMP port unreachable for the WireGuard flow"
+lab_probe_isp udp --src "$LAB_GW_IP4" --dst "$LAB_CLIENT_IP4:4444" --count 1 >/dev/null
+lab_probe_isp udp --src "$LAB_GW_IP4:40000" --dst "$LAB_CLIENT_IP4:$LAB_WG_CLIENT_PORT" --count 1 >/dev/null
+_lab_wait_until 2 icmp_unreach_since "$u0" 3 || fail "the client kernel sent no ICMP port unreachable"
+capture_stop
+lab_log "client ICMP destination unreachable sent: $(($(icmp_unreach_sent) - u0))"
+assert_ge "$(capture_count "$LAB_WG_UNREACH_FILTER")" 1 \
+  "ICMP port unreachable for the WireGuard flow was on the link and is exempt"
+assert_eq "$(leak_count "icmp and icmp[0] = 3 and icmp[1] = 3")" 2 \
+  "detector: ICMP port unreachable quoting any other datagram is a leak"
+assert_eq "$(leak_count)" 2 "detector: ... and nothing else leaked"
 tunnel_recreate >/dev/null  # (not in $(...): the new wireguard-go stays this script's child)
 new_idx=$(tunnel_ifindex)
 assert_ne "$new_idx" "$old_idx" "re-created wg0 has a new ifindex (was $old_idx)"

@@ -16,7 +16,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/killswitch.sh"
 
-command -v setpriv >/dev/null 2>&1 || fail "setpriv (util-linux) is missing; refusing to run"
 
 # run_ksrun [ENV=V...] -- ARGS...: ksrun ARGS in the client netns; sets RC, OUT, ERR.
 RC=0 OUT="" ERR=""
@@ -116,8 +115,7 @@ assert_eq "$OUT" "<--><x>" "ksrun --profile default -- CMD -- x: CMD's own -- is
 # ---- as an unprivileged user ---------------------------------------------------------------------------
 run_nobody() { # run_nobody ARGS...: ksrun ARGS as nobody:nogroup without groups; sets RC, OUT, ERR
   RC=0
-  OUT=$(lab_exec_client setpriv --reuid=nobody --regid=nogroup --clear-groups \
-    "$KS_KSRUN" --socket "$KS_SOCK" "$@" 2>"$LAB_DIR/ksrun.err") || RC=$?
+  OUT=$(ks_run_nobody "$@" 2>"$LAB_DIR/ksrun.err") || RC=$?
   ERR=$(<"$LAB_DIR/ksrun.err")
 }
 NOBODY_SCRIPT='id -u; grep "^0::" /proc/self/cgroup | cut -d: -f3; grep ^CapEff /proc/self/status | cut -f2

@@ -22,7 +22,7 @@ assert_eq "$(json_get "$ct6" /errno)" ENETUNREACH "IPv6 pinned to an IPv4-only w
 assert_le "$(json_get "$ct6" /ms)" 50 "IPv6 pinned to an IPv4-only wg0 fails fast (ms)"
 assert_eq "$(json_get "$u6" /errors/ENETUNREACH 0)" 5 "every IPv6 sendto pinned to wg0 fails"
 assert_eq "$(json_get "$u4" /replies)" 5 "IPv4 pinned to wg0 goes through the tunnel"
-assert_eq "$(leak_count)" 0 "no leak from sockets pinned to an IPv4-only wg0"
+assert_no_leak "no leak from sockets pinned to an IPv4-only wg0"
 
 tunnel_down
 capture_start down
@@ -32,7 +32,7 @@ capture_stop
 assert_eq "$(json_get "$d4" /sent)" 0 "wg0 down: no datagram pinned to wg0 is sent"
 lab_log "wg0 down: udp errors $(json_get "$d4" /errors), tcp connect $(json_get "$dt" /errno)"
 assert_ne "$(json_get "$dt" /errno)" 0 "wg0 down: a TCP connect pinned to wg0 fails"
-assert_eq "$(leak_count)" 0 "wg0 down: nothing pinned to wg0 leaks"
+assert_no_leak "wg0 down: nothing pinned to wg0 leaks"
 
 tunnel_up
 assert_ok "tunnel_up: the tunnel carries traffic again" tunnel_check 3

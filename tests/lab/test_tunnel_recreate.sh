@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# shellcheck disable=SC2016  # single-quoted awk/sh -c scripts get their values as arguments
+# shellcheck disable=SC2016,SC2119  # sh -c scripts take "$1"...; lab functions take options
 # Tunnel re-created with a new ifindex while ksd runs (the VPN client crashed and came back).
 #
 # Asserted:
@@ -10,48 +10,15 @@
 #     the re-creation > 0, the first one within 5 s (printed: how long it took);
 #   - the same for a long-lived sender whose socket was created DURING the outage.
 # The unprotected control sends from a second client address, 198.51.100.3, so its frames
-# can be told from protected ones in the one capture.
-# A known product gap is reported as XFAIL (KS_LAB_STRICT=1 turns it into a failure).
+# can be told from protected ones in the one capture. Kernel-made answers sourced from the
+# tunnel address (TCP RST, ICMP port unreachable) count as leaks like any other frame.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/killswitch.sh"
 
-CONTROL_IP4=198.51.100.3 # unprotected control traffic only
 PORT_BEFORE=40001        # source port of the sender started before the re-creation
 PORT_DURING=40002        # ... of the one started while wg0 was missing
 
-now() { echo "$EPOCHREALTIME"; }
-ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%d", (b - a) * 1000 }'; }
-# xfail MSG: a known product bug (reported; see KNOWN BUG below), printed as XFAIL so that
-# the scenario still checks everything else. KS_LAB_STRICT=1 makes it a failure.
-xfail() {
-  [[ ${KS_LAB_STRICT:-0} != 1 ]] || fail "$* (KS_LAB_STRICT=1)"
-  echo "XFAIL: $*"
-}
-
-# ---- the VPN server's side of the tunnel: what came through it, and when ----------------------
-TUN_CAP_PID=""
-tun_capture_start() {
-  lab_spawn_isp tun.tcpdump tcpdump -i "$LAB_SERVER_TUNNEL_IF" -n -s 96 -U --immediate-mode \
-    -Z root -w "$LAB_DIR/tun.pcap"
-  TUN_CAP_PID=$LAB_LAST_PID
-  _lab_wait_until 5 _lab_capture_ready "$TUN_CAP_PID" "$LAB_DIR/tun.tcpdump.log" ||
-    fail "tunnel capture did not start: $(cat "$LAB_DIR/tun.tcpdump.log")"
-  _lab_alive "$TUN_CAP_PID" || fail "tunnel capture died: $(cat "$LAB_DIR/tun.tcpdump.log")"
-}
-# detector_start NAME: capture_start, and the leak detector runs before the traffic it
-# watches (SCHED_FIFO; it sleeps in poll between frames): on a loaded machine a starved
-# tcpdump overruns its ring, and the leak count is void.
-detector_start() {
-  capture_start "$1"
-  chrt -f -p 20 "$(_lab_capture_pid)"
-}
-tun_capture_stop() { lab_stop "$TUN_CAP_PID" INT 5; }
-# tun_count FROM TO FILTER: frames on wgs0 matching FILTER with FROM <= timestamp < TO.
-tun_count() {
-  tcpdump -r "$LAB_DIR/tun.pcap" -n -tt "$3" 2>/dev/null |
-    awk -v a="$1" -v b="$2" '$1 >= a && $1 < b { n++ } END { print n + 0 }'
-}
 # link_up_time IFINDEX: epoch time at which ip monitor saw that interface (wg0) go UP.
 link_up_time() {
   local ts
@@ -70,32 +37,27 @@ first_reply_watch() {
 }
 # first_reply NAME: the watched reply's timestamp (empty if none came).
 first_reply() { awk '$2 == "IP" { print $1; exit }' "$LAB_DIR/first-$1.tcpdump.log"; }
-# wgs0_tx: packets the server has sent into the tunnel so far (replies to the client).
-wgs0_tx() {
-  lab_exec_isp awk -v i="$LAB_SERVER_TUNNEL_IF:" '$1 == i { print $11 }' /proc/net/dev
-}
-replies_flow_since() { (($(wgs0_tx) - $1 >= 50)); }
 # Echo replies through the tunnel to the sender with source port $1.
 udp_out() { echo "ip and udp and src host $LAB_NET_IP4 and src port $LAB_ECHO_PORT and dst host $LAB_WG_CLIENT_IP4 and dst port $1"; }
 
 lab_up
 ks_up
 ks_wait_tunnel_state up
-lab_exec_client ip addr add "$CONTROL_IP4/24" dev "$LAB_CLIENT_PHYS"
+lab_add_control_src
 IFINDEX0=$(tunnel_ifindex)
 # Link events with timestamps: when exactly did the new wg0 come up?
 lab_spawn_client linkmon ip -ts monitor link
 assert_eq "$(ks_status_field /profiles/default/tunnels/0/ifindex)" "$IFINDEX0" "ksd reports wg0's ifindex"
 
-detector_start all
-tun_capture_start
-T0=$(now)
-tx=$(wgs0_tx)
+capture_start all
+server_capture_start
+T0=$(lab_now)
+tx=$(server_tx)
 ks_spawn_protected sender-before "$KS_PROBE" udp --dst "$LAB_TARGET4" --src "0.0.0.0:$PORT_BEFORE" \
   --duration 120 --interval-ms 5 --expect-reply --ready-file "$LAB_DIR/before.ready"
 PID_BEFORE=$LAB_LAST_PID
 lab_wait_file "$LAB_DIR/before.ready"
-_lab_wait_until 5 replies_flow_since "$tx" || fail "the protected sender does not get replies"
+_lab_wait_until 5 server_replies_since "$tx" 50 || fail "the protected sender does not get replies"
 
 # The VPN client crashes: wg0 is deleted.
 tunnel_kill
@@ -110,13 +72,13 @@ first_reply_watch before "$PORT_BEFORE"
 first_reply_watch during "$PORT_DURING"
 
 # ... and comes back: a new wireguard-go, a new wg0.
-T_RE0=$(now)
+T_RE0=$(lab_now)
 tunnel_recreate >/dev/null
-T_RE=$(now)
+T_RE=$(lab_now)
 IFINDEX1=$(tunnel_ifindex)
 assert_ne "$IFINDEX1" "$IFINDEX0" "the re-created wg0 has a new ifindex ($IFINDEX0 -> $IFINDEX1)"
 ks_wait_tunnel_state up
-T_KSD=$(now)
+T_KSD=$(lab_now)
 assert_eq "$(ks_status_field /profiles/default/tunnels/0/ifindex)" "$IFINDEX1" "ksd reports the new ifindex"
 T_UP=$(link_up_time "$IFINDEX1") || fail "ip monitor did not see wg0 ($IFINDEX1) come up: $(cat "$LAB_DIR/linkmon.log")"
 
@@ -129,10 +91,10 @@ out=$(ks_run_client "$KS_PROBE" tcp --dst "$LAB_TARGET4" --count 3 --timeout-ms 
 lab_log "new protected TCP: $out"
 assert_eq "$(json_get "$out" /ok)" 3 "a new protected TCP program works through the new tunnel"
 # Positive control: the same probes, unprotected, right now.
-out=$(lab_probe_client udp --dst "$LAB_TARGET4" --src "$CONTROL_IP4" --count 20 --interval-ms 1 \
+out=$(lab_probe_client udp --dst "$LAB_TARGET4" --src "$LAB_CONTROL_IP4" --count 20 --interval-ms 1 \
   --expect-reply --reply-wait-ms 3000)
 assert_eq "$(json_get "$out" /replies)" 20 "control: the same UDP probe unprotected works (over eth0)"
-out=$(lab_probe_client tcp --dst "$LAB_TARGET4" --src "$CONTROL_IP4" --count 3 --timeout-ms 3000)
+out=$(lab_probe_client tcp --dst "$LAB_TARGET4" --src "$LAB_CONTROL_IP4" --count 3 --timeout-ms 3000)
 assert_eq "$(json_get "$out" /ok)" 3 "control: the same TCP probe unprotected works (over eth0)"
 
 # Give the long-lived senders up to 5 s after the re-creation.
@@ -144,52 +106,36 @@ lab_stop "${WATCH[during]}" INT 5
 lab_stop "${WATCH[before]}" INT 5
 lab_stop "$PID_BEFORE" TERM 5
 lab_stop "$PID_DURING" TERM 5
-T_END=$(now)
+T_END=$(lab_now)
 capture_stop
-tun_capture_stop
+server_capture_stop
 sum_before=$(tail -n 1 "$LAB_DIR/sender-before.log")
 sum_during=$(tail -n 1 "$LAB_DIR/sender-during.log")
 lab_log "sender started before the re-creation: $sum_before"
 lab_log "sender started during the outage:      $sum_during"
-lab_log "re-creation: new wg0 up $(ms "$T_RE0" "$T_UP") ms after the new wireguard-go was started," \
-  "configured $(ms "$T_RE0" "$T_RE") ms after; ksctl status said up $(ms "$T_UP" "$T_KSD") ms after link up"
+lab_log "re-creation: new wg0 up $(lab_ms "$T_RE0" "$T_UP") ms after the new wireguard-go was started," \
+  "configured $(lab_ms "$T_RE0" "$T_RE") ms after; ksctl status said up $(lab_ms "$T_UP" "$T_KSD") ms after link up"
 
 # ---- leaks -----------------------------------------------------------------------------------------
-CONTROL="ip and src host $CONTROL_IP4"
-# Lab artifact, not a leak: the server's WireGuard packets to the dead wireguard-go's port
-# get ICMP port-unreachable from the client kernel (quoting only the encrypted flow).
-WG_ICMP="ip and src host $LAB_CLIENT_IP4 and dst host $LAB_GW_IP4 and icmp and icmp[0] = 3\
- and icmp[1] = 3 and icmp[8] = 0x45 and icmp[17] = 17 and icmp[28:2] = $LAB_WG_SERVER_PORT\
- and icmp[30:2] = $LAB_WG_CLIENT_PORT"
-# KNOWN BUG (product gap, reported; see test_tunnel_down.sh): the kernel's own answers
-# (ICMP port-unreachable, TCP RST) to packets that arrive through the tunnel for closed
-# sockets carry the tunnel address, no mark and no cgroup: they leave through eth0.
-KERNEL_REPLY="ip and src host $LAB_WG_CLIENT_IP4 and (icmp or (tcp and tcp[tcpflags] & tcp-rst != 0))"
-n=$(leak_count "not ($CONTROL) and not ($WG_ICMP) and not ($KERNEL_REPLY)")
-((n == 0)) || leak_show "not ($CONTROL) and not ($WG_ICMP) and not ($KERNEL_REPLY)" 20
-assert_eq "$n" 0 "no protected frame left outside the tunnel"
-n=$(leak_count "$KERNEL_REPLY")
-if ((n > 0)); then
-  leak_show "$KERNEL_REPLY" 5
-  xfail "$n kernel-generated RST/ICMP from the tunnel address $LAB_WG_CLIENT_IP4 (answers to packets that came through the tunnel for closed sockets) left through eth0"
-fi
+CONTROL="ip and src host $LAB_CONTROL_IP4"
+assert_no_leak "no protected frame left outside the tunnel" "not ($CONTROL)"
 assert_ge "$(leak_count "$CONTROL")" 23 "positive control: the detector sees the unprotected probes"
 
 # ---- the long-lived senders resume ----------------------------------------------------------------
 assert_eq "$(json_get "$sum_during" /errors/ETIMEDOUT 0)" 0 "sender started during the outage: no ETIMEDOUT"
-after=$(tun_count "$T_RE0" "$T_END" "$(udp_out "$PORT_DURING")")
+after=$(server_count "$T_RE0" "$T_END" "$(udp_out "$PORT_DURING")")
 first=$(first_reply during)
 lab_log "sender started during the outage: $after replies after the re-creation, the first" \
-  "$(ms "$T_UP" "${first:-$T_END}") ms after the new wg0 came up"
+  "$(lab_ms "$T_UP" "${first:-$T_END}") ms after the new wg0 came up"
 assert_gt "$after" 0 "sender started during the outage: replies after the re-creation"
-assert_le "$(ms "$T_UP" "$first")" 5000 "sender started during the outage: first reply within 5 s of link up"
+assert_le "$(lab_ms "$T_UP" "$first")" 5000 "sender started during the outage: first reply within 5 s of link up"
 
-before=$(tun_count "$T0" "$T_RE0" "$(udp_out "$PORT_BEFORE")")
-after=$(tun_count "$T_RE0" "$T_END" "$(udp_out "$PORT_BEFORE")")
+before=$(server_count "$T0" "$T_RE0" "$(udp_out "$PORT_BEFORE")")
+after=$(server_count "$T_RE0" "$T_END" "$(udp_out "$PORT_BEFORE")")
 assert_gt "$before" 0 "sender started before the re-creation: replies before it"
 first=$(first_reply before)
 lab_log "sender started before the re-creation: $before replies before, $after after; first" \
-  "$(ms "$T_UP" "${first:-$T_END}") ms after the new wg0 came up; send errors $(json_get "$sum_before" /errors)"
+  "$(lab_ms "$T_UP" "${first:-$T_END}") ms after the new wg0 came up; send errors $(json_get "$sum_before" /errors)"
 assert_gt "$after" 0 "sender started before the re-creation: replies after it (resumed without user action)"
-assert_le "$(ms "$T_UP" "$first")" 5000 "sender started before the re-creation: first reply within 5 s of link up"
+assert_le "$(lab_ms "$T_UP" "$first")" 5000 "sender started before the re-creation: first reply within 5 s of link up"
 assert_eq "$(json_get "$sum_before" /errors/ETIMEDOUT 0)" 0 "sender started before the re-creation: no ETIMEDOUT"

@@ -32,7 +32,7 @@ assert_eq "$(lab_exec_client cat /proc/sys/net/ipv4/conf/all/rp_filter)" 1 "... 
 capture_start kernel-protected
 kernel_replies
 capture_stop
-assert_eq "$(leak_count)" 0 "with ksd, kernel replies from the tunnel address stay in the tunnel"
+assert_no_leak "with ksd, kernel replies from the tunnel address stay in the tunnel"
 
 # Positive control: the same probes unprotected leak, and the detector sees it.
 capture_start control
@@ -55,7 +55,7 @@ assert_le "$(json_get "$out" /ms)" 50 "  ... at once"
 out=$(ks_run_client "$KS_PROBE" udp --dst "$LAB_TARGET6" --count 5 --interval-ms 1)
 assert_eq "$(json_get "$out" /errors/ENETUNREACH 0)" 5 "protected IPv6 UDP sends fail"
 capture_stop
-assert_eq "$(leak_count)" 0 "no protected frame leaves outside the tunnel"
+assert_no_leak "no protected frame leaves outside the tunnel"
 assert_ge "$(capture_count "$LAB_WG_FLOW_FILTER")" 23 "the protected traffic is in the WireGuard flow"
 
 # An unprotected program on the same host keeps its normal routing.
