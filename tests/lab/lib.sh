@@ -579,6 +579,31 @@ tunnel_recreate() {
   tunnel_ifindex
 }
 
+# tunnel_handshake_check: proves the WireGuard tunnel itself is up without sending from the
+# client's tunnel address: a persistent keepalive makes the client's wireguard-go complete
+# a fresh handshake with the server (then the keepalive is switched off again). Used
+# where the client deliberately refuses all traffic of its tunnel address (ksd dead after
+# a re-creation: its source rules fail closed until it is back).
+_lab_handshake_after() {
+  local latest
+  latest=$(client_latest_handshake) || return 1
+  ((latest >= $1))
+}
+client_latest_handshake() {
+  local out
+  out=$(tunnel_wg show "$LAB_TUNNEL_IF" latest-handshakes) || return 1
+  echo "${out##*[[:space:]]}"
+}
+tunnel_handshake_check() {
+  local since peer rc=0
+  since=$(date +%s)
+  peer=$(<"$LAB_DIR/server.pub")
+  tunnel_wg set "$LAB_TUNNEL_IF" peer "$peer" persistent-keepalive 1
+  _lab_wait_until 5 _lab_handshake_after "$since" || rc=1
+  tunnel_wg set "$LAB_TUNNEL_IF" peer "$peer" persistent-keepalive 0
+  return $rc
+}
+
 # tunnel_check [COUNT]: a ks-probe bound to wg0 sends COUNT (default 3) datagrams to the echo
 # server through the tunnel; succeeds when every one is echoed back.
 tunnel_check() {

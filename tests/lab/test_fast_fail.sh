@@ -166,7 +166,9 @@ check_condition "ksd-dead+wg0-deleted" agent-only
 tunnel_recreate >/dev/null
 IFINDEX2=$(tunnel_ifindex)
 assert_ne "$IFINDEX2" "$IFINDEX1" "the re-created wg0 has a new ifindex ($IFINDEX1 -> $IFINDEX2)"
-tunnel_check 1 || fail "the re-created tunnel does not carry traffic"
+# With ksd dead, the tunnel address is refused for everyone (ksd's source rules fail closed
+# until it is back), so prove the tunnel itself is up by its handshake.
+tunnel_handshake_check || fail "the re-created tunnel does not complete a handshake"
 check_condition "ksd-dead+wg0-recreated" agent-only
 ks_start
 ks_wait_tunnel_state up
