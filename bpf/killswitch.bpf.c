@@ -99,10 +99,6 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ks_totals SEC(".maps");
 
-/* ks_sk_state.reserved bit: the socket was created in a network namespace other than
- * the one whose ifindexes ksd wrote. */
-#define KS_SK_FOREIGN_NETNS (1u << 0)
-
 /* ---- small helpers ---- */
 
 static __always_inline const struct ks_profile *profile_of(__u32 profile_id)
@@ -239,12 +235,100 @@ struct ks_dst {
 	__u16 port; /* host order */
 };
 
+/* ---- DNS: a protected app's queries go only to its profile's resolvers ---- */
+
+static __always_inline int same_addr(const __u8 a[16], const __u8 b[16])
+{
+	__u32 x[4], y[4];
+
+	__builtin_memcpy(x, a, 16);
+	__builtin_memcpy(y, b, 16);
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
+}
+
+static __always_inline int is_mapped(const __u8 a[16])
+{
+	__u32 x[4];
+
+	__builtin_memcpy(x, a, 16);
+	return x[0] == 0 && x[1] == 0 && x[2] == bpf_htonl(0xffff);
+}
+
+/*
+ * Port 53 to anything but one of the profile's resolvers (the local stub 127.0.0.53, a LAN
+ * or ISP resolver, a hard-coded public one) is rewritten to the profile's first resolver
+ * the socket can reach: an IPv4 one for IPv4 sockets and IPv4(-mapped) destinations, an
+ * IPv6 one for IPv6 destinations (the kernel refuses a rewrite of an IPv6 destination to
+ * an IPv4-mapped one, so without an IPv6 resolver IPv6 DNS is refused and resolvers fall
+ * back to IPv4 at once). The socket remembers both addresses,
+ * so recvmsg and getpeername show the app the address it asked. Returns 0 when the
+ * destination may proceed (rewritten or not), -1 when there is no usable resolver.
+ */
+static __always_inline int redirect_dns(struct bpf_sock_addr *ctx, struct ks_dst *dst,
+					struct ks_sk_state *state, const struct ks_profile *p,
+					const int family)
+{
+	/* family is the hook's (a constant after inlining): the verifier refuses a write to
+	 * user_ip6 in a v4 hook even on a path that cannot run, so the v4 and v6 rewrites
+	 * must not both be compiled into one program. */
+	int chosen = -1;
+
+	if (dst->port != KS_DNS_PORT)
+		return 0;
+	for (int i = 0; i < KS_MAX_DNS; i++) {
+		if (i >= (int)p->dns_count)
+			break;
+		if (same_addr(p->dns[i], dst->addr))
+			return 0; /* already one of ours */
+	}
+	for (int i = 0; i < KS_MAX_DNS; i++) {
+		int mapped;
+
+		if (i >= (int)p->dns_count || chosen >= 0)
+			break;
+		mapped = is_mapped(p->dns[i]);
+		if (family == AF_INET || dst->is_v4 ? mapped : !mapped)
+			chosen = i;
+	}
+	if (chosen < 0 || chosen >= KS_MAX_DNS)
+		return -1;
+
+	__builtin_memcpy(state->dns_asked, dst->addr, 16);
+	__builtin_memcpy(state->dns_used, p->dns[chosen], 16);
+	state->reserved |= KS_SK_DNS_REDIRECTED;
+	__builtin_memcpy(dst->addr, p->dns[chosen], 16);
+	dst->is_v4 = is_mapped(dst->addr);
+	dst->is_loopback = 0;
+	if (family == AF_INET) {
+		__u32 v4;
+
+		__builtin_memcpy(&v4, dst->addr + 12, 4);
+		ctx->user_ip4 = v4;
+	} else {
+		__u32 w[4];
+
+		__builtin_memcpy(w, dst->addr, 16);
+		ctx->user_ip6[0] = w[0];
+		ctx->user_ip6[1] = w[1];
+		ctx->user_ip6[2] = w[2];
+		ctx->user_ip6[3] = w[3];
+	}
+	return 0;
+}
+
 enum ks_sock_addr_hook { KS_HOOK_CONNECT, KS_HOOK_SENDMSG };
+
+static __always_inline int refuse(enum ks_reason reason, int err)
+{
+	count(bpf_get_current_cgroup_id(), reason, 0, 0);
+	bpf_set_retval(-err);
+	return KS_DROP;
+}
 
 /* connect() and unconnected sendmsg(): refuse at once what egress would drop, so
  * applications get ENETUNREACH instead of a stalled connection. */
-static __always_inline int judge_sock_addr(struct bpf_sock_addr *ctx, const struct ks_dst *dst,
-					   enum ks_sock_addr_hook hook)
+static __always_inline int judge_sock_addr(struct bpf_sock_addr *ctx, struct ks_dst *dst,
+					   enum ks_sock_addr_hook hook, const int family)
 {
 	struct ks_connect_facts facts = {};
 	struct ks_connect_verdict verdict;
@@ -260,6 +344,8 @@ static __always_inline int judge_sock_addr(struct bpf_sock_addr *ctx, const stru
 		p = profile_of(state->profile_id);
 	}
 	facts.profile_valid = p != 0;
+	if (p && state && !facts.foreign_netns && redirect_dns(ctx, dst, state, p, family))
+		return refuse(KS_REASON_BLOCK_DNS, ENETUNREACH);
 	facts.dst_is_loopback = dst->is_loopback;
 	/* The connect canary is TCP only: ksrun's UDP canary must get through connect to
 	 * reach the egress program. */
@@ -274,9 +360,8 @@ static __always_inline int judge_sock_addr(struct bpf_sock_addr *ctx, const stru
 	verdict = ks_judge_connect(&facts);
 	if (ks_reason_allows(verdict.reason))
 		return KS_PASS;
-	count(bpf_get_current_cgroup_id(), verdict.reason, 0, 0);
-	bpf_set_retval(verdict.reason == KS_REASON_BLOCK_CANARY ? -KS_CANARY_ERRNO : -ENETUNREACH);
-	return KS_DROP;
+	return refuse(verdict.reason,
+		      verdict.reason == KS_REASON_BLOCK_CANARY ? KS_CANARY_ERRNO : ENETUNREACH);
 }
 
 static __always_inline void dst_from_v4(struct ks_dst *dst, __u32 addr_be, __u32 port_be)
@@ -313,7 +398,7 @@ int ks_connect4(struct bpf_sock_addr *ctx)
 	if (ctx->user_family != AF_INET)
 		return KS_PASS; /* AF_UNSPEC: disconnect */
 	dst_from_v4(&dst, ctx->user_ip4, ctx->user_port);
-	return judge_sock_addr(ctx, &dst, KS_HOOK_CONNECT);
+	return judge_sock_addr(ctx, &dst, KS_HOOK_CONNECT, AF_INET);
 }
 
 SEC("cgroup/connect6")
@@ -324,7 +409,7 @@ int ks_connect6(struct bpf_sock_addr *ctx)
 	if (ctx->user_family != AF_INET6)
 		return KS_PASS;
 	dst_from_v6(&dst, ctx);
-	return judge_sock_addr(ctx, &dst, KS_HOOK_CONNECT);
+	return judge_sock_addr(ctx, &dst, KS_HOOK_CONNECT, AF_INET6);
 }
 
 SEC("cgroup/sendmsg4")
@@ -333,7 +418,7 @@ int ks_sendmsg4(struct bpf_sock_addr *ctx)
 	struct ks_dst dst = {};
 
 	dst_from_v4(&dst, ctx->user_ip4, ctx->user_port);
-	return judge_sock_addr(ctx, &dst, KS_HOOK_SENDMSG);
+	return judge_sock_addr(ctx, &dst, KS_HOOK_SENDMSG, AF_INET);
 }
 
 SEC("cgroup/sendmsg6")
@@ -342,7 +427,74 @@ int ks_sendmsg6(struct bpf_sock_addr *ctx)
 	struct ks_dst dst = {};
 
 	dst_from_v6(&dst, ctx);
-	return judge_sock_addr(ctx, &dst, KS_HOOK_SENDMSG);
+	return judge_sock_addr(ctx, &dst, KS_HOOK_SENDMSG, AF_INET6);
+}
+
+/* ---- recvmsg4/6, getpeername4/6: answers carry the address the app asked ---- */
+
+static __always_inline void restore_dns_peer4(struct bpf_sock_addr *ctx)
+{
+	struct ks_sk_state *state;
+	__u32 used, asked;
+
+	if (!ctx->sk || ctx->user_port != bpf_htons(KS_DNS_PORT))
+		return;
+	state = bpf_sk_storage_get(&ks_sk_state, ctx->sk, 0, 0);
+	if (!state || !(state->reserved & KS_SK_DNS_REDIRECTED))
+		return;
+	__builtin_memcpy(&used, state->dns_used + 12, 4);
+	__builtin_memcpy(&asked, state->dns_asked + 12, 4);
+	if (ctx->user_ip4 == used && is_mapped(state->dns_asked))
+		ctx->user_ip4 = asked;
+}
+
+static __always_inline void restore_dns_peer6(struct bpf_sock_addr *ctx)
+{
+	struct ks_sk_state *state;
+	__u32 used[4], asked[4];
+
+	if (!ctx->sk || ctx->user_port != bpf_htons(KS_DNS_PORT))
+		return;
+	state = bpf_sk_storage_get(&ks_sk_state, ctx->sk, 0, 0);
+	if (!state || !(state->reserved & KS_SK_DNS_REDIRECTED))
+		return;
+	__builtin_memcpy(used, state->dns_used, 16);
+	__builtin_memcpy(asked, state->dns_asked, 16);
+	if (ctx->user_ip6[0] == used[0] && ctx->user_ip6[1] == used[1] &&
+	    ctx->user_ip6[2] == used[2] && ctx->user_ip6[3] == used[3]) {
+		ctx->user_ip6[0] = asked[0];
+		ctx->user_ip6[1] = asked[1];
+		ctx->user_ip6[2] = asked[2];
+		ctx->user_ip6[3] = asked[3];
+	}
+}
+
+SEC("cgroup/recvmsg4")
+int ks_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	restore_dns_peer4(ctx);
+	return KS_PASS;
+}
+
+SEC("cgroup/recvmsg6")
+int ks_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	restore_dns_peer6(ctx);
+	return KS_PASS;
+}
+
+SEC("cgroup/getpeername4")
+int ks_getpeername4(struct bpf_sock_addr *ctx)
+{
+	restore_dns_peer4(ctx);
+	return KS_PASS;
+}
+
+SEC("cgroup/getpeername6")
+int ks_getpeername6(struct bpf_sock_addr *ctx)
+{
+	restore_dns_peer6(ctx);
+	return KS_PASS;
 }
 
 /* ---- cgroup_skb/egress (the authority) and ingress ---- */

@@ -132,8 +132,16 @@ struct ks_lan_key {
 /* Per-socket classification, in socket local storage (cloned to accepted children). */
 struct ks_sk_state {
 	ks_u32 profile_id;
-	ks_u32 reserved;
+	ks_u32 reserved;     /* KS_SK_* flags */
+	ks_u8 dns_asked[16]; /* DNS server the app addressed (IPv6 or IPv4-mapped) ... */
+	ks_u8 dns_used[16];  /* ... and the profile resolver it went to instead */
 };
+
+/* ks_sk_state.reserved bits */
+#define KS_SK_FOREIGN_NETNS (1u << 0)  /* created in another network namespace than ksd's */
+#define KS_SK_DNS_REDIRECTED (1u << 1) /* dns_asked/dns_used are valid */
+
+#define KS_DNS_PORT 53
 
 /* Per-cgroup counters, per-CPU hash keyed by cgroup id; summed by ksd. Index 0 of the
  * totals array holds the same counters for everything. */
@@ -156,6 +164,7 @@ enum ks_reason {
 	KS_REASON_BLOCK_NO_PROFILE = 5,	 /* socket not classified, or profile removed */
 	KS_REASON_BLOCK_WRONG_NETNS = 6, /* socket lives in another network namespace */
 	KS_REASON_BLOCK_CANARY = 7,	 /* the ksrun canary, refused on purpose */
+	KS_REASON_BLOCK_DNS = 8,	 /* DNS with no usable resolver in the profile */
 };
 
 #ifdef __cplusplus
@@ -166,7 +175,7 @@ static_assert(sizeof(struct ks_cgroup_value) == 8, "ks_cgroup_value layout");
 static_assert(sizeof(struct ks_tunnel_key) == 8, "ks_tunnel_key layout");
 static_assert(sizeof(struct ks_tunnel_value) == 8, "ks_tunnel_value layout");
 static_assert(sizeof(struct ks_lan_key) == 24, "ks_lan_key layout");
-static_assert(sizeof(struct ks_sk_state) == 8, "ks_sk_state layout");
+static_assert(sizeof(struct ks_sk_state) == 40, "ks_sk_state layout");
 static_assert(sizeof(struct ks_counters) == 48, "ks_counters layout");
 #else
 _Static_assert(sizeof(struct ks_config) == 16, "ks_config layout");

@@ -12,7 +12,7 @@ packages=(
   libsystemd-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
   googletest libgtest-dev libgmock-dev clang-format
   # lab, demo and tests
-  iproute2 wireguard-go wireguard-tools tcpdump util-linux procps iperf3 kmod
+  iproute2 wireguard-go wireguard-tools tcpdump util-linux procps iperf3 kmod python3
   # systemd test container
   systemd-container mmdebstrap
 )

@@ -22,7 +22,7 @@
 
 namespace ks {
 
-const std::array<HookInfo, 7> kHooks = {{
+const std::array<HookInfo, 11> kHooks = {{
     {"sock_create", BPF_CGROUP_INET_SOCK_CREATE},
     {"connect4", BPF_CGROUP_INET4_CONNECT},
     {"connect6", BPF_CGROUP_INET6_CONNECT},
@@ -30,6 +30,10 @@ const std::array<HookInfo, 7> kHooks = {{
     {"sendmsg6", BPF_CGROUP_UDP6_SENDMSG},
     {"egress", BPF_CGROUP_INET_EGRESS},
     {"ingress", BPF_CGROUP_INET_INGRESS},
+    {"recvmsg4", BPF_CGROUP_UDP4_RECVMSG},
+    {"recvmsg6", BPF_CGROUP_UDP6_RECVMSG},
+    {"getpeername4", BPF_CGROUP_INET4_GETPEERNAME},
+    {"getpeername6", BPF_CGROUP_INET6_GETPEERNAME},
 }};
 
 namespace {
@@ -50,6 +54,10 @@ bpf_program* program_for(killswitch_bpf* skel, const std::string& hook) {
   if (hook == "sendmsg6") return skel->progs.ks_sendmsg6;
   if (hook == "egress") return skel->progs.ks_egress;
   if (hook == "ingress") return skel->progs.ks_ingress;
+  if (hook == "recvmsg4") return skel->progs.ks_recvmsg4;
+  if (hook == "recvmsg6") return skel->progs.ks_recvmsg6;
+  if (hook == "getpeername4") return skel->progs.ks_getpeername4;
+  if (hook == "getpeername6") return skel->progs.ks_getpeername6;
   throw Error("internal: unknown hook " + hook);
 }
 

@@ -29,6 +29,8 @@ const char* reason_name(ks_reason r) {
       return "BLOCK_WRONG_NETNS";
     case KS_REASON_BLOCK_CANARY:
       return "BLOCK_CANARY";
+    case KS_REASON_BLOCK_DNS:
+      return "BLOCK_DNS";
   }
   return "?";
 }

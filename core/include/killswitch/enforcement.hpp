@@ -24,7 +24,7 @@ struct HookInfo {
   const char* name;  // "egress", "connect4", ...
   bpf_attach_type attach_type;
 };
-extern const std::array<HookInfo, 7> kHooks;
+extern const std::array<HookInfo, 11> kHooks;
 
 // Program ids currently attached, by hook name; what ksrun compares with the kernel.
 using ProgramIds = std::map<std::string, std::uint32_t>;
