@@ -77,6 +77,7 @@ void prove_protection(const nlohmann::json& reply) {
   if (want.empty() || have != want)
     throw Error("not in the protected cgroup (expected " + want + ", in " + have + ")");
 
+  int proven_families = 0;
   for (int family : {AF_INET, AF_INET6}) {
     const char* fam = family == AF_INET ? "IPv4" : "IPv6";
     int send_err = egress_canary_errno(family);
@@ -90,7 +91,11 @@ void prove_protection(const nlohmann::json& reply) {
     if (connect_err != KS_CANARY_ERRNO)
       throw Error(std::string("the connect program does not judge this process (") + fam +
                   " canary connect: " + errno_name(connect_err) + ")");
+    ++proven_families;
   }
+  // A family may be missing on a host, but a proof with no evidence at all is no proof.
+  if (proven_families == 0)
+    throw Error("cannot run the enforcement canaries (no IPv4 or IPv6 loopback socket)");
 
   if (has_effective_cap(CAP_NET_ADMIN)) {
     ProgramIds expected;
