@@ -86,14 +86,18 @@ PeerCred peer_credentials(int fd) {
   socklen_t len = sizeof(cred);
   if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) throw_errno("SO_PEERCRED");
   PeerCred peer{cred.pid, cred.uid, cred.gid, {}};
+  // Supplementary groups; on any failure the peer simply has none (fewer rights, never more).
   std::vector<gid_t> groups(64);
   socklen_t glen = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
-  if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &glen) != 0 && errno == ERANGE) {
+  int r = ::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &glen);
+  if (r != 0 && errno == ERANGE) {
     groups.resize(glen / sizeof(gid_t));
-    ::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &glen);
+    r = ::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &glen);
   }
-  groups.resize(glen / sizeof(gid_t));
-  peer.groups = groups;
+  if (r == 0) {
+    groups.resize(glen / sizeof(gid_t));
+    peer.groups = groups;
+  }
   return peer;
 }
 
