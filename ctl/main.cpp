@@ -150,6 +150,13 @@ int main(int argc, char** argv) {
   list->add_flag("--json", json, "print one JSON document");
   app.add_subcommand("reload", "re-read the configuration (a bad file changes nothing)");
 
+  int protect_pid = 0;
+  std::string protect_profile = "default";
+  auto* protect = app.add_subcommand(
+      "protect", "adopt a running process (refused if it already holds network sockets)");
+  protect->add_option("--pid", protect_pid, "process id")->required()->check(CLI::PositiveNumber);
+  protect->add_option("--profile", protect_profile, "profile")->capture_default_str();
+
   std::string slice = "killswitch.slice";
   bool kill_apps = false;
   auto* down = app.add_subcommand(
@@ -172,6 +179,8 @@ int main(int argc, char** argv) {
       request = {{"op", "status"}};
     else if (list->parsed())
       request = {{"op", "list"}};
+    else if (protect->parsed())
+      request = {{"op", "protect"}, {"pid", protect_pid}, {"profile", protect_profile}};
     else
       request = {{"op", "reload"}};
 
@@ -209,6 +218,9 @@ int main(int argc, char** argv) {
       print_status(reply);
     } else if (list->parsed()) {
       print_list(reply);
+    } else if (protect->parsed()) {
+      std::printf("process %d protected in %s\n", protect_pid,
+                  reply.value("cgroup", std::string()).c_str());
     } else {
       std::printf("configuration reloaded\n");
     }

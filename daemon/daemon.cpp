@@ -24,6 +24,7 @@
 #include "killswitch/cgroup.hpp"
 #include "killswitch/error.hpp"
 #include "killswitch/log.hpp"
+#include "killswitch/proc.hpp"
 
 namespace ks {
 namespace {
@@ -456,54 +457,107 @@ nlohmann::json Daemon::handle(const ipc::Request& request, const ipc::PeerCred& 
       return reload();
     case ipc::Op::kLaunch:
       return launch(request, peer);
+    case ipc::Op::kProtect:
+      return protect(request);
   }
   return {{"ok", false}, {"error", "unhandled request"}};
 }
 
-nlohmann::json Daemon::launch(const ipc::Request& request, const ipc::PeerCred& peer) {
-  auto id = profile_ids_.find(request.profile);
-  if (id == profile_ids_.end()) {
-    std::string known;
-    for (const auto& p : config_.profiles) known += (known.empty() ? "" : ", ") + p.name;
-    return {{"ok", false},
-            {"error", "unknown profile \"" + request.profile + "\" (configured: " + known + ")"}};
-  }
-  if (peer.pid <= 0) return {{"ok", false}, {"error", "cannot identify the calling process"}};
+nlohmann::json Daemon::unknown_profile(const std::string& profile) const {
+  std::string known;
+  for (const auto& p : config_.profiles) known += (known.empty() ? "" : ", ") + p.name;
+  return {{"ok", false},
+          {"error", "unknown profile \"" + profile + "\" (configured: " + known + ")"}};
+}
 
-  // One cgroup per launch, named after the launcher's pid (which becomes the app's).
-  std::string slice = profile_slice_path(request.profile);
+Daemon::App Daemon::create_app_cgroup(const std::string& profile, const std::string& stem) {
+  std::string slice = profile_slice_path(profile);
   ensure_cgroup_dir(slice);
-  std::string base = slice + "/ksrun-" + std::to_string(peer.pid);
+  std::string base = slice + "/" + stem;
   std::string path = base + ".scope";
   for (int n = 1; !ensure_cgroup_dir(path); ++n) {
     if (!cgroup_populated(path) && remove_cgroup_tree(path) && ensure_cgroup_dir(path)) break;
     path = base + "-" + std::to_string(n) + ".scope";
   }
-  App app{path, request.profile, cgroup_id(path)};
+  App app{path, profile, cgroup_id(path)};
   // Classify before the process arrives, so its first socket already finds its app.
-  enforcement_.set_cgroup(app.cgroup_id, id->second);
+  enforcement_.set_cgroup(app.cgroup_id, profile_ids_.at(profile));
   apps_[app.cgroup_id] = app;
-  move_pid_to_cgroup(path, peer.pid);
+  return app;
+}
 
-  UniqueFd cg = open_cgroup(path);
+nlohmann::json Daemon::launch(const ipc::Request& request, const ipc::PeerCred& peer) {
+  if (!profile_ids_.count(request.profile)) return unknown_profile(request.profile);
+  if (peer.pid <= 0) return {{"ok", false}, {"error", "cannot identify the calling process"}};
+
+  // One cgroup per launch, named after the launcher's pid (which becomes the app's).
+  App app = create_app_cgroup(request.profile, "ksrun-" + std::to_string(peer.pid));
+  move_pid_to_cgroup(app.path, peer.pid);
+
+  UniqueFd cg = open_cgroup(app.path);
   ProgramIds ids = enforcement_.program_ids();
   std::string missing = check_effective(cg.get(), ids);
   if (!missing.empty())
     return {{"ok", false},
-            {"error", "enforcement is not effective on " + relative(path) + ": " + missing}};
+            {"error", "enforcement is not effective on " + relative(app.path) + ": " + missing}};
 
   std::string cmd;
   for (const auto& a : request.argv) cmd += (cmd.empty() ? "" : " ") + a;
   log_info("launch: uid " + std::to_string(peer.uid) + " pid " + std::to_string(peer.pid) +
-           " profile " + request.profile + " in " + relative(path) + ": " + cmd.substr(0, 200));
+           " profile " + request.profile + " in " + relative(app.path) + ": " + cmd.substr(0, 200));
 
   nlohmann::json prog_ids = nlohmann::json::object();
   for (const auto& [hook, pid] : ids) prog_ids[hook] = pid;
   return {{"ok", true},
-          {"cgroup", relative(path)},
+          {"cgroup", relative(app.path)},
           {"cgroup_id", app.cgroup_id},
           {"profile", request.profile},
           {"program_ids", prog_ids}};
+}
+
+nlohmann::json Daemon::protect(const ipc::Request& request) {
+  if (!profile_ids_.count(request.profile)) return unknown_profile(request.profile);
+  const pid_t pid = request.pid;
+  const std::string who = "process " + std::to_string(pid);
+  if (pid == ::getpid()) return {{"ok", false}, {"error", "ksd does not protect itself"}};
+  std::string original;
+  try {
+    original = cgroup_of_pid(pid);
+  } catch (const Error&) {
+    return {{"ok", false}, {"error", "no " + who}};
+  }
+  const std::string tree = relative(root_cgroup_);
+  if (original == tree || original.rfind(tree + "/", 0) == 0)
+    return {{"ok", false}, {"error", who + " is already protected (" + original + ")"}};
+
+  // Move first, then look: sockets the process creates from the move on are protected,
+  // and every socket it held before shows up in the check. If there are any, it goes
+  // back where it was: a socket keeps the cgroup it was created in, so adopting the
+  // process would leave them unprotected while looking protected.
+  App app = create_app_cgroup(request.profile, "protect-" + std::to_string(pid));
+  move_pid_to_cgroup(app.path, pid);
+  std::size_t sockets = 0;
+  try {
+    sockets = count_inet_sockets(pid);
+  } catch (const Error& e) {
+    move_pid_to_cgroup(cgroup_mount_ + original, pid);
+    return {{"ok", false}, {"error", std::string("cannot check its sockets: ") + e.what()}};
+  }
+  if (sockets > 0) {
+    move_pid_to_cgroup(cgroup_mount_ + original, pid);
+    return {{"ok", false},
+            {"error", who + " has " + std::to_string(sockets) +
+                          " network socket(s) opened before protection; they would stay "
+                          "unprotected, so it was not adopted. Restart it with ksrun."}};
+  }
+  UniqueFd cg = open_cgroup(app.path);
+  std::string missing = check_effective(cg.get(), enforcement_.program_ids());
+  if (!missing.empty())
+    return {{"ok", false},
+            {"error", "enforcement is not effective on " + relative(app.path) + ": " + missing}};
+  log_info("protect: " + who + " adopted into " + relative(app.path) + " (profile " +
+           request.profile + "); its threads and future children are protected");
+  return {{"ok", true}, {"cgroup", relative(app.path)}, {"profile", request.profile}};
 }
 
 void Daemon::sweep_apps() {

@@ -52,6 +52,9 @@ class Daemon {
   nlohmann::json status_json();
   nlohmann::json list_json();
   nlohmann::json launch(const ipc::Request& request, const ipc::PeerCred& peer);
+  nlohmann::json protect(const ipc::Request& request);
+  nlohmann::json unknown_profile(const std::string& profile) const;
+  App create_app_cgroup(const std::string& profile, const std::string& stem);
   nlohmann::json reload();
   std::string profile_slice_path(const std::string& profile) const;
   std::string relative(const std::string& absolute_cgroup) const;

@@ -49,8 +49,17 @@ std::optional<Request> parse_request(const std::string& bytes, std::string& erro
     r.op = Op::kList;
   } else if (name == "reload") {
     r.op = Op::kReload;
-  } else if (name == "launch") {
-    r.op = Op::kLaunch;
+  } else if (name == "launch" || name == "protect") {
+    r.op = name == "launch" ? Op::kLaunch : Op::kProtect;
+    if (r.op == Op::kProtect) {
+      auto pid = j.find("pid");
+      if (pid == j.end() || !pid->is_number_integer() || pid->get<long long>() <= 0 ||
+          pid->get<long long>() > 0x3fffffff) {
+        error = "\"pid\" must be a positive process id";
+        return std::nullopt;
+      }
+      r.pid = static_cast<pid_t>(pid->get<long long>());
+    }
     auto profile = j.find("profile");
     if (profile == j.end()) {
       r.profile = std::string(kDefaultProfile);
@@ -113,7 +122,7 @@ bool may_change(const PeerCred& peer, std::optional<gid_t> admin_gid) {
          std::find(peer.groups.begin(), peer.groups.end(), *admin_gid) != peer.groups.end();
 }
 
-bool op_changes_state(Op op) { return op == Op::kReload; }
+bool op_changes_state(Op op) { return op == Op::kReload || op == Op::kProtect; }
 
 UniqueFd connect_to(const std::string& path) {
   sockaddr_un addr{};

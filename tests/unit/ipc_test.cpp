@@ -160,6 +160,22 @@ TEST(IpcParse, NulByteDoesNotEndTheMessage) {
   refused(std::string(R"({"op":"status"})") + '\0' + "garbage");
 }
 
+TEST(IpcParse, Protect) {
+  std::string error;
+  auto r = parse_request(R"({"op":"protect","pid":4242,"profile":"work"})", error);
+  ASSERT_TRUE(r.has_value()) << error;
+  EXPECT_EQ(r->op, Op::kProtect);
+  EXPECT_EQ(r->pid, 4242);
+  EXPECT_EQ(r->profile, "work");
+  r = parse_request(R"({"op":"protect","pid":7})", error);
+  ASSERT_TRUE(r.has_value()) << error;
+  EXPECT_EQ(r->profile, "default");
+  for (const char* bad : {R"({"op":"protect"})", R"({"op":"protect","pid":0})",
+                          R"({"op":"protect","pid":-3})", R"({"op":"protect","pid":"12"})",
+                          R"({"op":"protect","pid":1.5})", R"({"op":"protect","pid":99999999999})"})
+    EXPECT_NE(refused(bad).find("pid"), std::string::npos) << bad;
+}
+
 TEST(IpcParse, ErrorMessagesSayWhatIsWrong) {
   EXPECT_NE(refused("[]").find("JSON object"), std::string::npos);
   EXPECT_NE(refused("{}").find("\"op\""), std::string::npos);
@@ -249,6 +265,7 @@ TEST(IpcAuth, OpChangesState) {
   EXPECT_FALSE(op_changes_state(Op::kStatus));
   EXPECT_FALSE(op_changes_state(Op::kList));
   EXPECT_FALSE(op_changes_state(Op::kLaunch));  // any user may launch into a profile
+  EXPECT_TRUE(op_changes_state(Op::kProtect));  // adopting another process is an admin act
 }
 
 // ---------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 //
 //   request : {"op": "status"} | {"op": "list"} | {"op": "reload"}
 //             | {"op": "launch", "profile": "default", "argv": ["qbittorrent"]}
+//             | {"op": "protect", "pid": 4242, "profile": "default"}
 //   reply   : {"ok": true, ...} | {"ok": false, "error": "what went wrong"}
 #pragma once
 
@@ -26,12 +27,13 @@ inline constexpr const char* kAdminGroup = "killswitch";
 // $KILLSWITCH_SOCKET if set and non-empty, otherwise /run/killswitch/ksd.sock.
 std::string default_socket_path();
 
-enum class Op { kStatus, kList, kReload, kLaunch };
+enum class Op { kStatus, kList, kReload, kLaunch, kProtect };
 
 struct Request {
   Op op = Op::kStatus;
-  std::string profile;            // launch
+  std::string profile;            // launch, protect
   std::vector<std::string> argv;  // launch: for the record (list, logs), never executed by ksd
+  pid_t pid = 0;                  // protect
 };
 
 // Validates a raw message. Returns the request, or sets `error` to a message fit for the
