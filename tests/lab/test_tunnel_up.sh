@@ -77,3 +77,18 @@ ks_spawn_protected prot-echo "$KS_PROBE" echo-server --udp 0.0.0.0:7102 --ready-
 lab_wait_file "$LAB_DIR/prot.ready"
 out=$(lab_probe_isp udp --dst "$LAB_CLIENT_IP4:7102" --count 5 --interval-ms 1 --expect-reply --reply-wait-ms 500)
 assert_eq "$(json_get "$out" /replies)" 0 "a protected server gets nothing from the physical link"
+
+# CVE-2019-14899 style: the local network sends to the *tunnel address* over the physical
+# link (the client's kernel accepts it: weak host model). A protected server must not
+# answer; the same server unprotected does (positive control).
+lab_exec_isp ip route add "$LAB_WG_CLIENT_IP4/32" via "$LAB_CLIENT_IP4" dev "$LAB_ISP_IF"
+lab_spawn_client open-echo2 "$KS_PROBE" echo-server --udp 0.0.0.0:7103 --ready-file "$LAB_DIR/open2.ready"
+lab_wait_file "$LAB_DIR/open2.ready"
+out=$(lab_probe_isp udp --src "$LAB_NET_IP4" --dst "$LAB_WG_CLIENT_IP4:7103" --count 5 --interval-ms 1 \
+  --expect-reply --reply-wait-ms 500)
+assert_eq "$(json_get "$out" /replies)" 5 "positive control: an unprotected server answers probes to the tunnel address from the physical link"
+ks_spawn_protected prot-echo2 "$KS_PROBE" echo-server --udp 0.0.0.0:7104 --ready-file "$LAB_DIR/prot2.ready"
+lab_wait_file "$LAB_DIR/prot2.ready"
+out=$(lab_probe_isp udp --src "$LAB_NET_IP4" --dst "$LAB_WG_CLIENT_IP4:7104" --count 5 --interval-ms 1 \
+  --expect-reply --reply-wait-ms 500)
+assert_eq "$(json_get "$out" /replies)" 0 "a protected server does not answer probes to the tunnel address from the physical link"
