@@ -497,6 +497,43 @@ int ks_getpeername6(struct bpf_sock_addr *ctx)
 	return KS_PASS;
 }
 
+/* ---- cgroup/connect_unix: no name lookups through resolving services ---- */
+
+/* The kernel's context behind struct bpf_sock_addr; CO-RE relocates these fields against
+ * the running kernel's BTF. uaddrlen exists since Linux 6.7, with the unix hooks. */
+struct bpf_sock_addr_kern {
+	void *uaddr;
+	__u32 uaddrlen;
+} __attribute__((preserve_access_index));
+
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym __weak;
+
+/*
+ * Linux 6.7+. libbpf 1.1 does not know this section name, so ksd sets the program type
+ * and attach type itself, and loads the program only where the kernel has the hook.
+ * The path is read from the kernel's copy of the address: user space cannot change it
+ * any more once the hook runs.
+ */
+SEC("cgroup/connect_unix")
+int ks_connect_unix(struct bpf_sock_addr *ctx)
+{
+	struct bpf_sock_addr_kern *kctx = bpf_cast_to_kern_ctx(ctx);
+	const __u32 family_len = 2; /* offsetof(struct sockaddr_un, sun_path) */
+	char path[KS_UNIX_PATH_BUF] = {};
+	__u32 len = kctx->uaddrlen;
+
+	if (len <= family_len)
+		return KS_PASS; /* unnamed */
+	len -= family_len;
+	if (len > KS_UNIX_PATH_MAX)
+		len = KS_UNIX_PATH_MAX;
+	if (bpf_probe_read_kernel(path, KS_UNIX_PATH_MAX, (char *)kctx->uaddr + family_len) != 0)
+		return refuse(KS_REASON_BLOCK_LOCAL_RESOLVER, EPERM); /* cannot tell: refuse */
+	if (ks_unix_path_refused(path, len))
+		return refuse(KS_REASON_BLOCK_LOCAL_RESOLVER, EPERM);
+	return KS_PASS;
+}
+
 /* ---- cgroup_skb/egress (the authority) and ingress ---- */
 
 struct ks_pkt {

@@ -165,6 +165,8 @@ enum ks_reason {
 	KS_REASON_BLOCK_WRONG_NETNS = 6, /* socket lives in another network namespace */
 	KS_REASON_BLOCK_CANARY = 7,	 /* the ksrun canary, refused on purpose */
 	KS_REASON_BLOCK_DNS = 8,	 /* DNS with no usable resolver in the profile */
+	KS_REASON_BLOCK_LOCAL_RESOLVER =
+	    9, /* unix socket of a resolving service (resolved, nscd) */
 };
 
 #ifdef __cplusplus

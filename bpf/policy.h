@@ -97,4 +97,97 @@ static inline struct ks_connect_verdict ks_judge_connect(const struct ks_connect
 	return v;
 }
 
+/*
+ * Local services that resolve names on a caller's behalf send the query from their own
+ * sockets, outside the caller's cgroup and so outside the kill switch: systemd-resolved's
+ * varlink socket (glibc's nss-resolve) and nscd. cgroup/connect_unix refuses a protected
+ * app's connect() to them; glibc then falls back to the next NSS module ("dns" reads
+ * /etc/resolv.conf and sends to port 53, which the inet hooks redirect into the tunnel).
+ *
+ * Matched on the path the app passes, before the kernel resolves it:
+ *   - anything under /run/systemd/resolve/ or /run/nscd/ (also spelled /var/run/...);
+ *   - any path whose last component is io.systemd.Resolve (relative paths, doubled
+ *     slashes, other mount points of the same socket).
+ * A path through a symlink the app made itself, or through "..", is not recognised: this
+ * stops the accidental leak of every program using getaddrinfo(), not a hostile program
+ * (docs/threat-model.md). Abstract and unnamed sockets never match.
+ */
+#define KS_UNIX_PATH_MAX 108 /* sizeof(sockaddr_un.sun_path) */
+
+/* Buffers are KS_UNIX_PATH_BUF bytes and every index is masked: clang then cannot turn
+ * the loops into pointer arithmetic on the stack buffer that the BPF verifier refuses,
+ * and the verifier sees each read within bounds. */
+#define KS_UNIX_PATH_BUF 128
+#define KS_AT(path, i) ((path)[(i) & (KS_UNIX_PATH_BUF - 1)])
+
+/* The helpers below compare without early exits (differences are OR-ed together): every
+ * branch on a path byte would double the states the BPF verifier has to explore. */
+
+/* Length up to the first NUL, at most len. */
+static inline ks_u32 ks_path_length(const char path[KS_UNIX_PATH_BUF], ks_u32 len)
+{
+	ks_u32 n = 0;
+
+	for (ks_u32 i = 0; i < KS_UNIX_PATH_MAX; i++) {
+		if (i >= len || KS_AT(path, i) == 0)
+			break;
+		n = i + 1;
+	}
+	return n;
+}
+
+static inline int ks_path_has_prefix(const char *path, ks_u32 n, const char *prefix,
+				     ks_u32 prefix_len)
+{
+	ks_u32 diff = 0;
+
+	if (n < prefix_len || prefix_len > KS_UNIX_PATH_MAX)
+		return 0;
+	for (ks_u32 i = 0; i < KS_UNIX_PATH_MAX; i++) {
+		if (i >= prefix_len)
+			break;
+		diff |= (ks_u32)(ks_u8)(KS_AT(path, i) ^ prefix[i]);
+	}
+	return diff == 0;
+}
+
+#define KS_PREFIX(path, n, literal) ks_path_has_prefix(path, n, literal, sizeof(literal) - 1)
+
+/* Is the last component of path[0..n) exactly `name` (name_len bytes)? */
+static inline int ks_path_last_component_is(const char path[KS_UNIX_PATH_BUF], ks_u32 n,
+					    const char *name, ks_u32 name_len)
+{
+	ks_u32 start, diff = 0;
+
+	if (n < name_len || n > KS_UNIX_PATH_MAX)
+		return 0;
+	start = n - name_len;
+	if (start > 0 && KS_AT(path, start - 1) != '/')
+		return 0;
+	for (ks_u32 i = 0; i < KS_UNIX_PATH_MAX; i++) {
+		if (i >= name_len || start + i >= KS_UNIX_PATH_MAX)
+			break;
+		diff |= (ks_u32)(ks_u8)(KS_AT(path, start + i) ^ name[i]);
+	}
+	return diff == 0;
+}
+
+/* path: the sun_path bytes the app passed (len of them, NUL-terminated or not), zero-filled
+ * to KS_UNIX_PATH_BUF bytes. */
+static inline int ks_unix_path_refused(const char path[KS_UNIX_PATH_BUF], ks_u32 len)
+{
+	ks_u32 n;
+
+	if (len == 0 || path[0] == 0)
+		return 0;
+	if (len > KS_UNIX_PATH_MAX)
+		len = KS_UNIX_PATH_MAX;
+	n = ks_path_length(path, len);
+	return ks_path_last_component_is(path, n, "io.systemd.Resolve",
+					 sizeof("io.systemd.Resolve") - 1) ||
+	       KS_PREFIX(path, n, "/run/systemd/resolve/") ||
+	       KS_PREFIX(path, n, "/var/run/systemd/resolve/") ||
+	       KS_PREFIX(path, n, "/run/nscd/") || KS_PREFIX(path, n, "/var/run/nscd/");
+}
+
 #endif /* KILLSWITCH_POLICY_H */

@@ -22,19 +22,42 @@
 
 namespace ks {
 
-const std::array<HookInfo, 11> kHooks = {{
-    {"sock_create", BPF_CGROUP_INET_SOCK_CREATE},
-    {"connect4", BPF_CGROUP_INET4_CONNECT},
-    {"connect6", BPF_CGROUP_INET6_CONNECT},
-    {"sendmsg4", BPF_CGROUP_UDP4_SENDMSG},
-    {"sendmsg6", BPF_CGROUP_UDP6_SENDMSG},
-    {"egress", BPF_CGROUP_INET_EGRESS},
-    {"ingress", BPF_CGROUP_INET_INGRESS},
-    {"recvmsg4", BPF_CGROUP_UDP4_RECVMSG},
-    {"recvmsg6", BPF_CGROUP_UDP6_RECVMSG},
-    {"getpeername4", BPF_CGROUP_INET4_GETPEERNAME},
-    {"getpeername6", BPF_CGROUP_INET6_GETPEERNAME},
+const std::array<HookInfo, 12> kHooks = {{
+    {"sock_create", BPF_CGROUP_INET_SOCK_CREATE, false},
+    {"connect4", BPF_CGROUP_INET4_CONNECT, false},
+    {"connect6", BPF_CGROUP_INET6_CONNECT, false},
+    {"sendmsg4", BPF_CGROUP_UDP4_SENDMSG, false},
+    {"sendmsg6", BPF_CGROUP_UDP6_SENDMSG, false},
+    {"egress", BPF_CGROUP_INET_EGRESS, false},
+    {"ingress", BPF_CGROUP_INET_INGRESS, false},
+    {"recvmsg4", BPF_CGROUP_UDP4_RECVMSG, false},
+    {"recvmsg6", BPF_CGROUP_UDP6_RECVMSG, false},
+    {"getpeername4", BPF_CGROUP_INET4_GETPEERNAME, false},
+    {"getpeername6", BPF_CGROUP_INET6_GETPEERNAME, false},
+    {"connect_unix", kAttachUnixConnect, true},
 }};
+
+bool kernel_has_unix_hooks() {
+  static const bool has = [] {
+    // r0 = 1; exit: the smallest program the kernel accepts for the hook.
+    const bpf_insn insns[] = {
+        {BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 1},
+        {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
+    };
+    LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = kAttachUnixConnect);
+    UniqueFd prog(bpf_prog_load(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, "ks_probe_unix", "GPL", insns,
+                                sizeof(insns) / sizeof(insns[0]), &opts));
+    return static_cast<bool>(prog);
+  }();
+  return has;
+}
+
+std::vector<HookInfo> active_hooks() {
+  std::vector<HookInfo> hooks;
+  for (const HookInfo& hook : kHooks)
+    if (!hook.needs_unix_hooks || kernel_has_unix_hooks()) hooks.push_back(hook);
+  return hooks;
+}
 
 namespace {
 
@@ -58,6 +81,7 @@ bpf_program* program_for(killswitch_bpf* skel, const std::string& hook) {
   if (hook == "recvmsg6") return skel->progs.ks_recvmsg6;
   if (hook == "getpeername4") return skel->progs.ks_getpeername4;
   if (hook == "getpeername6") return skel->progs.ks_getpeername6;
+  if (hook == "connect_unix") return skel->progs.ks_connect_unix;
   throw Error("internal: unknown hook " + hook);
 }
 
@@ -82,6 +106,12 @@ Enforcement Enforcement::load(const std::string& pin_dir) {
   LIBBPF_OPTS(bpf_object_open_opts, opts, .pin_root_path = pin_dir.c_str());
   e.skel_.reset(killswitch_bpf__open_opts(&opts));
   if (!e.skel_) throw_errno("cannot open the BPF object");
+  // libbpf 1.1 cannot guess the type from "cgroup/connect_unix"; before Linux 6.7 the
+  // program is not loaded at all (and its kfunc need not resolve).
+  bpf_program* connect_unix = e.skel_->progs.ks_connect_unix;
+  bpf_program__set_type(connect_unix, BPF_PROG_TYPE_CGROUP_SOCK_ADDR);
+  bpf_program__set_expected_attach_type(connect_unix, kAttachUnixConnect);
+  if (!kernel_has_unix_hooks()) bpf_program__set_autoload(connect_unix, false);
   if (int err = killswitch_bpf__load(e.skel_.get()); err != 0)
     throw Error("cannot load the BPF programs (" + std::string(std::strerror(-err)) +
                     "); pinned maps under " + pin_dir +
@@ -95,7 +125,7 @@ void Enforcement::attach(const std::string& cgroup_path) {
   UniqueFd cgroup = open_cgroup(cgroup_path);
   std::uint64_t want_cgroup = cgroup_id(cgroup_path);
 
-  for (const HookInfo& hook : kHooks) {
+  for (const HookInfo& hook : active_hooks()) {
     int prog_fd = bpf_program__fd(program_for(skel_.get(), hook.name));
     std::string pin = link_pin_path(pin_dir_, hook.name);
 
@@ -145,7 +175,7 @@ void Enforcement::drop_stale_link_pins() const {
 }
 
 bool Enforcement::pins_present(const std::string& pin_dir) {
-  for (const HookInfo& hook : kHooks)
+  for (const HookInfo& hook : active_hooks())
     if (!exists(link_pin_path(pin_dir, hook.name))) return false;
   return true;
 }
@@ -166,7 +196,7 @@ void Enforcement::remove_pins(const std::string& pin_dir) {
 
 ProgramIds Enforcement::program_ids() const {
   ProgramIds ids;
-  for (const HookInfo& hook : kHooks)
+  for (const HookInfo& hook : active_hooks())
     ids[hook.name] = prog_id_of_fd(bpf_program__fd(program_for(skel_.get(), hook.name)));
   return ids;
 }
@@ -325,7 +355,7 @@ std::vector<std::uint32_t> query_effective_programs(int cgroup_fd, bpf_attach_ty
 
 std::string check_effective(int cgroup_fd, const ProgramIds& expected) {
   std::string missing;
-  for (const HookInfo& hook : kHooks) {
+  for (const HookInfo& hook : active_hooks()) {
     auto it = expected.find(hook.name);
     if (it == expected.end()) {
       missing += std::string(missing.empty() ? "" : ", ") + hook.name + " (no id reported)";

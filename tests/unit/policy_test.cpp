@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <ostream>
 #include <string>
@@ -31,6 +32,8 @@ const char* reason_name(ks_reason r) {
       return "BLOCK_CANARY";
     case KS_REASON_BLOCK_DNS:
       return "BLOCK_DNS";
+    case KS_REASON_BLOCK_LOCAL_RESOLVER:
+      return "BLOCK_LOCAL_RESOLVER";
   }
   return "?";
 }
@@ -386,3 +389,68 @@ TEST(PolicyReason, ValuesAreStable) {
 }
 
 }  // namespace
+
+// ---- connect_unix: unix sockets of services that resolve names on a caller's behalf ----
+
+namespace {
+
+// Calls the decision function the way the BPF program does: a zero-filled 108-byte
+// buffer and the length the app passed (with or without the trailing NUL).
+bool unix_refused(const std::string& path, bool with_nul = true) {
+  char buffer[KS_UNIX_PATH_BUF] = {};
+  std::size_t n = std::min<std::size_t>(path.size(), KS_UNIX_PATH_MAX);
+  path.copy(buffer, n);
+  auto len = static_cast<ks_u32>(with_nul && n < KS_UNIX_PATH_MAX ? n + 1 : n);
+  return ks_unix_path_refused(buffer, len) != 0;
+}
+
+}  // namespace
+
+TEST(UnixPathPolicy, RefusesResolvedAndNscdSockets) {
+  for (const char* path : {
+           "/run/systemd/resolve/io.systemd.Resolve", "/var/run/systemd/resolve/io.systemd.Resolve",
+           "/run/systemd/resolve/io.systemd.Resolve.Monitor", "/run/systemd/resolve/anything",
+           "/run/nscd/socket", "/var/run/nscd/socket",
+           "io.systemd.Resolve",                        // relative, cwd /run/systemd/resolve
+           "resolve/io.systemd.Resolve",                // relative, cwd /run/systemd
+           "/run//systemd/resolve/io.systemd.Resolve",  // doubled slash
+           "/run/./systemd/resolve/io.systemd.Resolve",
+           "/srv/chroot/run/systemd/resolve/io.systemd.Resolve",  // same socket bound elsewhere
+       }) {
+    EXPECT_TRUE(unix_refused(path)) << path;
+    EXPECT_TRUE(unix_refused(path, false)) << path << " (no NUL)";
+  }
+}
+
+TEST(UnixPathPolicy, LeavesOrdinarySocketsAlone) {
+  for (const char* path : {
+           "/run/dbus/system_bus_socket", "/tmp/.X11-unix/X0", "/run/user/1000/wayland-0",
+           "/run/systemd/journal/socket",
+           "/run/systemd/resolved.conf.d",  // not the directory itself
+           "/run/systemd/resolve",          // the directory name without a slash
+           "/run/nscd",                     // likewise
+           "/run/systemd/io.systemd.Resolvex", "/run/systemd/xio.systemd.Resolve",
+           "/run/systemd/io.systemd.Resolv", "io.systemd.Resolve/other",
+           "/tmp/run/nscd/socket",  // a prefix match is anchored at the root
+       }) {
+    EXPECT_FALSE(unix_refused(path)) << path;
+  }
+}
+
+TEST(UnixPathPolicy, AbstractAndUnnamedSocketsNeverMatch) {
+  EXPECT_FALSE(unix_refused(std::string("\0/run/nscd/socket", 17), false));
+  EXPECT_FALSE(unix_refused(std::string("\0io.systemd.Resolve", 19), false));
+  char empty[KS_UNIX_PATH_BUF] = {};
+  EXPECT_EQ(ks_unix_path_refused(empty, 0), 0);
+}
+
+TEST(UnixPathPolicy, StopsAtTheFirstNulAndAtTheBufferEnd) {
+  // Bytes after the terminator are not part of the path.
+  EXPECT_FALSE(unix_refused(std::string("/tmp/x\0/run/nscd/socket", 23), false));
+  EXPECT_TRUE(unix_refused(std::string("/run/nscd/socket\0garbage", 24), false));
+  // A full 108-byte path without a NUL is judged on its 108 bytes.
+  std::string longest = "/" + std::string(107 - 19, 'a') + "/io.systemd.Resolve";
+  ASSERT_EQ(longest.size(), 108u);
+  EXPECT_TRUE(unix_refused(longest, false));
+  EXPECT_FALSE(unix_refused(longest.substr(0, 107) + "x", false));
+}

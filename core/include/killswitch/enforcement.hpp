@@ -23,8 +23,19 @@ namespace ks {
 struct HookInfo {
   const char* name;  // "egress", "connect4", ...
   bpf_attach_type attach_type;
+  bool needs_unix_hooks;  // Linux 6.7+ only (cgroup/connect_unix)
 };
-extern const std::array<HookInfo, 11> kHooks;
+extern const std::array<HookInfo, 12> kHooks;
+
+// BPF_CGROUP_UNIX_CONNECT (Linux 6.7); Debian 12's kernel headers predate it.
+inline constexpr auto kAttachUnixConnect = static_cast<bpf_attach_type>(49);
+
+// True when the running kernel has the cgroup unix-socket hooks (probed once by loading
+// a trivial program for BPF_CGROUP_UNIX_CONNECT; needs CAP_BPF).
+bool kernel_has_unix_hooks();
+
+// The hooks this kernel has: all of kHooks, minus connect_unix before Linux 6.7.
+std::vector<HookInfo> active_hooks();
 
 // Program ids currently attached, by hook name; what ksrun compares with the kernel.
 using ProgramIds = std::map<std::string, std::uint32_t>;
