@@ -90,6 +90,11 @@ LAB_CONTROL_IP4=198.51.100.3         # client eth0, control traffic only
 LAB_CONTROL_IP6=2001:db8:1::3
 LAB_CONTROL_NET_IP4=203.0.113.11     # ISP loopback, served by the echo server too
 LAB_CONTROL_TARGET4=$LAB_CONTROL_NET_IP4:$LAB_ECHO_PORT
+# A second way out for escape tests (lab_side_netns_up): netns ksl<ID>x with x0 ↔ xisp0 (ISP).
+LAB_SIDE_IF=x0
+LAB_SIDE_ISP_IF=xisp0
+LAB_SIDE_IP4=192.0.2.2
+LAB_SIDE_GW_IP4=192.0.2.1
 
 # ---- the leak predicate ---------------------------------------------------------------------
 # The capture sees every frame the client puts on its physical link (tcpdump -i isp0 -Q in in
@@ -668,18 +673,18 @@ _lab_tcpdump_stop() {
   fi
 }
 
-# capture_start [NAME]: the leak detector: tcpdump on isp0 (ISP netns) of every frame coming
-# from the client, into $LAB_DIR/NAME.pcap (default "capture"), with LAB_CAPTURE_BUFFER_KIB,
+# capture_start [NAME [IF]]: the leak detector: tcpdump on isp0 (or IF, e.g. LAB_SIDE_ISP_IF;
+# ISP netns) of every frame coming from the client, into $LAB_DIR/NAME.pcap (default "capture"), with LAB_CAPTURE_BUFFER_KIB,
 # LAB_CAPTURE_SNAPLEN and SCHED_FIFO LAB_CAPTURE_PRIORITY (see "capture settings" above).
 capture_start() {
   _lab_need_up
-  local name=${1:-capture} pid
+  local name=${1:-capture} iface=${2:-$LAB_ISP_IF} pid
   if pid=$(_lab_capture_pid) && _lab_alive "$pid"; then
     fail "capture_start: a capture is already running"
   fi
   local pcap=$LAB_DIR/$name.pcap
   rm -f "$pcap"
-  _lab_tcpdump_start "$name" "$LAB_CAPTURE_PRIORITY" -i "$LAB_ISP_IF" -Q in -w "$pcap"
+  _lab_tcpdump_start "$name" "$LAB_CAPTURE_PRIORITY" -i "$iface" -Q in -w "$pcap"
   echo "$LAB_LAST_PID" >"$LAB_DIR/capture.pid"
   echo "$pcap" >"$LAB_DIR/capture.current"
 }
@@ -945,6 +950,29 @@ lab_up() {
     "$(tunnel_ifindex), dir $LAB_DIR"
 }
 
+# lab_side_netns_up IFINDEX: a third netns, ksl<ID>x, with its own way to the ISP: veth
+# x0 (created with ifindex IFINDEX, e.g. the tunnel's number) ↔ xisp0 in the ISP netns,
+# 192.0.2.2/24 ↔ 192.0.2.1/24, default route via the ISP. For "a protected app enters
+# another network namespace" tests; lab_down removes it. Prints the netns name.
+lab_side_netns_up() {
+  _lab_need_up
+  local ns=ksl${LAB_ID}x
+  ip netns add "$ns"
+  # IPv4 only: no IPv6 autoconfiguration chatter (MLD, RS, DAD) on the link, so that every
+  # frame the side namespace sends there is one a test sent.
+  ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 \
+    net.ipv6.conf.default.disable_ipv6=1
+  ip -n "$ns" link set lo up
+  ip -n "$ns" link add "$LAB_SIDE_IF" index "$1" type veth peer name "$LAB_SIDE_ISP_IF" \
+    netns "$LAB_NS_I"
+  ip -n "$ns" addr add "$LAB_SIDE_IP4/24" dev "$LAB_SIDE_IF"
+  ip -n "$ns" link set "$LAB_SIDE_IF" up
+  ip -n "$LAB_NS_I" addr add "$LAB_SIDE_GW_IP4/24" dev "$LAB_SIDE_ISP_IF"
+  ip -n "$LAB_NS_I" link set "$LAB_SIDE_ISP_IF" up
+  ip -n "$ns" route add default via "$LAB_SIDE_GW_IP4"
+  echo "$ns"
+}
+
 # _lab_kill_ns NS: SIGKILL every process in netns NS until none is left.
 _lab_kill_ns() {
   local ns=$1 pids i
@@ -966,7 +994,7 @@ lab_down() {
   [[ -n $LAB_ID ]] || return 0
   local ns rc=0 pid st name
   # Processes in the namespaces (wireguard-go, tcpdump, echo server, probes, ksd, ...).
-  for ns in "$LAB_NS_C" "$LAB_NS_I"; do _lab_kill_ns "$ns" || rc=1; done
+  for ns in "$LAB_NS_C" "$LAB_NS_I" "ksl${LAB_ID}x"; do _lab_kill_ns "$ns" || rc=1; done
   # Anything lab_spawn_* started that somehow left the namespaces.
   if [[ -s $LAB_DIR/spawned ]]; then
     while read -r pid st name; do
@@ -976,7 +1004,7 @@ lab_down() {
       fi
     done <"$LAB_DIR/spawned"
   fi
-  for ns in "$LAB_NS_C" "$LAB_NS_I"; do
+  for ns in "$LAB_NS_C" "$LAB_NS_I" "ksl${LAB_ID}x"; do
     if [[ -e /run/netns/$ns ]]; then ip netns del "$ns" || rc=1; fi
   done
   if [[ ${KS_LAB_KEEP:-0} == 1 ]]; then
@@ -990,14 +1018,14 @@ lab_down() {
 }
 
 # lab_reap_stale: remove labs whose owner shell is gone (e.g. SIGKILLed by a ctest timeout,
-# so its EXIT trap never ran). A lab's netns names carry the owner PID (ksl<PID>[a-z]c/i);
+# so its EXIT trap never ran). A lab's netns names carry the owner PID (ksl<PID>[a-z]c/i/x);
 # labs whose owner PID still exists are left alone. lab_up calls it.
 lab_reap_stale() {
   local f name owner d
   for f in /run/netns/ksl*; do
     [[ -e $f ]] || continue
     name=${f##*/}
-    [[ $name =~ ^ksl([0-9]+)[a-z]?[ci]$ ]] || continue
+    [[ $name =~ ^ksl([0-9]+)[a-z]?[cix]$ ]] || continue
     owner=${BASH_REMATCH[1]}
     [[ $owner != "$$" ]] || continue
     [[ ! -e /proc/$owner ]] || continue
