@@ -145,6 +145,11 @@ Daemon::Daemon(DaemonOptions options)
   listen_socket();
   log_info("enforcement attached to " + root_cgroup_ + ", pins in " + options_.pin_dir +
            ", admin socket " + options_.socket_path);
+  if (!kernel_has_unix_hooks())
+    log_warning(
+        "this kernel has no cgroup/connect_unix (Linux 6.7+): protected apps can still "
+        "resolve names through systemd-resolved's or nscd's unix socket, which send the "
+        "query outside the tunnel (docs/threat-model.md, Limits)");
 }
 
 ProfileIds Daemon::pinned_profile_ids() const {
