@@ -13,6 +13,7 @@ packages=(
   googletest libgtest-dev libgmock-dev clang-format
   # lab, demo and tests
   iproute2 wireguard-go wireguard-tools tcpdump util-linux procps iperf3 kmod python3
+  liburing-dev # ks-probe's io_uring sends
   # systemd test container
   systemd-container mmdebstrap
 )

@@ -12,8 +12,10 @@
 #   4. IPv6 with the IPv4-only tunnel: v4-mapped (::ffff:203.0.113.10) works through the
 #      tunnel; a real IPv6 destination fails at once (ENETUNREACH, < 50 ms).
 #   5. Socket tricks by the protected app, as root under ksrun (no CAP_NET_RAW/NET_ADMIN) and
-#      as nobody: SO_BINDTODEVICE eth0, IP_UNICAST_IF eth0, IP_PKTINFO ifindex eth0, sendmmsg,
-#      TCP Fast Open, raw and packet sockets. Each is refused or goes through the tunnel.
+#      as nobody: SO_BINDTODEVICE eth0, IP_UNICAST_IF / IPV6_UNICAST_IF eth0, IP_PKTINFO /
+#      IPV6_PKTINFO ifindex eth0, sendmmsg, TCP Fast Open, raw and packet sockets. Each is
+#      refused or goes through the tunnel. io_uring sends and connects likewise, and fail at
+#      once with the tunnel down.
 #   6. `unshare -Urn` inside the protected app: nothing reaches the physical link and the
 #      process stays in its protected cgroup.
 set -euo pipefail
@@ -23,7 +25,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/killswitch.sh"
 MAX_MS=50
 CTRL="src host $LAB_CONTROL_IP4 or src host $LAB_CONTROL_IP6"
 PROT="not ($CTRL)"
-TRICKS=plain,bindtodevice,unicast_if,pktinfo,sendmmsg,tfo,raw,packet
+TRICKS=plain,bindtodevice,unicast_if,pktinfo,unicast_if6,pktinfo6,sendmmsg,tfo,raw,packet
 
 # trick OUTPUT NAME FIELD: one field of attacks.py's line for NAME (2: OK or the errno name,
 # 3: replies, 4: ms).
@@ -52,6 +54,8 @@ import ctypes, errno, os, select, socket, struct, sys, time
 # attacks.py DST_IP PORT BASE_PORT SRC_IP IFNAME TRICK,...: one line per trick:
 #   <trick> <OK|ERRNO> <replies> <ms>
 dst, port, base, src, ifname = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+# IPv6 tricks: destination and source from the environment (the tunnel is IPv4-only).
+dst6, src6 = os.environ.get("DST6", "::1"), os.environ.get("SRC6", "::")
 tricks = sys.argv[6].split(",")
 N = 5
 try:
@@ -118,6 +122,14 @@ def trick(name, i):
         elif name == "unicast_if":
             s = udp4(i); s.setsockopt(socket.IPPROTO_IP, 50, struct.pack("!I", idx))
             sendn(s, lambda: s.sendto(b"uif", A))
+        elif name == "unicast_if6":
+            s = udp4(i, socket.AF_INET6, src6)
+            s.setsockopt(socket.IPPROTO_IPV6, 76, struct.pack("!I", idx))  # IPV6_UNICAST_IF
+            sendn(s, lambda: s.sendto(b"uif6", (dst6, port)))
+        elif name == "pktinfo6":
+            s = udp4(i, socket.AF_INET6, src6)
+            anc = [(socket.IPPROTO_IPV6, 50, struct.pack("=16si", socket.inet_pton(socket.AF_INET6, src6), idx))]
+            sendn(s, lambda: s.sendmsg([b"pktinfo6"], anc, 0, (dst6, port)))
         elif name == "pktinfo":
             s = udp4(i)
             anc = [(socket.IPPROTO_IP, 8, struct.pack("=i4s4s", idx, socket.inet_aton(src), b"\0" * 4))]
@@ -286,16 +298,17 @@ assert_no_leak "IPv6/v4-mapped: no protected frame on eth0" "$PROT"
 
 # ---- 5. socket tricks -------------------------------------------------------------------------
 capture_start tricks
+export DST6=$LAB_NET_IP6 SRC6=::
 ROOT_OUT=$(ks_run_client python3 "$PY" "$LAB_NET_IP4" "$LAB_ECHO_PORT" 44000 0.0.0.0 eth0 "$TRICKS")
-NOBODY_OUT=$(ks_run_nobody python3 "$PY" "$LAB_NET_IP4" "$LAB_ECHO_PORT" 44100 0.0.0.0 eth0 "$TRICKS")
-CTRL_OUT=$(lab_exec_client python3 "$PY" "$LAB_NET_IP4" "$LAB_ECHO_PORT" 44200 "$LAB_CONTROL_IP4" eth0 "$TRICKS")
+NOBODY_OUT=$(ks_run_nobody env DST6="$DST6" python3 "$PY" "$LAB_NET_IP4" "$LAB_ECHO_PORT" 44100 0.0.0.0 eth0 "$TRICKS")
+CTRL_OUT=$(SRC6=$LAB_CONTROL_IP6 lab_exec_client python3 "$PY" "$LAB_NET_IP4" "$LAB_ECHO_PORT" 44200 "$LAB_CONTROL_IP4" eth0 "$TRICKS")
 capture_stop
 lab_log "tricks, protected root:   $(tr '\n' ';' <<<"$ROOT_OUT")"
 lab_log "tricks, protected nobody: $(tr '\n' ';' <<<"$NOBODY_OUT")"
 lab_log "tricks, control:          $(tr '\n' ';' <<<"$CTRL_OUT")"
 IFS=, read -ra TRICK_LIST <<<"$TRICKS"
 for t in "${TRICK_LIST[@]}"; do
-  assert_ge "$(leak_count "src host $LAB_CONTROL_IP4 and src port $(trick_port 44200 "$t")")" 1 \
+  assert_ge "$(leak_count "($CTRL) and src port $(trick_port 44200 "$t")")" 1 \
     "trick $t control: unprotected, it leaks ($(trick "$CTRL_OUT" "$t" 2))"
   for who in root nobody; do
     if [[ $who == root ]]; then base=44000 res=$ROOT_OUT; else base=44100 res=$NOBODY_OUT; fi
@@ -310,7 +323,33 @@ for t in "${TRICK_LIST[@]}"; do
 done
 assert_no_leak "socket tricks: no protected frame on eth0" "$PROT"
 
-# ---- 6. unshare -Urn inside the protected app -------------------------------------------------
+# ---- 6. io_uring: sends and connects that never pass through send()/connect() --------------
+capture_start uring
+for proto in udp tcp; do
+  flag=()
+  [[ $proto == tcp ]] && flag=(--tcp)
+  out=$(ks_run_client "$KS_PROBE" uring --dst "$LAB_TARGET4" --count 5 "${flag[@]}")
+  assert_eq "$(json_get "$out" /replies)" 5 "io_uring $proto, protected: answered through the tunnel"
+  out=$(lab_probe_client uring --dst "$LAB_TARGET4" --src "$LAB_CONTROL_IP4" --count 5 "${flag[@]}")
+  assert_eq "$(json_get "$out" /replies)" 5 "io_uring $proto control: unprotected is answered"
+done
+tunnel_down
+ks_wait_tunnel_state down
+for proto in udp tcp; do
+  flag=()
+  [[ $proto == tcp ]] && flag=(--tcp)
+  out=$(ks_run_client "$KS_PROBE" uring --dst "$LAB_TARGET4" --count 5 "${flag[@]}")
+  # ks-probe uring stops at the first error.
+  assert_eq "$(json_get "$out" /sent)/$(json_get "$out" /errors/ENETUNREACH 0)" 0/1 \
+    "io_uring $proto, protected, tunnel down: refused with ENETUNREACH"
+done
+tunnel_up
+ks_wait_tunnel_state up
+capture_stop
+assert_ge "$(leak_count "($CTRL) and dst port $LAB_ECHO_PORT")" 10 "io_uring control: the detector sees it"
+assert_no_leak "io_uring: no protected frame on eth0" "$PROT"
+
+# ---- 7. unshare -Urn inside the protected app -------------------------------------------------
 capture_start unshare
 out=$(ks_run_client unshare -Urn sh -c '
   ip link set lo up

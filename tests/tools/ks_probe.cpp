@@ -9,6 +9,9 @@
 //   tcp  --dst IP:PORT [--count N] [--duration S] [--interval-ms MS] [--timeout-ms MS]
 //        every attempt: new socket, connect (with timeout), send a line, wait for its echo
 //   connect-time --dst IP:PORT [--udp]            one connect(), its errno and its latency
+//   uring --dst IP:PORT [--count N] [--tcp]       the same sends through io_uring: N UDP
+//        IORING_OP_SENDMSG (unconnected), or IORING_OP_CONNECT + IORING_OP_SEND; then waits
+//        for the echoes with plain recv()
 //   json-get POINTER [--default V]                script helper, not a probe: prints one value
 //                                                 of the JSON line on stdin (no jq needed)
 //
@@ -27,6 +30,7 @@
 // 2 on a usage or setup error (the JSON line then has an "error" member).
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <liburing.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -43,6 +47,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <iostream>
 #include <limits>
 #include <list>
@@ -551,6 +556,92 @@ int run_connect_time(const ConnectTimeOpts& o) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// uring: sends that never pass through the send()/connect() system calls
+
+struct UringOpts {
+  std::string dst;
+  uint64_t count = 5;
+  bool tcp = false;
+  ClientOpts client;
+};
+
+// Submits one prepared SQE and returns its result (>= 0, or -errno).
+int uring_one(io_uring* ring, const std::function<void(io_uring_sqe*)>& prepare) {
+  io_uring_sqe* sqe = io_uring_get_sqe(ring);
+  if (!sqe) setup_fail("io_uring_get_sqe", EBUSY);
+  prepare(sqe);
+  if (int r = io_uring_submit(ring); r < 0) setup_fail("io_uring_submit", -r);
+  io_uring_cqe* cqe = nullptr;
+  if (int r = io_uring_wait_cqe(ring, &cqe); r < 0) setup_fail("io_uring_wait_cqe", -r);
+  int res = cqe->res;
+  io_uring_cqe_seen(ring, cqe);
+  return res;
+}
+
+int run_uring(const UringOpts& o) {
+  Endpoint dst = parse_endpoint(o.dst);
+  io_uring ring{};
+  if (int r = io_uring_queue_init(8, &ring, 0); r < 0) setup_fail("io_uring_queue_init", -r);
+  std::string stage;
+  int raw = make_socket(dst.family, o.tcp ? SOCK_STREAM : SOCK_DGRAM, o.client, &stage);
+  if (raw < 0) {
+    io_uring_queue_exit(&ring);
+    setup_fail(stage, -raw);
+  }
+  ks::UniqueFd fd(raw);
+  // Blocking semantics for io_uring (it handles readiness itself).
+  ::fcntl(fd.get(), F_SETFL, ::fcntl(fd.get(), F_GETFL) & ~O_NONBLOCK);
+  Counters errors;
+  uint64_t sent = 0;
+  char payload[32] = "ks-probe uring";
+  if (o.tcp) {
+    int r = uring_one(&ring, [&](io_uring_sqe* sqe) {
+      io_uring_prep_connect(sqe, fd.get(), reinterpret_cast<const sockaddr*>(&dst.ss), dst.len);
+    });
+    if (r < 0) errors[errno_name(-r)]++;
+  }
+  for (uint64_t i = 0; i < o.count && errors.empty(); i++) {
+    int r;
+    if (o.tcp) {
+      r = uring_one(&ring, [&](io_uring_sqe* sqe) {
+        io_uring_prep_send(sqe, fd.get(), payload, sizeof(payload), MSG_NOSIGNAL);
+      });
+    } else {
+      iovec iov{payload, sizeof(payload)};
+      msghdr msg{};
+      msg.msg_name = const_cast<sockaddr_storage*>(&dst.ss);
+      msg.msg_namelen = dst.len;
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      r = uring_one(&ring,
+                    [&](io_uring_sqe* sqe) { io_uring_prep_sendmsg(sqe, fd.get(), &msg, 0); });
+    }
+    if (r < 0)
+      errors[errno_name(-r)]++;
+    else
+      sent++;
+  }
+  io_uring_queue_exit(&ring);
+  // Echoes: UDP one per datagram, TCP a byte stream of the same total length.
+  uint64_t replies = 0, received = 0, want = sent * sizeof(payload);
+  auto end = Clock::now() + std::chrono::milliseconds(1000);
+  while (sent > 0 && received < want && Clock::now() < end) {
+    pollfd pfd{fd.get(), POLLIN, 0};
+    if (::poll(&pfd, 1, 50) <= 0) continue;
+    char buf[2048];
+    ssize_t n = ::recv(fd.get(), buf, sizeof(buf), MSG_DONTWAIT);
+    if (n <= 0) break;
+    received += o.tcp ? static_cast<uint64_t>(n) : sizeof(payload);
+    if (!o.tcp) replies++;
+  }
+  if (o.tcp) replies = received / sizeof(payload);
+  json j = {{"cmd", "uring"}, {"dst", o.dst},       {"proto", o.tcp ? "tcp" : "udp"},
+            {"sent", sent},   {"replies", replies}, {"errors", errors}};
+  emit(j);
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
 // echo-server
 
 struct EchoOpts {
@@ -808,6 +899,13 @@ int main(int argc, char** argv) {
   ct_cmd->add_option("--timeout-ms", ct.timeout_ms, "TCP connect timeout (default 3000)");
   add_client_opts(ct_cmd, ct.client);
 
+  UringOpts uring;
+  auto* uring_cmd = app.add_subcommand("uring", "UDP sendmsg or TCP connect+send via io_uring");
+  uring_cmd->add_option("--dst", uring.dst, "destination IP:PORT")->required();
+  uring_cmd->add_option("--count", uring.count, "number of sends (default 5)");
+  uring_cmd->add_flag("--tcp", uring.tcp, "IORING_OP_CONNECT + IORING_OP_SEND instead of UDP");
+  add_client_opts(uring_cmd, uring.client);
+
   std::string pointer;
   std::optional<std::string> missing_default;
   auto* jg_cmd = app.add_subcommand(
@@ -831,6 +929,7 @@ int main(int argc, char** argv) {
     if (*udp_cmd) return run_udp(udp);
     if (*tcp_cmd) return run_tcp(tcp);
     if (*ct_cmd) return run_connect_time(ct);
+    if (*uring_cmd) return run_uring(uring);
   } catch (const SetupError& e) {
     emit({{"cmd", cmd}, {"error", e.what}, {"errno", errno_name(e.err)}});
     return 2;
