@@ -248,9 +248,16 @@ assert_eq "$(tr ' ' '\n' <<<"$eff" | uniq -d | tr '\n' ' ')" "" \
 assert_eq "$eff" "$TYPES_BEFORE" "D: every hook is effective for the protected app"
 ids_bpftool=$(bpftool cgroup show "$KS_CGROUP_ROOT" | awk 'NR > 1 && NF { print $1 }' |
   sort -n | tr '\n' ' ')
-ids_status=$(json_pairs "$st" /programs/ids | cut -d: -f2 |
+# Debian 12's bpftool (7.1) does not know attach types newer than Linux 6.1, so the
+# cgroup/connect_unix hook (attach type 49) is checked with ks-probe prog-query.
+ids_status=$(json_pairs "$st" /programs/ids | grep -v '^connect_unix:' | cut -d: -f2 |
   sort -n | tr '\n' ' ')
 assert_eq "$ids_bpftool" "$ids_status" "D: the attached programs are those the new ksd loaded"
+unix_id=$(json_get "$st" /programs/ids/connect_unix)
+assert_eq "$("$KS_PROBE" prog-query "$KS_CGROUP_ROOT" 49 | tr -d ' ')" \
+  "{\"cmd\":\"prog-query\",\"ids\":[$unix_id]}" "D: connect_unix attached once, the new ksd's program"
+assert_eq "$("$KS_PROBE" prog-query "$(_ks_cgroup2_mount)$UDP_CGROUP" 49 --effective | tr -d ' ')" \
+  "{\"cmd\":\"prog-query\",\"ids\":[$unix_id]}" "D: connect_unix effective once for the protected app"
 _lab_sleep 0.5
 
 # ---- stop everything, read the results -----------------------------------------------------------

@@ -12,6 +12,8 @@
 //   uring --dst IP:PORT [--count N] [--tcp]       the same sends through io_uring: N UDP
 //        IORING_OP_SENDMSG (unconnected), or IORING_OP_CONNECT + IORING_OP_SEND; then waits
 //        for the echoes with plain recv()
+//   prog-query CGROUP ATTACH_TYPE [--effective]   BPF_PROG_QUERY: {"ids":[...]} (for hooks
+//                                                 Debian 12's bpftool does not know, e.g. 49)
 //   json-get POINTER [--default V]                script helper, not a probe: prints one value
 //                                                 of the JSON line on stdin (no jq needed)
 //
@@ -29,6 +31,7 @@
 // Exit status: 0 when the probe ran (whatever the network did: the JSON is the result),
 // 2 on a usage or setup error (the JSON line then has an "error" member).
 #include <arpa/inet.h>
+#include <bpf/bpf.h>
 #include <fcntl.h>
 #include <liburing.h>
 #include <net/if.h>
@@ -57,6 +60,7 @@
 #include <string>
 #include <vector>
 
+#include "killswitch/cgroup.hpp"
 #include "killswitch/error.hpp"
 #include "killswitch/fd.hpp"
 #include "killswitch/ipc.hpp"
@@ -860,6 +864,24 @@ int seqpacket_call(const std::string& path) {
   }
 }
 
+int prog_query(const std::string& cgroup, unsigned attach_type, bool effective) {
+  try {
+    ks::UniqueFd fd = ks::open_cgroup(cgroup);
+    std::vector<uint32_t> ids(64);
+    auto count = static_cast<__u32>(ids.size());
+    __u32 flags = 0;
+    if (bpf_prog_query(fd.get(), static_cast<bpf_attach_type>(attach_type),
+                       effective ? BPF_F_QUERY_EFFECTIVE : 0, &flags, ids.data(), &count) != 0)
+      throw ks::Error(std::string("BPF_PROG_QUERY: ") + std::strerror(errno));
+    ids.resize(count);
+    emit({{"cmd", "prog-query"}, {"ids", ids}});
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "ks-probe prog-query: " << e.what() << "\n";
+    return 2;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -906,6 +928,14 @@ int main(int argc, char** argv) {
   uring_cmd->add_flag("--tcp", uring.tcp, "IORING_OP_CONNECT + IORING_OP_SEND instead of UDP");
   add_client_opts(uring_cmd, uring.client);
 
+  std::string query_cgroup;
+  unsigned query_type = 0;
+  bool query_effective = false;
+  auto* pq_cmd = app.add_subcommand("prog-query", "BPF_PROG_QUERY of one hook on a cgroup");
+  pq_cmd->add_option("cgroup", query_cgroup, "cgroup directory")->required();
+  pq_cmd->add_option("attach_type", query_type, "attach type number")->required();
+  pq_cmd->add_flag("--effective", query_effective, "effective programs (inherited too)");
+
   std::string pointer;
   std::optional<std::string> missing_default;
   auto* jg_cmd = app.add_subcommand(
@@ -921,6 +951,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (*jg_cmd) return json_get(pointer, missing_default);
   if (*sp_cmd) return seqpacket_call(socket_path);
+  if (*pq_cmd) return prog_query(query_cgroup, query_type, query_effective);
   setup_signals();
 
   std::string cmd = app.get_subcommands().front()->get_name();
