@@ -1,19 +1,28 @@
-// ksctl — the Killswitch admin CLI: status, list, reload and teardown.
+// ksctl — the Killswitch admin CLI: status, list, reload, protect, verify --self, systemd
+// protect/unprotect and teardown.
 //
 // Read commands ask ksd over the admin socket; teardown works on the pinned state
 // directly, so protection can be removed even with ksd gone.
+#include <limits.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <set>
 #include <string>
 
 #include "killswitch/cgroup.hpp"
+#include "killswitch/config.hpp"
 #include "killswitch/enforcement.hpp"
 #include "killswitch/error.hpp"
 #include "killswitch/ipc.hpp"
+#include "killswitch/launch_proof.hpp"
 #include "killswitch/routing.hpp"
+#include "killswitch/systemd_units.hpp"
 
 namespace {
 
@@ -128,6 +137,162 @@ int teardown(const std::string& pin_dir, const std::string& slice, bool kill_app
   return kOk;
 }
 
+// ---- verify --self: is the caller's own cgroup covered by enforcement? ----
+
+// One line per check; "FAIL" lines make the exit status non-zero.
+struct Checks {
+  bool failed = false;
+  void line(const char* verdict, const std::string& check, const std::string& detail) {
+    const char* color = std::string(verdict) == "ok"     ? "32"
+                        : std::string(verdict) == "FAIL" ? "31"
+                                                         : "33";
+    std::printf("%s %s: %s\n", paint(pad(verdict, 4), color).c_str(), check.c_str(),
+                detail.c_str());
+    if (std::string(verdict) == "FAIL") failed = true;
+  }
+};
+
+int verify_self(const std::string& pin_dir, const std::string& slice) {
+  Checks checks;
+  std::string cgroup = ks::cgroup_of_pid(0);
+  bool inside = cgroup == "/" + slice || cgroup.rfind("/" + slice + "/", 0) == 0;
+  checks.line(inside ? "ok" : "FAIL", "cgroup",
+              cgroup + (inside ? " is in the protected tree" : " is not below /" + slice));
+
+  bool pins_checked = false;
+  ks::ProgramIds pinned;
+  if (::geteuid() == 0) {
+    try {
+      pinned = ks::Enforcement::pinned_program_ids(pin_dir);
+      pins_checked = true;
+      checks.line("ok", "pins", std::to_string(pinned.size()) + " programs pinned in " + pin_dir);
+    } catch (const ks::Error& e) {
+      checks.line("FAIL", "pins", e.what());
+    }
+  } else {
+    checks.line("skip", "pins", "needs root (the pin directory is root-only)");
+  }
+
+  if (pins_checked && ks::can_query_programs()) {
+    try {
+      ks::UniqueFd cg = ks::open_cgroup(ks::find_cgroup2_mount() + cgroup);
+      std::string missing = ks::check_effective(cg.get(), pinned);
+      checks.line(missing.empty() ? "ok" : "FAIL", "effective",
+                  missing.empty() ? "every pinned program is in force on this cgroup"
+                                  : "not in force on this cgroup: " + missing);
+    } catch (const ks::Error& e) {
+      checks.line("FAIL", "effective", e.what());
+    }
+  } else {
+    checks.line(
+        "skip", "effective",
+        pins_checked ? "needs CAP_NET_ADMIN (BPF_PROG_QUERY)" : "no pinned programs to compare");
+  }
+
+  try {
+    ks::prove_canaries();
+    checks.line("ok", "canaries",
+                "this process's sockets are judged (egress drop, connect refusal)");
+  } catch (const ks::Error& e) {
+    checks.line("FAIL", "canaries", e.what());
+  }
+  if (checks.failed) {
+    std::fprintf(stderr, "ksctl: this process is NOT protected by Killswitch\n");
+    return kFailed;
+  }
+  std::printf("protected: %s\n", cgroup.c_str());
+  return kOk;
+}
+
+// ---- systemd protect / unprotect ----
+
+std::string self_exe() {
+  char buf[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) ks::throw_errno("cannot read /proc/self/exe");
+  return std::string(buf, static_cast<std::size_t>(n));
+}
+
+// The profiles ksd knows; from the config file when ksd does not answer.
+std::set<std::string> known_profiles(const std::string& socket_path, const std::string& config) {
+  std::set<std::string> names;
+  try {
+    nlohmann::json reply = ks::ipc::call(socket_path, {{"op", "status"}});
+    if (reply.value("ok", false) && reply.contains("profiles")) {
+      for (const auto& [name, p] : reply["profiles"].items()) names.insert(name);
+      return names;
+    }
+  } catch (const ks::Error&) {
+    // ksd is down: the configuration file says which profiles will exist.
+  }
+  for (const auto& p : ks::load_config(config).profiles) names.insert(p.name);
+  return names;
+}
+
+void write_file_atomically(const std::string& path, const std::string& text) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << text;
+    out.close();
+    if (!out) ks::throw_errno("cannot write " + tmp);
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) ks::throw_errno("cannot rename " + tmp);
+}
+
+int systemd_protect(const std::string& unit, const std::string& profile,
+                    const std::string& unit_dir, const std::string& socket_path,
+                    const std::string& config) {
+  if (::geteuid() != 0) throw ks::Error("systemd protect needs root (it writes " + unit_dir + ")");
+  std::string service = ks::systemd::service_name(unit);
+  auto profiles = known_profiles(socket_path, config);
+  if (!profiles.count(profile)) {
+    std::string list;
+    for (const auto& p : profiles) list += (list.empty() ? "" : ", ") + p;
+    throw ks::Error("unknown profile '" + profile + "' (known: " + list + ")");
+  }
+  std::string state = ks::systemd::load_state(service);
+  if (state == "not-found")
+    throw ks::Error("unknown unit " + service + " (systemctl cat " + service + ")");
+  if (state == "masked") throw ks::Error(service + " is masked");
+  std::string path = ks::systemd::drop_in_path(unit_dir, service);
+  std::string text = ks::systemd::drop_in_text(profile, self_exe());
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+  if (ec)
+    throw ks::Error("cannot create " + std::filesystem::path(path).parent_path().string() + ": " +
+                    ec.message());
+  std::ifstream old(path);
+  std::string current((std::istreambuf_iterator<char>(old)), std::istreambuf_iterator<char>());
+  bool changed = current != text;
+  if (changed) write_file_atomically(path, text);
+  ks::systemd::daemon_reload();
+  std::printf("%s %s: runs in %s (profile %s), drop-in %s\n", service.c_str(),
+              changed ? "protected" : "already protected",
+              ks::systemd::profile_slice(profile).c_str(), profile.c_str(), path.c_str());
+  if (changed && ks::systemd::active_state(service) == "active")
+    std::printf(
+        "%s is running: restart it to move it into the protected slice "
+        "(systemctl restart %s)\n",
+        service.c_str(), service.c_str());
+  return kOk;
+}
+
+int systemd_unprotect(const std::string& unit, const std::string& unit_dir) {
+  if (::geteuid() != 0)
+    throw ks::Error("systemd unprotect needs root (it writes " + unit_dir + ")");
+  std::string service = ks::systemd::service_name(unit);
+  std::string path = ks::systemd::drop_in_path(unit_dir, service);
+  bool existed = ::unlink(path.c_str()) == 0;
+  if (!existed && errno != ENOENT) ks::throw_errno("cannot remove " + path);
+  ::rmdir(std::filesystem::path(path).parent_path().c_str());  // only if now empty
+  ks::systemd::daemon_reload();
+  std::printf(
+      "%s %s\n", service.c_str(),
+      existed ? "unprotected (restart it to leave the protected slice)" : "was not protected");
+  return kOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -164,6 +329,28 @@ int main(int argc, char** argv) {
   down->add_option("--slice", slice, "protected tree name")->capture_default_str();
   down->add_flag("--kill-apps", kill_apps, "kill protected processes first");
 
+  bool verify_self_flag = false;
+  auto* verify = app.add_subcommand("verify", "check that enforcement covers a process");
+  verify->add_flag("--self", verify_self_flag,
+                   "check the caller's own cgroup (for ExecStartPre=); exit 0 only if protected");
+  verify->add_option("--slice", slice, "protected tree name")->capture_default_str();
+
+  std::string unit, unit_profile = "default", unit_dir = ks::systemd::kDefaultUnitDir;
+  std::string config_path(ks::kDefaultConfigPath);
+  auto* sd = app.add_subcommand("systemd", "put services into the protected slice");
+  sd->require_subcommand(1);
+  auto* sd_protect = sd->add_subcommand(
+      "protect", "write the drop-in that runs UNIT protected, then daemon-reload");
+  sd_protect->add_option("unit", unit, "service name (foo or foo.service)")->required();
+  sd_protect->add_option("--profile", unit_profile, "profile")->capture_default_str();
+  sd_protect->add_option("--config", config_path, "config file, read when ksd is down")
+      ->capture_default_str();
+  auto* sd_unprotect =
+      sd->add_subcommand("unprotect", "remove the drop-in of UNIT, then daemon-reload");
+  sd_unprotect->add_option("unit", unit, "service name")->required();
+  for (auto* cmd : {sd_protect, sd_unprotect})
+    cmd->add_option("--unit-dir", unit_dir, "where drop-ins go")->capture_default_str();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -173,6 +360,18 @@ int main(int argc, char** argv) {
 
   try {
     if (down->parsed()) return teardown(pin_dir, slice, kill_apps);
+    if (verify->parsed()) {
+      if (!verify_self_flag) {
+        std::fprintf(stderr,
+                     "ksctl: the live end-to-end self-test is not implemented yet; "
+                     "`ksctl verify --self` checks the caller's own protection\n");
+        return kUsage;
+      }
+      return verify_self(pin_dir, slice);
+    }
+    if (sd_protect->parsed())
+      return systemd_protect(unit, unit_profile, unit_dir, socket_path, config_path);
+    if (sd_unprotect->parsed()) return systemd_unprotect(unit, unit_dir);
 
     nlohmann::json request;
     if (status->parsed())

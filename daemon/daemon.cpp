@@ -135,6 +135,7 @@ Daemon::Daemon(DaemonOptions options)
   adopt_existing_apps();
   apply_policy("start");
   enforcement_.attach(root_cgroup_);
+  attached_root_id_ = cgroup_id(root_cgroup_);
 
   // Prove it before saying ready: every hook must be effective on the tree root.
   UniqueFd root = open_cgroup(root_cgroup_);
@@ -142,7 +143,7 @@ Daemon::Daemon(DaemonOptions options)
   if (!missing.empty())
     throw Error("programs not effective on " + root_cgroup_ + " after attach: " + missing);
 
-  listen_socket();
+  if (!options_.attach_only) listen_socket();
   log_info("enforcement attached to " + root_cgroup_ + ", pins in " + options_.pin_dir +
            ", admin socket " + options_.socket_path);
   if (!kernel_has_unix_hooks())
@@ -342,6 +343,10 @@ void Daemon::run() {
     if (::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) throw_errno("epoll_ctl");
   }
 
+  std::uint64_t watchdog_usec = 0;
+  watchdog_ = sd_watchdog_enabled(0, &watchdog_usec) > 0;
+  if (watchdog_ && watchdog_usec < 2 * kSweepIntervalSeconds * 1000000ull)
+    log_warning("WatchdogSec= is shorter than twice the 1 s sweep; expect watchdog kills");
   sd_notify(0, "READY=1");
   for (;;) {
     epoll_event events[16];
@@ -385,7 +390,9 @@ void Daemon::run() {
             policy_stale_ = false;
             log_info("policy is current again");
           }
+          guard_tree();
           sweep_apps();
+          if (watchdog_) sd_notify(0, "WATCHDOG=1");
         } catch (const std::exception& e) {
           log_error(std::string("periodic work failed (will retry): ") + e.what());
           policy_stale_ = true;
@@ -563,6 +570,26 @@ nlohmann::json Daemon::protect(const ipc::Request& request) {
   log_info("protect: " + who + " adopted into " + relative(app.path) + " (profile " +
            request.profile + "); its threads and future children are protected");
   return {{"ok", true}, {"cgroup", relative(app.path)}, {"profile", request.profile}};
+}
+
+void Daemon::guard_tree() {
+  // systemd removes a slice's cgroup when the slice is stopped and makes a new, empty one
+  // (without our programs) when it is started again. Re-create it at once and attach
+  // again; protected units check their own cgroup before they start (ksctl verify --self
+  // in their ExecStartPre), so the second between the two cannot start one unprotected.
+  bool missing = ensure_cgroup_dir(root_cgroup_);
+  std::uint64_t id = cgroup_id(root_cgroup_);
+  if (!missing && id == attached_root_id_) return;
+  log_warning("the protected tree " + root_cgroup_ + " was " +
+              (missing ? "removed" : "re-created") + "; attaching again");
+  apply_policy("tree re-created");
+  enforcement_.attach(root_cgroup_);
+  attached_root_id_ = id;
+  UniqueFd root = open_cgroup(root_cgroup_);
+  std::string not_effective = check_effective(root.get(), enforcement_.program_ids());
+  if (!not_effective.empty())
+    throw Error("programs not effective on " + root_cgroup_ + " after attach: " + not_effective);
+  log_info("enforcement attached again to " + root_cgroup_);
 }
 
 void Daemon::sweep_apps() {

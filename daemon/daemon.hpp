@@ -22,6 +22,9 @@ struct DaemonOptions {
   std::string socket_path;
   std::string pin_dir = "/sys/fs/bpf/killswitch";
   std::string slice = "killswitch.slice";
+  // Put enforcement in place (maps, rules, pinned links) and exit without serving: the
+  // early-boot unit, before any network is up. A later ksd re-adopts the pins.
+  bool attach_only = false;
 };
 
 class Daemon {
@@ -47,6 +50,7 @@ class Daemon {
   void adopt_existing_apps();
   void listen_socket();
   void sweep_apps();
+  void guard_tree();
   void on_client(int fd);
   nlohmann::json handle(const ipc::Request& request, const ipc::PeerCred& peer);
   nlohmann::json status_json();
@@ -71,6 +75,8 @@ class Daemon {
   PolicyRouting routing_;
   PolicyPlan plan_;
   std::map<std::uint64_t, App> apps_;
+  std::uint64_t attached_root_id_ = 0;  // cgroup id of the tree root the links are on
+  bool watchdog_ = false;               // WatchdogSec= set: ping on every sweep
   UniqueFd listen_fd_, epoll_fd_, signal_fd_, timer_fd_;
   std::map<int, UniqueFd> clients_;
   std::optional<gid_t> admin_gid_;

@@ -28,6 +28,9 @@ int main(int argc, char** argv) {
                    ? std::string("must be a single directory name")
                    : std::string();
       });
+  app.add_flag("--attach-only", options.attach_only,
+               "put enforcement in place (pinned programs, maps, routing rules) and exit; for "
+               "the early-boot unit");
   CLI11_PARSE(app, argc, argv);
 
   if (::geteuid() != 0) {
@@ -36,6 +39,10 @@ int main(int argc, char** argv) {
   }
   try {
     ks::Daemon daemon(options);
+    if (options.attach_only) {
+      ks::log_info("enforcement is in place and pinned; exiting (--attach-only)");
+      return 0;
+    }
     daemon.run();
   } catch (const ks::Error& e) {
     ks::log_error(e.what());

@@ -194,6 +194,21 @@ void Enforcement::remove_pins(const std::string& pin_dir) {
     throw_errno("cannot remove pin directory " + pin_dir);
 }
 
+ProgramIds Enforcement::pinned_program_ids(const std::string& pin_dir) {
+  ProgramIds ids;
+  for (const HookInfo& hook : active_hooks()) {
+    std::string pin = link_pin_path(pin_dir, hook.name);
+    UniqueFd link(bpf_obj_get(pin.c_str()));
+    if (!link) throw_errno("no pinned " + std::string(hook.name) + " link at " + pin);
+    bpf_link_info info{};
+    __u32 len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(link.get(), &info, &len) != 0)
+      throw_errno("cannot read the pinned " + std::string(hook.name) + " link");
+    ids[hook.name] = info.prog_id;
+  }
+  return ids;
+}
+
 ProgramIds Enforcement::program_ids() const {
   ProgramIds ids;
   for (const HookInfo& hook : active_hooks())

@@ -77,6 +77,23 @@ void prove_protection(const nlohmann::json& reply) {
   if (want.empty() || have != want)
     throw Error("not in the protected cgroup (expected " + want + ", in " + have + ")");
 
+  prove_canaries();
+
+  if (can_query_programs()) {
+    ProgramIds expected;
+    if (reply.contains("program_ids") && reply["program_ids"].is_object())
+      for (const auto& [hook, id] : reply["program_ids"].items())
+        if (id.is_number_unsigned()) expected[hook] = id.get<std::uint32_t>();
+    UniqueFd cg = open_cgroup(find_cgroup2_mount() + have);
+    std::string missing = check_effective(cg.get(), expected);
+    if (!missing.empty())
+      throw Error("programs missing from this cgroup's effective list: " + missing);
+  }
+}
+
+bool can_query_programs() { return has_effective_cap(CAP_NET_ADMIN); }
+
+void prove_canaries() {
   int proven_families = 0;
   for (int family : {AF_INET, AF_INET6}) {
     const char* fam = family == AF_INET ? "IPv4" : "IPv6";
@@ -96,17 +113,6 @@ void prove_protection(const nlohmann::json& reply) {
   // A family may be missing on a host, but a proof with no evidence at all is no proof.
   if (proven_families == 0)
     throw Error("cannot run the enforcement canaries (no IPv4 or IPv6 loopback socket)");
-
-  if (has_effective_cap(CAP_NET_ADMIN)) {
-    ProgramIds expected;
-    if (reply.contains("program_ids") && reply["program_ids"].is_object())
-      for (const auto& [hook, id] : reply["program_ids"].items())
-        if (id.is_number_unsigned()) expected[hook] = id.get<std::uint32_t>();
-    UniqueFd cg = open_cgroup(find_cgroup2_mount() + have);
-    std::string missing = check_effective(cg.get(), expected);
-    if (!missing.empty())
-      throw Error("programs missing from this cgroup's effective list: " + missing);
-  }
 }
 
 void drop_bypass_capabilities() {

@@ -67,6 +67,9 @@ class Enforcement {
   static void remove_pins(const std::string& pin_dir);
 
   ProgramIds program_ids() const;
+  // The programs the pinned links under pin_dir run, by hook (no ksd needed; the pin
+  // directory is root-only). Throws ks::Error naming a missing or unreadable pin.
+  static ProgramIds pinned_program_ids(const std::string& pin_dir);
 
   // Map access.
   void write_config(const ks_config& config);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <string>
 
 namespace ks {
 
@@ -15,6 +16,12 @@ namespace ks {
 //     effective program list of this cgroup. Without it, ksd ran the same query before
 //     answering.
 void prove_protection(const nlohmann::json& launch_reply);
+
+// The functional part of the proof on its own (step 2 above). Throws ks::Error.
+void prove_canaries();
+
+// True when this process may run BPF_PROG_QUERY (CAP_NET_ADMIN effective).
+bool can_query_programs();
 
 // Removes CAP_NET_RAW and CAP_NET_ADMIN from the bounding, ambient, inheritable,
 // permitted and effective sets: with them a process could open packet sockets (which
