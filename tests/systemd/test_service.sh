@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# systemd integration against a real systemd manager (a booted container that shares the
+# leak lab's client network namespace, so its services use the lab's eth0 and wg0, and the
+# lab's detector on the ISP side sees what they send):
+#   1. ksd.service (Type=notify) is active only once enforcement is attached; STATUS=
+#      shows the tunnel; `ksctl systemd protect` refuses unknown units, bad names and
+#      unknown profiles, is idempotent, and moves the service into killswitch-default.slice;
+#   2. `ksctl verify --self` passes inside the protected slice and fails outside it;
+#   3. the protected service sends through the tunnel, then leaks 0 frames when the tunnel
+#      dies, also while ksd is SIGKILLed and restarted by systemd (positive control: an
+#      unprotected service sending the same way is seen on the physical link);
+#   4. with enforcement absent (pins removed, ksd unable to start), the protected service
+#      does not start at all; `ksctl systemd unprotect` removes the drop-in.
+set -euo pipefail
+HERE=$(dirname "${BASH_SOURCE[0]}")
+source "$HERE/../lab/lib.sh"
+source "$HERE/container.sh"
+
+CT=ks-svc$$
+CT=${CT:0:32}
+lab_up
+lab_add_control_src
+ct_rootfs
+ct_on_exit() {
+  ct_stop "$CT" || true # before lab_down: the container's processes live in the lab netns
+  lab_down || true
+}
+ct_cleanup_on_exit "$CT"
+CT_NETNS=/run/netns/$LAB_NS_C ct_start "$CT"
+lab_log "container $CT booted in ${CT_BOOT_MS} ms (rootfs: $([[ $CT_ROOTFS_BUILT == 1 ]] && echo "built in ${CT_ROOTFS_MS} ms" || echo cached))"
+
+# in_ct CMD...: CMD inside the container as a transient service; its exit status.
+in_ct() { ct_exec "$CT" "$@"; }
+KSCTL=/usr/local/bin/ksctl
+ksd_restarted() {
+  (($(in_ct systemctl show -P NRestarts ksd.service) > restarts)) &&
+    [[ $(in_ct systemctl is-active ksd.service) == active ]]
+}
+
+# ---- install, the way `cmake --install` lays it out --------------------------------------------
+in_ct sh -c '
+  set -e
+  ln -s /ks/build/ksd /usr/local/sbin/ksd
+  ln -s /ks/build/ksctl /usr/local/bin/ksctl
+  ln -s /ks/build/ksrun /usr/local/bin/ksrun
+  cp /ks/build/systemd/ksd.service /ks/build/systemd/killswitch-early.service \
+     /ks/build/systemd/killswitch.slice /etc/systemd/system/
+  mkdir -p /etc/killswitch
+  printf "[profiles.default]\ntunnels = [\"wg0\"]\n" > /etc/killswitch/config.toml
+  # sender.py DST PORT SRC: UDP every 5 ms for 60 s; errors are expected and ignored.
+  cat > /usr/local/bin/sender.py <<"PY"
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+if sys.argv[3] != "-":
+    s.bind((sys.argv[3], 0))
+end = time.monotonic() + 60
+while time.monotonic() < end:
+    try:
+        s.sendto(b"svc", (sys.argv[1], int(sys.argv[2])))
+    except OSError:
+        pass
+    time.sleep(0.005)
+PY
+  for name in protected control; do
+    src=-; [ $name = control ] && src='"$LAB_CONTROL_IP4"'
+    printf "[Service]\nExecStart=/usr/bin/python3 /usr/local/bin/sender.py %s %s %s\n" \
+      '"$LAB_NET_IP4 $LAB_ECHO_PORT"' $src > /etc/systemd/system/$name.service
+  done
+  printf "[Service]\nType=oneshot\nExecStart=/usr/bin/touch /run/once-ran\n" \
+    > /etc/systemd/system/once.service
+  systemctl daemon-reload'
+
+# ---- 1. ksd.service ----------------------------------------------------------------------------
+in_ct systemctl start ksd.service
+# Type=notify: `start` returns when READY=1 came, i.e. after attach and the effectiveness check.
+st=$(in_ct "$KSCTL" status --json)
+assert_eq "$(json_get "$st" /programs/attached)" true "ksd.service is active and enforcement attached"
+assert_eq "$(json_get "$st" /profiles/default/tunnels/0/state)" up "ksd sees wg0 up from inside the container"
+status_text=$(in_ct systemctl show -P StatusText ksd.service)
+[[ $status_text == *"default:wg0=up"* ]] || fail "ksd.service StatusText: '$status_text'"
+pass "ksd.service STATUS= shows the tunnel ($status_text)"
+assert_eq "$(in_ct systemctl is-active killswitch-early.service)" active "the early-boot unit ran first (Wants=)"
+
+assert_fails "protect refuses an unknown unit" in_ct "$KSCTL" systemd protect nosuch
+assert_fails "protect refuses a bad name" in_ct "$KSCTL" systemd protect ../etc/x
+assert_fails "protect refuses an unknown profile" in_ct "$KSCTL" systemd protect protected --profile nope
+out=$(in_ct "$KSCTL" systemd protect protected)
+[[ $out == *"protected.service protected"* ]] || fail "protect: $out"
+out=$(in_ct "$KSCTL" systemd protect protected.service)
+[[ $out == *"already protected"* ]] || fail "protect is not idempotent: $out"
+pass "ksctl systemd protect: done once, idempotent after"
+in_ct "$KSCTL" systemd protect once >/dev/null
+assert_eq "$(in_ct systemctl show -P Slice protected.service)" killswitch-default.slice \
+  "the protected service is in its profile's slice"
+
+# ---- 2. verify --self ----------------------------------------------------------------------------
+assert_ok "verify --self passes inside killswitch-default.slice" \
+  in_ct --slice=killswitch-default.slice "$KSCTL" verify --self
+assert_fails "verify --self fails in system.slice" in_ct "$KSCTL" verify --self
+
+# ---- 3. the tunnel dies under a protected service ------------------------------------------------
+in_ct systemctl start protected.service control.service
+assert_eq "$(in_ct systemctl show -P ControlGroup protected.service)" \
+  /killswitch.slice/killswitch-default.slice/protected.service "its cgroup is in the protected tree"
+tx=$(server_tx)
+_lab_wait_until 5 server_replies_since "$tx" 50 ||
+  fail "the protected service's traffic does not flow through the tunnel"
+pass "the protected service's traffic flows through the tunnel"
+capture_start tunnel-dies
+tunnel_kill
+sleep 1.5
+restarts=$(in_ct systemctl show -P NRestarts ksd.service)
+in_ct systemctl kill -s KILL ksd.service
+_lab_wait_until 10 ksd_restarted || fail "systemd did not restart ksd after SIGKILL"
+sleep 1.5
+capture_stop
+assert_gt "$(in_ct systemctl show -P NRestarts ksd.service)" "$restarts" "systemd restarted ksd after SIGKILL"
+assert_eq "$(in_ct systemctl is-active ksd.service)" active "ksd.service is active again"
+assert_ge "$(leak_count "src host $LAB_CONTROL_IP4")" 100 \
+  "positive control: the unprotected service is seen on the physical link"
+assert_eq "$(leak_count "not src host $LAB_CONTROL_IP4")" 0 \
+  "the protected service leaked nothing: tunnel gone, ksd killed and restarted"
+assert_eq "$(in_ct systemctl is-active protected.service)" active "the protected service kept running"
+in_ct systemctl stop protected.service control.service
+
+# ---- 4. enforcement absent: the protected service does not start ---------------------------------
+in_ct systemctl stop ksd.service
+in_ct "$KSCTL" teardown >/dev/null
+in_ct sh -c 'echo "broken = " > /etc/killswitch/config.toml'
+assert_fails "with enforcement absent, the protected service fails to start" \
+  in_ct systemctl start once.service
+assert_fails "... and its command never ran" in_ct test -e /run/once-ran
+assert_fails "verify --self fails in the protected slice without enforcement" \
+  in_ct --slice=killswitch-default.slice "$KSCTL" verify --self
+out=$(in_ct "$KSCTL" systemd unprotect once)
+[[ $out == *"once.service unprotected"* ]] || fail "unprotect: $out"
+assert_fails "the drop-in is gone" in_ct test -e /etc/systemd/system/once.service.d/50-killswitch.conf
+assert_eq "$(in_ct systemctl show -P Slice once.service)" system.slice "unprotected, it runs in system.slice again"
