@@ -393,6 +393,15 @@ void ensure_pin_dir(const std::string& pin_dir) {
     if (parent != "/sys/fs/bpf")
       throw Error("the pin directory's parent " + parent +
                   " is not a BPF filesystem (mount -t bpf bpf " + parent + ")");
+    // A bpffs mounted in a private mount namespace (a sandboxed service) dies with it,
+    // and with it every pinned link: enforcement would end when this process does.
+    char own[64] = {}, init[64] = {};
+    if (::readlink("/proc/self/ns/mnt", own, sizeof(own) - 1) < 0 ||
+        ::readlink("/proc/1/ns/mnt", init, sizeof(init) - 1) < 0 || std::strcmp(own, init) != 0)
+      throw Error(
+          "no BPF filesystem on /sys/fs/bpf, and this process may run in a private mount "
+          "namespace where pins would not outlive it; mount it first: mount -t bpf bpf "
+          "/sys/fs/bpf (killswitch-early.service does)");
     if (::mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700") != 0)
       throw_errno("cannot mount the BPF filesystem on /sys/fs/bpf");
   }
