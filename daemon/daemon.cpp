@@ -121,6 +121,18 @@ Daemon::Daemon(DaemonOptions options)
       routing_() {
   admin_gid_ = ipc::admin_group_id();
   setup_cgroups();
+  if (!options_.attach_only && systemd::is_systemd_host()) {
+    // systemd nests "a-b.slice" under "a.slice": the profile slices are ours only when
+    // the tree's own name has no dash.
+    if (slice_stem(options_.slice).find('-') == std::string::npos) {
+      scopes_ = std::make_unique<systemd::TransientScopes>();
+      log_info("systemd host: ksrun apps get transient scopes from systemd");
+    } else {
+      log_warning("--slice " + options_.slice +
+                  " has a dash, so systemd would not nest its profile slices in it; ksrun "
+                  "apps get cgroups made by ksd instead of transient scopes");
+    }
+  }
 
   profile_ids_ = assign_profile_ids(config_, pinned_profile_ids());
 
@@ -175,6 +187,10 @@ std::string Daemon::profile_slice_path(const std::string& profile) const {
   return root_cgroup_ + "/" + slice_stem(options_.slice) + "-" + profile + ".slice";
 }
 
+std::string Daemon::profile_slice_unit(const std::string& profile) const {
+  return slice_stem(options_.slice) + "-" + profile + ".slice";
+}
+
 std::string Daemon::relative(const std::string& absolute_cgroup) const {
   return absolute_cgroup.substr(cgroup_mount_.size());
 }
@@ -188,7 +204,10 @@ void Daemon::adopt_existing_apps() {
     while (dirent* e = ::readdir(d)) {
       std::string name = e->d_name;
       if (e->d_type != DT_DIR || name == "." || name == "..") continue;
-      App app{slice + "/" + name, p.name, 0};
+      // Only cgroups ksd made itself are ksd's to remove; services and ksrun scopes
+      // on systemd hosts belong to systemd.
+      bool owned = name.starts_with("protect-") || (name.starts_with("ksrun-") && !scopes_);
+      App app{slice + "/" + name, p.name, 0, owned};
       try {
         app.cgroup_id = cgroup_id(app.path);
       } catch (const Error&) {
@@ -390,6 +409,7 @@ void Daemon::run() {
             policy_stale_ = false;
             log_info("policy is current again");
           }
+          if (scopes_) scopes_->expire(std::chrono::steady_clock::now());
           guard_tree();
           sweep_apps();
           if (watchdog_) sd_notify(0, "WATCHDOG=1");
@@ -397,6 +417,8 @@ void Daemon::run() {
           log_error(std::string("periodic work failed (will retry): ") + e.what());
           policy_stale_ = true;
         }
+      } else if (fd == scopes_fd_ && scopes_) {
+        scopes_->process();
       } else if (fd == listen_fd_.get()) {
         for (;;) {
           UniqueFd client(
@@ -415,6 +437,7 @@ void Daemon::run() {
         on_client(fd);
       }
     }
+    watch_scopes_fd();  // the manager connection's fd and wanted events change
   }
 }
 
@@ -425,6 +448,13 @@ void Daemon::on_client(int fd) {
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
     ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
     clients_.erase(fd);
+    awaiting_.erase(fd);
+    return;
+  }
+  if (awaiting_.count(fd)) {
+    // One request at a time per connection: answers must not overtake each other.
+    ipc::send_message(fd, {{"ok", false}, {"error", "a launch is still in progress on this "
+                                                    "connection"}});
     return;
   }
   nlohmann::json reply;
@@ -446,7 +476,9 @@ void Daemon::on_client(int fd) {
                                      "in the group ") +
                              ipc::kAdminGroup}};
     } else {
-      reply = handle(*request, peer);
+      std::optional<nlohmann::json> now = handle(fd, *request, peer);
+      if (!now) return;  // answered when systemd has made the scope
+      reply = std::move(*now);
     }
   } catch (const std::exception& e) {
     reply = {{"ok", false}, {"error", e.what()}};
@@ -459,7 +491,8 @@ void Daemon::on_client(int fd) {
   }
 }
 
-nlohmann::json Daemon::handle(const ipc::Request& request, const ipc::PeerCred& peer) {
+std::optional<nlohmann::json> Daemon::handle(int fd, const ipc::Request& request,
+                                             const ipc::PeerCred& peer) {
   switch (request.op) {
     case ipc::Op::kStatus:
       return status_json();
@@ -468,11 +501,11 @@ nlohmann::json Daemon::handle(const ipc::Request& request, const ipc::PeerCred& 
     case ipc::Op::kReload:
       return reload();
     case ipc::Op::kLaunch:
-      return launch(request, peer);
+      return launch(fd, request, peer);
     case ipc::Op::kProtect:
       return protect(request);
   }
-  return {{"ok", false}, {"error", "unhandled request"}};
+  return nlohmann::json{{"ok", false}, {"error", "unhandled request"}};
 }
 
 nlohmann::json Daemon::unknown_profile(const std::string& profile) const {
@@ -498,14 +531,81 @@ Daemon::App Daemon::create_app_cgroup(const std::string& profile, const std::str
   return app;
 }
 
-nlohmann::json Daemon::launch(const ipc::Request& request, const ipc::PeerCred& peer) {
+std::optional<nlohmann::json> Daemon::launch(int fd, const ipc::Request& request,
+                                             const ipc::PeerCred& peer) {
   if (!profile_ids_.count(request.profile)) return unknown_profile(request.profile);
-  if (peer.pid <= 0) return {{"ok", false}, {"error", "cannot identify the calling process"}};
+  if (peer.pid <= 0)
+    return nlohmann::json{{"ok", false}, {"error", "cannot identify the calling process"}};
+  const std::string stem = "ksrun-" + std::to_string(peer.pid);
 
-  // One cgroup per launch, named after the launcher's pid (which becomes the app's).
-  App app = create_app_cgroup(request.profile, "ksrun-" + std::to_string(peer.pid));
-  move_pid_to_cgroup(app.path, peer.pid);
+  if (!scopes_) {
+    // One cgroup per launch, named after the launcher's pid (which becomes the app's).
+    App app = create_app_cgroup(request.profile, stem);
+    move_pid_to_cgroup(app.path, peer.pid);
+    return finish_launch(request, peer, app);
+  }
 
+  // systemd moves the caller into a new scope in the profile's slice; the programs on the
+  // tree root are inherited by the scope's cgroup the moment systemd creates it, and the
+  // caller is waiting for our answer, so it runs nothing in between.
+  ensure_cgroup_dir(profile_slice_path(request.profile));
+  const std::uint64_t serial = next_serial_++;
+  awaiting_[fd] = serial;
+  std::string cmd = request.argv.empty() ? "" : request.argv.front();
+  scopes_->start(
+      stem, profile_slice_unit(request.profile), peer.pid,
+      "Killswitch-protected " + cmd.substr(0, 100) + " (profile " + request.profile + ")",
+      [this, fd, serial, request, peer](const std::string& error) {
+        nlohmann::json reply;
+        try {
+          if (!error.empty()) throw Error(error);
+          const std::string cgroup = cgroup_mount_ + cgroup_of_pid(peer.pid);
+          const std::string slice = profile_slice_path(request.profile);
+          if (cgroup.rfind(slice + "/", 0) != 0)
+            throw Error("systemd put the process in " + relative(cgroup) + ", outside " +
+                        relative(slice));
+          App app{cgroup, request.profile, cgroup_id(cgroup), false};
+          enforcement_.set_cgroup(app.cgroup_id, profile_ids_.at(request.profile));
+          apps_[app.cgroup_id] = app;
+          reply = finish_launch(request, peer, app);
+        } catch (const std::exception& e) {
+          log_warning("launch for pid " + std::to_string(peer.pid) + " refused: " + e.what());
+          reply = {{"ok", false}, {"error", e.what()}};
+        }
+        reply_later(fd, serial, reply);
+      });
+  watch_scopes_fd();
+  return std::nullopt;
+}
+
+void Daemon::reply_later(int fd, std::uint64_t serial, const nlohmann::json& reply) {
+  auto it = awaiting_.find(fd);
+  if (it == awaiting_.end() || it->second != serial) return;  // the caller has gone
+  awaiting_.erase(it);
+  try {
+    ipc::send_message(fd, reply);
+  } catch (const Error&) {
+    ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
+    clients_.erase(fd);
+  }
+}
+
+void Daemon::watch_scopes_fd() {
+  if (!scopes_) return;
+  const int fd = scopes_->fd();
+  if (scopes_fd_ >= 0 && fd != scopes_fd_)
+    ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, scopes_fd_, nullptr);  // may be closed already
+  scopes_fd_ = fd;
+  if (fd < 0) return;
+  epoll_event ev{};
+  ev.events = scopes_->events();  // POLLIN/POLLOUT have the values of EPOLLIN/EPOLLOUT
+  ev.data.fd = fd;
+  if (::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_MOD, fd, &ev) != 0 && errno == ENOENT)
+    ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, fd, &ev);
+}
+
+nlohmann::json Daemon::finish_launch(const ipc::Request& request, const ipc::PeerCred& peer,
+                                     const App& app) {
   UniqueFd cg = open_cgroup(app.path);
   ProgramIds ids = enforcement_.program_ids();
   std::string missing = check_effective(cg.get(), ids);
@@ -599,7 +699,7 @@ void Daemon::sweep_apps() {
       ++it;
       continue;
     }
-    if (remove_cgroup_tree(app.path)) {
+    if (!app.owned || remove_cgroup_tree(app.path)) {
       enforcement_.remove_cgroup(app.cgroup_id);
       enforcement_.remove_counters(app.cgroup_id);
       it = apps_.erase(it);

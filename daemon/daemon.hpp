@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -14,6 +15,7 @@
 #include "killswitch/links.hpp"
 #include "killswitch/policy_plan.hpp"
 #include "killswitch/routing.hpp"
+#include "killswitch/transient_scopes.hpp"
 
 namespace ks {
 
@@ -42,6 +44,9 @@ class Daemon {
     std::string path;  // absolute cgroup path
     std::string profile;
     std::uint64_t cgroup_id = 0;
+    // Made by ksd (ksd removes it when it empties); false for systemd's units, which
+    // systemd removes itself.
+    bool owned = true;
   };
 
   void setup_cgroups();
@@ -52,10 +57,18 @@ class Daemon {
   void sweep_apps();
   void guard_tree();
   void on_client(int fd);
-  nlohmann::json handle(const ipc::Request& request, const ipc::PeerCred& peer);
+  // The reply, or nothing when it comes later (a launch waiting for systemd).
+  std::optional<nlohmann::json> handle(int fd, const ipc::Request& request,
+                                       const ipc::PeerCred& peer);
   nlohmann::json status_json();
   nlohmann::json list_json();
-  nlohmann::json launch(const ipc::Request& request, const ipc::PeerCred& peer);
+  std::optional<nlohmann::json> launch(int fd, const ipc::Request& request,
+                                       const ipc::PeerCred& peer);
+  nlohmann::json finish_launch(const ipc::Request& request, const ipc::PeerCred& peer,
+                               const App& app);
+  void reply_later(int fd, std::uint64_t serial, const nlohmann::json& reply);
+  void watch_scopes_fd();
+  std::string profile_slice_unit(const std::string& profile) const;
   nlohmann::json protect(const ipc::Request& request);
   nlohmann::json unknown_profile(const std::string& profile) const;
   App create_app_cgroup(const std::string& profile, const std::string& stem);
@@ -79,6 +92,12 @@ class Daemon {
   bool watchdog_ = false;               // WatchdogSec= set: ping on every sweep
   UniqueFd listen_fd_, epoll_fd_, signal_fd_, timer_fd_;
   std::map<int, UniqueFd> clients_;
+  // Transient scopes for ksrun (systemd hosts only; null: ksd makes the cgroups itself).
+  std::unique_ptr<systemd::TransientScopes> scopes_;
+  int scopes_fd_ = -1;
+  // Clients whose launch waits for systemd: fd -> serial (a closed fd can be re-used).
+  std::map<int, std::uint64_t> awaiting_;
+  std::uint64_t next_serial_ = 1;
   std::optional<gid_t> admin_gid_;
   bool policy_stale_ = false;  // an update failed; the timer retries
 };

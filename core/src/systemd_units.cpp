@@ -6,35 +6,14 @@
 #include <cstring>
 #include <memory>
 
+#include "bus.hpp"
 #include "killswitch/error.hpp"
 
 namespace ks::systemd {
 namespace {
 
-constexpr const char* kDestination = "org.freedesktop.systemd1";
-constexpr const char* kManagerPath = "/org/freedesktop/systemd1";
-constexpr const char* kManager = "org.freedesktop.systemd1.Manager";
+using namespace bus;
 constexpr std::size_t kUnitNameMax = 255;  // systemd's UNIT_NAME_MAX - 1
-
-struct BusDeleter {
-  void operator()(sd_bus* bus) const { sd_bus_flush_close_unref(bus); }
-};
-using Bus = std::unique_ptr<sd_bus, BusDeleter>;
-
-struct MessageDeleter {
-  void operator()(sd_bus_message* m) const { sd_bus_message_unref(m); }
-};
-using Message = std::unique_ptr<sd_bus_message, MessageDeleter>;
-
-// sd_bus_error with cleanup and a readable text.
-struct BusError {
-  sd_bus_error e = SD_BUS_ERROR_NULL;
-  ~BusError() { sd_bus_error_free(&e); }
-  std::string text(int r) const {
-    if (e.message) return e.message;
-    return std::string(std::strerror(-r));
-  }
-};
 
 Bus system_bus() {
   sd_bus* bus = nullptr;

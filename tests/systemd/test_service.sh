@@ -6,9 +6,11 @@
 #      shows the tunnel; `ksctl systemd protect` refuses unknown units, bad names and
 #      unknown profiles, is idempotent, and moves the service into killswitch-default.slice;
 #   2. `ksctl verify --self` passes inside the protected slice and fails outside it;
-#   3. the protected service sends through the tunnel, then leaks 0 frames when the tunnel
-#      dies, also while ksd is SIGKILLed and restarted by systemd (positive control: an
-#      unprotected service sending the same way is seen on the physical link);
+#   3. the protected service and an app started with ksrun (which ksd puts into a transient
+#      scope under killswitch-default.slice, made by systemd) send through the tunnel, then
+#      leak 0 frames when the tunnel dies, also while ksd is SIGKILLed and restarted by
+#      systemd (positive control: an unprotected service sending the same way is seen on
+#      the physical link);
 #   4. with enforcement absent (pins removed, ksd unable to start), the protected service
 #      does not start at all; `ksctl systemd unprotect` removes the drop-in.
 set -euo pipefail
@@ -106,6 +108,29 @@ tx=$(server_tx)
 _lab_wait_until 5 server_replies_since "$tx" 50 ||
   fail "the protected service's traffic does not flow through the tunnel"
 pass "the protected service's traffic flows through the tunnel"
+
+# ksrun, started from an ordinary service (the way a user's session or a unit runs it).
+in_ct systemd-run --unit=app-launcher --service-type=exec \
+  /usr/local/bin/ksrun /usr/bin/python3 /usr/local/bin/sender.py "$LAB_NET_IP4" "$LAB_ECHO_PORT" -
+ksrun_scope() { in_ct systemctl list-units --type=scope --state=active --plain --no-legend 'ksrun-*' | awk '{print $1}'; }
+scope_up() { [[ -n $(ksrun_scope) ]]; }
+_lab_wait_until 5 scope_up || true
+scope=$(ksrun_scope)
+[[ $scope == ksrun-*.scope ]] || fail "no active ksrun-*.scope after ksrun (got '$scope')"
+assert_eq "$(in_ct systemctl show -P Slice "$scope")" killswitch-default.slice \
+  "ksrun's app is in systemd's transient scope $scope, in killswitch-default.slice"
+app_pid=$(in_ct systemctl show -P MainPID app-launcher.service)
+assert_eq "$(in_ct grep "^0::" "/proc/$app_pid/cgroup")" "0::/killswitch.slice/killswitch-default.slice/$scope" \
+  "the app process (ksrun exec'd into it) lives in the scope's cgroup"
+ksrun_allowed() {
+  in_ct "$KSCTL" list --json | python3 -c '
+import json, sys
+apps = json.load(sys.stdin)["apps"]
+print(sum(a["allowed_packets"] for a in apps if a["cgroup"].endswith("/'"$scope"'")))'
+}
+ksrun_flowing() { (($(ksrun_allowed) >= 50)); }
+_lab_wait_until 5 ksrun_flowing || true
+assert_ge "$(ksrun_allowed)" 50 "the ksrun app's traffic flows through the tunnel (ksctl list counts it)"
 capture_start tunnel-dies
 tunnel_kill
 sleep 1.5
@@ -121,7 +146,9 @@ assert_ge "$(leak_count "src host $LAB_CONTROL_IP4")" 100 \
 assert_eq "$(leak_count "not src host $LAB_CONTROL_IP4")" 0 \
   "the protected service leaked nothing: tunnel gone, ksd killed and restarted"
 assert_eq "$(in_ct systemctl is-active protected.service)" active "the protected service kept running"
-in_ct systemctl stop protected.service control.service
+assert_eq "$(in_ct systemctl is-active "$scope")" active "the ksrun app kept running in its scope"
+# Stopping the scope ends the app, and with it app-launcher.service (its main process).
+in_ct systemctl stop protected.service control.service "$scope"
 
 # ---- 4. enforcement absent: the protected service does not start ---------------------------------
 in_ct systemctl stop ksd.service
