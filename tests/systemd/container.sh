@@ -49,7 +49,8 @@
 #   - A slice's cgroup dir exists only while the slice is active: start it (or a unit in it)
 #     before looking at /sys/fs/cgroup/<slice> inside.
 #   - bpffs is mounted on /sys/fs/bpf after the boot (nspawn's /sys is read-only and systemd
-#     does not mount one), so units that need it must not run at boot.
+#     does not mount one) unless a unit mounted it during the boot (killswitch-early.service
+#     does: /sys/fs/bpf is a tmpfs to mount it on).
 #   - Names: [a-z0-9][a-z0-9-]*, at most 32 characters, unique per concurrent container.
 #
 # Environment:
@@ -469,8 +470,10 @@ ct_start() {
       [[ $_ct_state != running && $_ct_state != degraded ]]; then
       _ct_err "container $name did not boot within ${CT_BOOT_TIMEOUT}s (is-system-running: ${_ct_state:-?})"
       rc=1
-    # systemd does not mount bpffs; the project pins its programs there.
-    elif ! nsenter -t "$_ct_leader" -a mount -t bpf bpf /sys/fs/bpf; then
+    # systemd does not mount bpffs; the project pins its programs there. A unit that ran at
+    # boot (killswitch-early.service) may have mounted it already: keep that one.
+    elif ! nsenter -t "$_ct_leader" -a sh -c \
+      '[ "$(stat -f -c %T /sys/fs/bpf)" = bpf_fs ] || mount -t bpf bpf /sys/fs/bpf'; then
       _ct_err "container $name: cannot mount bpffs on /sys/fs/bpf"
       rc=1
     fi
