@@ -173,6 +173,35 @@ int verify_self(const std::string& pin_dir, const std::string& slice) {
     checks.line("skip", "pins", "needs root (the pin directory is root-only)");
   }
 
+  // Every slice on the way from the tree root down to this cgroup must be classified: a
+  // slice systemd has just re-created has the programs (inherited) but not yet its
+  // profile, and its units would use the root's profile and tunnel until ksd notices.
+  if (pins_checked && inside) {
+    std::string unclassified;
+    const std::string mount = ks::find_cgroup2_mount();
+    std::string path;
+    std::size_t start = 1;
+    while (start <= cgroup.size()) {
+      std::size_t end = cgroup.find('/', start);
+      if (end == std::string::npos) end = cgroup.size();
+      const std::string component = cgroup.substr(start, end - start);
+      path += "/" + component;
+      start = end + 1;
+      if (!component.ends_with(".slice")) continue;
+      try {
+        if (!ks::Enforcement::pinned_cgroup_profile(pin_dir, ks::cgroup_id(mount + path)))
+          unclassified += (unclassified.empty() ? "" : ", ") + path;
+      } catch (const ks::Error& e) {
+        unclassified += (unclassified.empty() ? "" : ", ") + path + " (" + e.what() + ")";
+      }
+    }
+    checks.line(unclassified.empty() ? "ok" : "FAIL", "profile",
+                unclassified.empty()
+                    ? "every slice on the way is classified"
+                    : "not classified yet (re-created? ksd classifies it within a second): " +
+                          unclassified);
+  }
+
   if (pins_checked && ks::can_query_programs()) {
     try {
       ks::UniqueFd cg = ks::open_cgroup(ks::find_cgroup2_mount() + cgroup);

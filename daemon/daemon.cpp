@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/file.h>
+#include <sys/inotify.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -355,7 +356,13 @@ void Daemon::run() {
   its.it_value.tv_sec = kSweepIntervalSeconds;
   timerfd_settime(timer_fd_.get(), 0, &its, nullptr);
 
-  for (int fd : {listen_fd_.get(), signal_fd_.get(), timer_fd_.get(), links_.fd()}) {
+  tree_watch_fd_ = UniqueFd(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+  if (!tree_watch_fd_) log_warning(std::string("inotify_init1: ") + std::strerror(errno));
+  watch_tree();
+
+  for (int fd : {listen_fd_.get(), signal_fd_.get(), timer_fd_.get(), links_.fd(),
+                 tree_watch_fd_.get()}) {
+    if (fd < 0) continue;
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.fd = fd;
@@ -415,6 +422,17 @@ void Daemon::run() {
           if (watchdog_) sd_notify(0, "WATCHDOG=1");
         } catch (const std::exception& e) {
           log_error(std::string("periodic work failed (will retry): ") + e.what());
+          policy_stale_ = true;
+        }
+      } else if (fd == tree_watch_fd_.get()) {
+        alignas(inotify_event) char events_buf[4096];
+        while (::read(tree_watch_fd_.get(), events_buf, sizeof(events_buf)) > 0) {
+        }
+        try {
+          guard_tree();
+        } catch (const std::exception& e) {
+          log_error(std::string("cannot re-attach to the re-created tree (will retry): ") +
+                    e.what());
           policy_stale_ = true;
         }
       } else if (fd == scopes_fd_ && scopes_) {
@@ -676,20 +694,48 @@ void Daemon::guard_tree() {
   // systemd removes a slice's cgroup when the slice is stopped and makes a new, empty one
   // (without our programs) when it is started again. Re-create it at once and attach
   // again; protected units check their own cgroup before they start (ksctl verify --self
-  // in their ExecStartPre), so the second between the two cannot start one unprotected.
+  // in their ExecStartPre), so the moment between the two cannot start one unprotected.
   bool missing = ensure_cgroup_dir(root_cgroup_);
   std::uint64_t id = cgroup_id(root_cgroup_);
-  if (!missing && id == attached_root_id_) return;
-  log_warning("the protected tree " + root_cgroup_ + " was " +
-              (missing ? "removed" : "re-created") + "; attaching again");
-  apply_policy("tree re-created");
-  enforcement_.attach(root_cgroup_);
-  attached_root_id_ = id;
-  UniqueFd root = open_cgroup(root_cgroup_);
-  std::string not_effective = check_effective(root.get(), enforcement_.program_ids());
-  if (!not_effective.empty())
-    throw Error("programs not effective on " + root_cgroup_ + " after attach: " + not_effective);
-  log_info("enforcement attached again to " + root_cgroup_);
+  if (missing || id != attached_root_id_) {
+    log_warning("the protected tree " + root_cgroup_ + " was " +
+                (missing ? "removed" : "re-created") + "; attaching again");
+    apply_policy("tree re-created");
+    enforcement_.attach(root_cgroup_);
+    attached_root_id_ = id;
+    UniqueFd root = open_cgroup(root_cgroup_);
+    std::string not_effective = check_effective(root.get(), enforcement_.program_ids());
+    if (!not_effective.empty())
+      throw Error("programs not effective on " + root_cgroup_ + " after attach: " +
+                  not_effective);
+    log_info("enforcement attached again to " + root_cgroup_);
+    watch_tree();
+    return;
+  }
+  // A profile slice re-created alone keeps the programs (inherited from the root) but
+  // loses its classification: its apps would be judged by the root's (default) profile
+  // and use that profile's tunnel. Classify the new cgroup.
+  auto known = enforcement_.cgroups();
+  for (const auto& p : config_.profiles) {
+    std::string slice = profile_slice_path(p.name);
+    if (ensure_cgroup_dir(slice) || !known.count(cgroup_id(slice))) {
+      log_warning("the profile slice " + relative(slice) + " was re-created; classifying it");
+      apply_policy("profile slice re-created");
+      return;
+    }
+  }
+}
+
+void Daemon::watch_tree() {
+  if (!tree_watch_fd_) return;
+  const std::string parent = root_cgroup_.substr(0, root_cgroup_.find_last_of('/'));
+  // Adding a watch again on the same directory only updates it; a re-created directory
+  // is a new inode and gets a new watch (the old one ends with IN_IGNORED).
+  for (const std::string& dir : {parent, root_cgroup_})
+    if (::inotify_add_watch(tree_watch_fd_.get(), dir.c_str(),
+                            IN_CREATE | IN_DELETE | IN_ONLYDIR) < 0)
+      log_warning("cannot watch " + dir + " (" + std::strerror(errno) +
+                  "); a re-created slice is noticed within 1 s instead");
 }
 
 void Daemon::sweep_apps() {

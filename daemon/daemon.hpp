@@ -56,6 +56,7 @@ class Daemon {
   void listen_socket();
   void sweep_apps();
   void guard_tree();
+  void watch_tree();
   void on_client(int fd);
   // The reply, or nothing when it comes later (a launch waiting for systemd).
   std::optional<nlohmann::json> handle(int fd, const ipc::Request& request,
@@ -91,6 +92,9 @@ class Daemon {
   std::uint64_t attached_root_id_ = 0;  // cgroup id of the tree root the links are on
   bool watchdog_ = false;               // WatchdogSec= set: ping on every sweep
   UniqueFd listen_fd_, epoll_fd_, signal_fd_, timer_fd_;
+  // inotify on the tree root and its parent: systemd removing or re-creating a slice's
+  // cgroup is seen at once, not at the next sweep.
+  UniqueFd tree_watch_fd_;
   std::map<int, UniqueFd> clients_;
   // Transient scopes for ksrun (systemd hosts only; null: ksd makes the cgroups itself).
   std::unique_ptr<systemd::TransientScopes> scopes_;

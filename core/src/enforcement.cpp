@@ -209,6 +209,16 @@ ProgramIds Enforcement::pinned_program_ids(const std::string& pin_dir) {
   return ids;
 }
 
+std::optional<std::uint32_t> Enforcement::pinned_cgroup_profile(const std::string& pin_dir,
+                                                                std::uint64_t cgroup_id) {
+  const std::string pin = pin_dir + "/ks_cgroups";
+  UniqueFd map(bpf_obj_get(pin.c_str()));
+  if (!map) throw_errno("no pinned cgroup map at " + pin);
+  ks_cgroup_value value{};
+  if (bpf_map_lookup_elem(map.get(), &cgroup_id, &value) != 0) return std::nullopt;
+  return value.profile_id;
+}
+
 ProgramIds Enforcement::program_ids() const {
   ProgramIds ids;
   for (const HookInfo& hook : active_hooks())

@@ -11,7 +11,15 @@
 #      leak 0 frames when the tunnel dies, also while ksd is SIGKILLed and restarted by
 #      systemd (positive control: an unprotected service sending the same way is seen on
 #      the physical link);
-#   4. with enforcement absent (pins removed, ksd unable to start), the protected service
+#   4. systemd's own BPF features on units in the protected slice (IPAddressDeny=,
+#      RestrictNetworkInterfaces=, DevicePolicy=) keep working, and ours keep working next
+#      to them (tunnel gone: ENETUNREACH whatever systemd allows);
+#   5. slice re-creation window: with ksd frozen, systemd stops and re-creates
+#      killswitch.slice (a new cgroup without our programs); a protected service started in
+#      that window is refused by its ExecStartPre check, and starts once ksd re-attached.
+#      The same for a profile slice alone (killswitch-other.slice): re-created, it has the
+#      programs but not its profile, and the check refuses until ksd has classified it;
+#   6. with enforcement absent (pins removed, ksd unable to start), the protected service
 #      does not start at all; `ksctl systemd unprotect` removes the drop-in.
 set -euo pipefail
 HERE=$(dirname "${BASH_SOURCE[0]}")
@@ -48,7 +56,10 @@ in_ct sh -c '
   cp /ks/build/systemd/ksd.service /ks/build/systemd/killswitch-early.service \
      /ks/build/systemd/killswitch.slice /etc/systemd/system/
   mkdir -p /etc/killswitch
-  printf "[profiles.default]\ntunnels = [\"wg0\"]\n" > /etc/killswitch/config.toml
+  # "other": a second profile whose tunnel never exists (section 5: its units must never
+  # end up using the wg0 of the default profile).
+  printf "[profiles.default]\ntunnels = [\"wg0\"]\n[profiles.other]\ntunnels = [\"wg9\"]\n" \
+    > /etc/killswitch/config.toml
   # sender.py DST PORT SRC: UDP every 5 ms for 60 s; errors are expected and ignored.
   cat > /usr/local/bin/sender.py <<"PY"
 import socket, sys, time
@@ -62,6 +73,21 @@ while time.monotonic() < end:
     except OSError:
         pass
     time.sleep(0.005)
+PY
+  # udp_once.py DST PORT: one datagram, one reply awaited; prints "reply", "timeout" or
+  # the errno name of a refused send.
+  cat > /usr/local/bin/udp_once.py <<"PY"
+import errno, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+try:
+    s.sendto(b"once", (sys.argv[1], int(sys.argv[2])))
+    s.recvfrom(100)
+    print("reply")
+except socket.timeout:
+    print("timeout")
+except OSError as e:
+    print(errno.errorcode.get(e.errno, str(e.errno)))
 PY
   for name in protected control; do
     src=-; [ $name = control ] && src='"$LAB_CONTROL_IP4"'
@@ -150,7 +176,91 @@ assert_eq "$(in_ct systemctl is-active "$scope")" active "the ksrun app kept run
 # Stopping the scope ends the app, and with it app-launcher.service (its main process).
 in_ct systemctl stop protected.service control.service "$scope"
 
-# ---- 4. enforcement absent: the protected service does not start ---------------------------------
+# ---- 4. systemd's BPF features next to ours --------------------------------------------------------
+# udp_in SLICE [PROPERTY=VALUE]...: udp_once.py to the internet host in a transient service.
+udp_in() {
+  local slice=$1 props=()
+  shift
+  for p in "$@"; do props+=("--property=$p"); done
+  in_ct "--slice=$slice" "${props[@]}" python3 /usr/local/bin/udp_once.py "$LAB_NET_IP4" "$LAB_ECHO_PORT"
+}
+PS=killswitch-default.slice
+# The tunnel is gone (section 3): whatever systemd's own programs allow, ours refuse.
+assert_eq "$(udp_in "$PS" IPAddressAllow=any)" ENETUNREACH \
+  "tunnel gone: refused in the protected slice with IPAddressAllow=any"
+assert_eq "$(udp_in "$PS" RestrictNetworkInterfaces="eth0 wg0")" ENETUNREACH \
+  "tunnel gone: refused in the protected slice with RestrictNetworkInterfaces=eth0 wg0"
+assert_eq "$(udp_in system.slice RestrictNetworkInterfaces="eth0 wg0")" reply \
+  "control: the same unit outside the protected slice gets its answer (through eth0)"
+tunnel_recreate >/dev/null
+answered() { [[ $(udp_in "$PS") == reply ]]; }
+_lab_wait_until 10 answered || true
+assert_eq "$(udp_in "$PS")" reply "tunnel back: the protected slice is answered through the tunnel"
+assert_eq "$(udp_in "$PS" RestrictNetworkInterfaces=wg0)" reply \
+  "RestrictNetworkInterfaces=wg0 on a protected unit: answered (both allow wg0)"
+if in_ct systemctl --version | grep -q -- '+BPF_FRAMEWORK'; then
+  assert_eq "$(udp_in "$PS" RestrictNetworkInterfaces=eth0)" EPERM \
+    "RestrictNetworkInterfaces=eth0 on a protected unit: systemd's program still refuses wg0"
+else
+  # Debian 12's systemd 252 is built with -BPF_FRAMEWORK: the setting is accepted and does
+  # nothing (docs/systemd.md). Measured, so that a systemd that has it changes this branch.
+  assert_eq "$(udp_in "$PS" RestrictNetworkInterfaces=eth0)" reply \
+    "this systemd has no BPF_FRAMEWORK: RestrictNetworkInterfaces=eth0 does nothing, ours still route through wg0"
+fi
+assert_eq "$(udp_in "$PS" IPAddressDeny=any)" EPERM \
+  "IPAddressDeny=any on a protected unit: systemd's firewall still refuses"
+assert_eq "$(udp_in "$PS" IPAddressDeny=any IPAddressAllow="$LAB_NET_IP4")" reply \
+  "IPAddressDeny=any IPAddressAllow=the host: answered"
+assert_fails "DevicePolicy=strict on a protected unit: /dev/zero is refused" \
+  in_ct --slice="$PS" --property=DevicePolicy=strict --property="DeviceAllow=/dev/null rw" \
+  head -c1 /dev/zero
+assert_ok "... and the allowed /dev/null opens" \
+  in_ct --slice="$PS" --property=DevicePolicy=strict --property="DeviceAllow=/dev/null rw" \
+  head -c1 /dev/null
+assert_ok "verify --self passes in a protected unit that has systemd's programs too" \
+  in_ct --slice="$PS" --property=IPAddressDeny=192.0.2.0/24 --property=RestrictNetworkInterfaces=wg0 \
+  "$KSCTL" verify --self
+
+# ---- 5. slice re-creation window ---------------------------------------------------------------
+in_ct systemctl kill -s STOP ksd.service # frozen: it cannot re-attach (watchdog: 10 s)
+old_id=$(in_ct stat -c %i /sys/fs/cgroup/killswitch.slice)
+in_ct systemctl stop killswitch.slice
+assert_fails "ksd frozen, slice re-created by systemd: a protected service does not start" \
+  in_ct systemctl start once.service
+assert_ne "$(in_ct stat -c %i /sys/fs/cgroup/killswitch.slice)" "$old_id" \
+  "(systemd did re-create the slice's cgroup)"
+assert_eq "$(in_ct systemctl show -P Result once.service)" exit-code \
+  "... refused by its ExecStartPre check, not by a dependency"
+assert_fails "... and its command never ran" in_ct test -e /run/once-ran
+in_ct systemctl kill -s CONT ksd.service
+attached_again() { [[ $(json_get "$(in_ct "$KSCTL" status --json)" /programs/attached) == true ]]; }
+_lab_wait_until 5 attached_again || fail "ksd did not attach to the re-created slice"
+in_ct systemctl reset-failed once.service
+assert_ok "ksd re-attached as soon as it ran again (inotify): the protected service starts" \
+  in_ct systemctl start once.service
+assert_ok "... and ran" in_ct test -e /run/once-ran
+in_ct rm -f /run/once-ran
+
+# A profile slice re-created alone.
+OS=killswitch-other.slice
+assert_eq "$(udp_in "$OS")" ENETUNREACH "profile other (tunnel wg9 missing) is refused, not sent through wg0"
+in_ct systemctl kill -s STOP ksd.service
+in_ct systemctl stop "$OS"
+assert_fails "ksd frozen, $OS re-created: a unit with the ExecStartPre check does not start" \
+  in_ct "--slice=$OS" "--property=ExecStartPre=+$KSCTL verify --self" \
+  python3 /usr/local/bin/udp_once.py "$LAB_NET_IP4" "$LAB_ECHO_PORT"
+# Why the check is there: a unit without it falls back to the tree root's profile (default)
+# until ksd has classified the new slice. Still only through a tunnel, never eth0.
+assert_eq "$(udp_in "$OS")" reply \
+  "(without the check, a unit in the unclassified slice is routed by the default profile, through wg0)"
+in_ct systemctl kill -s CONT ksd.service
+other_refused() { [[ $(udp_in "$OS") == ENETUNREACH ]]; }
+_lab_wait_until 5 other_refused || fail "ksd did not classify the re-created $OS"
+pass "ksd classified the re-created $OS at once: its units are refused again (tunnel wg9 missing)"
+assert_ok "... and the ExecStartPre check passes there" \
+  in_ct "--slice=$OS" "$KSCTL" verify --self
+
+# ---- 6. enforcement absent: the protected service does not start ---------------------------------
 in_ct systemctl stop ksd.service
 in_ct "$KSCTL" teardown >/dev/null
 in_ct sh -c 'echo "broken = " > /etc/killswitch/config.toml'

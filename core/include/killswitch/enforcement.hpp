@@ -8,6 +8,7 @@
 #include <array>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -70,6 +71,10 @@ class Enforcement {
   // The programs the pinned links under pin_dir run, by hook (no ksd needed; the pin
   // directory is root-only). Throws ks::Error naming a missing or unreadable pin.
   static ProgramIds pinned_program_ids(const std::string& pin_dir);
+  // The profile the pinned ks_cgroups map gives a cgroup; nullopt when it has no entry.
+  // Throws ks::Error when the map is not pinned.
+  static std::optional<std::uint32_t> pinned_cgroup_profile(const std::string& pin_dir,
+                                                            std::uint64_t cgroup_id);
 
   // Map access.
   void write_config(const ks_config& config);
