@@ -360,8 +360,8 @@ void Daemon::run() {
   if (!tree_watch_fd_) log_warning(std::string("inotify_init1: ") + std::strerror(errno));
   watch_tree();
 
-  for (int fd : {listen_fd_.get(), signal_fd_.get(), timer_fd_.get(), links_.fd(),
-                 tree_watch_fd_.get()}) {
+  for (int fd :
+       {listen_fd_.get(), signal_fd_.get(), timer_fd_.get(), links_.fd(), tree_watch_fd_.get()}) {
     if (fd < 0) continue;
     epoll_event ev{};
     ev.events = EPOLLIN;
@@ -471,8 +471,10 @@ void Daemon::on_client(int fd) {
   }
   if (awaiting_.count(fd)) {
     // One request at a time per connection: answers must not overtake each other.
-    ipc::send_message(fd, {{"ok", false}, {"error", "a launch is still in progress on this "
-                                                    "connection"}});
+    ipc::send_message(fd, {{"ok", false},
+                           {"error",
+                            "a launch is still in progress on this "
+                            "connection"}});
     return;
   }
   nlohmann::json reply;
@@ -706,8 +708,7 @@ void Daemon::guard_tree() {
     UniqueFd root = open_cgroup(root_cgroup_);
     std::string not_effective = check_effective(root.get(), enforcement_.program_ids());
     if (!not_effective.empty())
-      throw Error("programs not effective on " + root_cgroup_ + " after attach: " +
-                  not_effective);
+      throw Error("programs not effective on " + root_cgroup_ + " after attach: " + not_effective);
     log_info("enforcement attached again to " + root_cgroup_);
     watch_tree();
     return;
@@ -732,8 +733,8 @@ void Daemon::watch_tree() {
   // Adding a watch again on the same directory only updates it; a re-created directory
   // is a new inode and gets a new watch (the old one ends with IN_IGNORED).
   for (const std::string& dir : {parent, root_cgroup_})
-    if (::inotify_add_watch(tree_watch_fd_.get(), dir.c_str(),
-                            IN_CREATE | IN_DELETE | IN_ONLYDIR) < 0)
+    if (::inotify_add_watch(tree_watch_fd_.get(), dir.c_str(), IN_CREATE | IN_DELETE | IN_ONLYDIR) <
+        0)
       log_warning("cannot watch " + dir + " (" + std::strerror(errno) +
                   "); a re-created slice is noticed within 1 s instead");
 }

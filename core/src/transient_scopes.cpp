@@ -73,8 +73,8 @@ void TransientScopes::connect() {
   // Subscribe before any job exists, so no JobRemoved can be missed. On the broker the
   // sender is systemd's well-known name; direct messages carry no sender.
   r = sd_bus_match_signal_async(b, &job_removed_, direct ? nullptr : kDestination, kManagerPath,
-                                kManager, "JobRemoved", &TransientScopes::on_job_removed,
-                                nullptr, this);
+                                kManager, "JobRemoved", &TransientScopes::on_job_removed, nullptr,
+                                this);
   if (r < 0) {
     sd_bus_flush_close_unref(b);
     throw Error("cannot watch systemd's jobs: " + std::string(std::strerror(-r)));
@@ -128,8 +128,7 @@ void TransientScopes::send(Request& request) {
     r = sd_bus_message_append(m.get(), "(sv)", "PIDs", "au", 1,
                               static_cast<std::uint32_t>(request.pid));
   // A scope that failed is garbage-collected too; its name is free again.
-  if (r >= 0)
-    r = sd_bus_message_append(m.get(), "(sv)", "CollectMode", "s", "inactive-or-failed");
+  if (r >= 0) r = sd_bus_message_append(m.get(), "(sv)", "CollectMode", "s", "inactive-or-failed");
   if (r >= 0) r = sd_bus_message_close_container(m.get());
   if (r >= 0) r = sd_bus_message_append(m.get(), "a(sa(sv))", 0);
   if (r >= 0)
@@ -156,7 +155,9 @@ int TransientScopes::on_reply(sd_bus_message* reply, void* userdata, sd_bus_erro
       return 0;
     }
     self.finish(request, "systemd refused " + request.name + ": " +
-                             (e->message ? e->message : e->name ? e->name : "unknown error"));
+                             (e->message ? e->message
+                              : e->name  ? e->name
+                                         : "unknown error"));
     return 0;
   }
   const char* job = nullptr;
