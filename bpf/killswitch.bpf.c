@@ -99,6 +99,30 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ks_totals SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KS_MAX_PROFILES);
+	__type(key, __u32);
+	__type(value, struct ks_counters);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ks_profile_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, KS_EVENTS_RING_BYTES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ks_events SEC(".maps");
+
+/* LRU: an app that has gone quiet gives its slot back; a flood of new apps at worst
+ * restarts someone's window early. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, struct ks_event_budget);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ks_event_budget SEC(".maps");
+
 /* ---- small helpers ---- */
 
 static __always_inline const struct ks_profile *profile_of(__u32 profile_id)
@@ -160,8 +184,8 @@ static __always_inline void add_to(struct ks_counters *c, int allowed, __u64 byt
 	}
 }
 
-static __always_inline void count(__u64 cgroup_id, enum ks_reason reason, __u64 bytes,
-				  int is_packet)
+static __always_inline void count(__u64 cgroup_id, __u32 profile_id, enum ks_reason reason,
+				  __u64 bytes, int is_packet)
 {
 	struct ks_counters *c;
 	__u32 zero = 0;
@@ -177,7 +201,60 @@ static __always_inline void count(__u64 cgroup_id, enum ks_reason reason, __u64 
 		c = bpf_map_lookup_elem(&ks_counters, &cgroup_id);
 	}
 	add_to(c, allowed, bytes, is_packet);
+	add_to(bpf_map_lookup_elem(&ks_profile_counters, &profile_id), allowed, bytes, is_packet);
 	add_to(bpf_map_lookup_elem(&ks_totals, &zero), allowed, bytes, is_packet);
+}
+
+/* ---- events: one per blocked attempt, rate-limited per app ---- */
+
+/* A fixed window per cgroup. Updates race between CPUs; the limit is then off by at most
+ * the number of CPUs, which is all a flood guard needs. */
+static __always_inline int event_budget_left(__u64 cgroup_id, __u64 now)
+{
+	struct ks_event_budget *b = bpf_map_lookup_elem(&ks_event_budget, &cgroup_id);
+
+	if (!b) {
+		struct ks_event_budget fresh = {.window_start_ns = now, .sent = 1};
+
+		bpf_map_update_elem(&ks_event_budget, &cgroup_id, &fresh, BPF_ANY);
+		return 1;
+	}
+	if (now - b->window_start_ns >= KS_EVENT_WINDOW_NS) {
+		b->window_start_ns = now;
+		b->sent = 1;
+		return 1;
+	}
+	if (b->sent >= KS_EVENTS_PER_WINDOW)
+		return 0;
+	b->sent++;
+	return 1;
+}
+
+static __always_inline void count_dropped_event(__u64 cgroup_id, __u32 profile_id)
+{
+	struct ks_counters *c;
+	__u32 zero = 0;
+
+	c = bpf_map_lookup_elem(&ks_counters, &cgroup_id);
+	if (c)
+		c->events_dropped++;
+	c = bpf_map_lookup_elem(&ks_profile_counters, &profile_id);
+	if (c)
+		c->events_dropped++;
+	c = bpf_map_lookup_elem(&ks_totals, &zero);
+	if (c)
+		c->events_dropped++;
+}
+
+/* Called after count(), so the app's counters exist. */
+static __always_inline void report(struct ks_event *ev)
+{
+	if (ev->reason == KS_REASON_BLOCK_CANARY)
+		return;
+	ev->time_ns = bpf_ktime_get_boot_ns();
+	if (!event_budget_left(ev->cgroup_id, ev->time_ns) ||
+	    bpf_ringbuf_output(&ks_events, ev, sizeof(*ev), 0) != 0)
+		count_dropped_event(ev->cgroup_id, ev->profile_id);
 }
 
 /* ---- cgroup/sock_create: classify the socket once, mark it for its profile's table ---- */
@@ -318,9 +395,16 @@ static __always_inline int redirect_dns(struct bpf_sock_addr *ctx, struct ks_dst
 
 enum ks_sock_addr_hook { KS_HOOK_CONNECT, KS_HOOK_SENDMSG };
 
-static __always_inline int refuse(enum ks_reason reason, int err)
+/* Refuses the calling task's operation with -err, counted and reported. `ev` carries
+ * what the hook knows (hook, profile, destination); the task's part is filled in here. */
+static __always_inline int refuse(struct ks_event *ev, enum ks_reason reason, int err)
 {
-	count(bpf_get_current_cgroup_id(), reason, 0, 0);
+	ev->cgroup_id = bpf_get_current_cgroup_id();
+	ev->reason = reason;
+	count(ev->cgroup_id, ev->profile_id, reason, 0, 0);
+	ev->pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	report(ev);
 	bpf_set_retval(-err);
 	return KS_DROP;
 }
@@ -330,6 +414,7 @@ static __always_inline int refuse(enum ks_reason reason, int err)
 static __always_inline int judge_sock_addr(struct bpf_sock_addr *ctx, struct ks_dst *dst,
 					   enum ks_sock_addr_hook hook, const int family)
 {
+	struct ks_event ev = {};
 	struct ks_connect_facts facts = {};
 	struct ks_connect_verdict verdict;
 	const struct ks_profile *p = 0;
@@ -344,8 +429,15 @@ static __always_inline int judge_sock_addr(struct bpf_sock_addr *ctx, struct ks_
 		p = profile_of(state->profile_id);
 	}
 	facts.profile_valid = p != 0;
+	ev.profile_id = facts.profile_id;
+	ev.hook = hook == KS_HOOK_CONNECT ? (family == AF_INET ? KS_EV_CONNECT4 : KS_EV_CONNECT6)
+					  : (family == AF_INET ? KS_EV_SENDMSG4 : KS_EV_SENDMSG6);
+	ev.protocol = ctx->protocol;
+	ev.family = dst->is_v4 ? 4 : 6;
+	ev.port = dst->port;
+	__builtin_memcpy(ev.addr, dst->addr, 16);
 	if (p && state && !facts.foreign_netns && redirect_dns(ctx, dst, state, p, family))
-		return refuse(KS_REASON_BLOCK_DNS, ENETUNREACH);
+		return refuse(&ev, KS_REASON_BLOCK_DNS, ENETUNREACH);
 	facts.dst_is_loopback = dst->is_loopback;
 	/* The connect canary is TCP only: ksrun's UDP canary must get through connect to
 	 * reach the egress program. */
@@ -360,7 +452,7 @@ static __always_inline int judge_sock_addr(struct bpf_sock_addr *ctx, struct ks_
 	verdict = ks_judge_connect(&facts);
 	if (ks_reason_allows(verdict.reason))
 		return KS_PASS;
-	return refuse(verdict.reason,
+	return refuse(&ev, verdict.reason,
 		      verdict.reason == KS_REASON_BLOCK_CANARY ? KS_CANARY_ERRNO : ENETUNREACH);
 }
 
@@ -521,16 +613,19 @@ int ks_connect_unix(struct bpf_sock_addr *ctx)
 	const __u32 family_len = 2; /* offsetof(struct sockaddr_un, sun_path) */
 	char path[KS_UNIX_PATH_BUF] = {};
 	__u32 len = kctx->uaddrlen;
+	struct ks_event ev = {.hook = KS_EV_CONNECT_UNIX};
 
 	if (len <= family_len)
 		return KS_PASS; /* unnamed */
 	len -= family_len;
 	if (len > KS_UNIX_PATH_MAX)
 		len = KS_UNIX_PATH_MAX;
-	if (bpf_probe_read_kernel(path, KS_UNIX_PATH_MAX, (char *)kctx->uaddr + family_len) != 0)
-		return refuse(KS_REASON_BLOCK_LOCAL_RESOLVER, EPERM); /* cannot tell: refuse */
-	if (ks_unix_path_refused(path, len))
-		return refuse(KS_REASON_BLOCK_LOCAL_RESOLVER, EPERM);
+	/* Cannot read it: cannot tell, so refuse. */
+	if (bpf_probe_read_kernel(path, KS_UNIX_PATH_MAX, (char *)kctx->uaddr + family_len) != 0 ||
+	    ks_unix_path_refused(path, len)) {
+		ev.profile_id = classify_current_task();
+		return refuse(&ev, KS_REASON_BLOCK_LOCAL_RESOLVER, EPERM);
+	}
 	return KS_PASS;
 }
 
@@ -539,7 +634,23 @@ int ks_connect_unix(struct bpf_sock_addr *ctx)
 struct ks_pkt {
 	__u8 peer[16]; /* remote address: destination on egress, source on ingress */
 	int is_canary;
+	__u16 peer_port; /* host order; 0 when not TCP/UDP */
+	__u8 protocol;
+	__u8 family;
 };
+
+/* The remote port of a TCP or UDP packet whose transport header starts at `offset`. */
+static __always_inline __u16 peer_port(struct __sk_buff *skb, __u32 offset, __u8 protocol,
+				       int egress)
+{
+	__u16 ports[2];
+
+	if (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP)
+		return 0;
+	if (bpf_skb_load_bytes(skb, offset, ports, sizeof(ports)))
+		return 0;
+	return bpf_ntohs(egress ? ports[1] : ports[0]);
+}
 
 /* Reads only what the judgement needs: the peer address for allow_lan, and on loopback
  * whether this is ksrun's UDP canary. Returns 0 when the packet is not IP. */
@@ -553,6 +664,9 @@ static __always_inline int parse_packet(struct __sk_buff *skb, int egress, struc
 		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)))
 			return 0;
 		v4_mapped(pkt->peer, egress ? ip.daddr : ip.saddr);
+		pkt->protocol = ip.protocol;
+		pkt->family = 4;
+		pkt->peer_port = peer_port(skb, ip.ihl * 4, ip.protocol, egress);
 		if (egress && skb->ifindex == KS_LOOPBACK_IFINDEX && ip.protocol == IPPROTO_UDP &&
 		    ip.daddr == bpf_htonl(0x7f000001) &&
 		    !bpf_skb_load_bytes(skb, ip.ihl * 4 + 2, &port, sizeof(port)))
@@ -565,6 +679,9 @@ static __always_inline int parse_packet(struct __sk_buff *skb, int egress, struc
 		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)))
 			return 0;
 		__builtin_memcpy(pkt->peer, egress ? &ip6.daddr : &ip6.saddr, 16);
+		pkt->protocol = ip6.nexthdr; /* extension headers: reported as they come */
+		pkt->family = 6;
+		pkt->peer_port = peer_port(skb, sizeof(ip6), ip6.nexthdr, egress);
 		if (egress && skb->ifindex == KS_LOOPBACK_IFINDEX && ip6.nexthdr == IPPROTO_UDP &&
 		    ip6.daddr.in6_u.u6_addr32[0] == 0 && ip6.daddr.in6_u.u6_addr32[1] == 0 &&
 		    ip6.daddr.in6_u.u6_addr32[2] == 0 &&
@@ -583,6 +700,7 @@ static __always_inline int judge_skb(struct __sk_buff *skb, int egress)
 	struct ks_sk_state *state = 0;
 	struct bpf_sock *sk = skb->sk;
 	enum ks_reason reason;
+	__u64 cgroup_id;
 	int is_ip;
 
 	if (sk)
@@ -607,8 +725,27 @@ static __always_inline int judge_skb(struct __sk_buff *skb, int egress)
 	}
 
 	reason = ks_judge_packet(&facts);
-	count(bpf_skb_cgroup_id(skb), reason, skb->len, 1);
-	return ks_reason_allows(reason) ? KS_PASS : KS_DROP;
+	cgroup_id = bpf_skb_cgroup_id(skb);
+	count(cgroup_id, facts.profile_id, reason, skb->len, 1);
+	if (ks_reason_allows(reason))
+		return KS_PASS;
+	{
+		struct ks_event ev = {
+		    .cgroup_id = cgroup_id,
+		    .profile_id = facts.profile_id,
+		    .ifindex = skb->ifindex,
+		    .bytes = skb->len,
+		    .port = pkt.peer_port,
+		    .hook = egress ? KS_EV_EGRESS : KS_EV_INGRESS,
+		    .reason = reason,
+		    .protocol = pkt.protocol,
+		    .family = pkt.family,
+		};
+
+		__builtin_memcpy(ev.addr, pkt.peer, 16);
+		report(&ev);
+	}
+	return KS_DROP;
 }
 
 SEC("cgroup_skb/egress")

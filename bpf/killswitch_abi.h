@@ -151,10 +151,57 @@ struct ks_counters {
 	ks_u64 blocked_packets;
 	ks_u64 blocked_bytes;
 	ks_u64 blocked_connects; /* connect/sendmsg refused by the socket hooks */
-	ks_u64 reserved;
+	ks_u64 events_dropped;	 /* blocked attempts without an event (rate limit, ring full) */
 };
 
-/* Why a verdict was reached; used by counters now and by events later. */
+/* Per-profile counters: per-CPU array ks_profile_counters, index = profile id (0: sockets
+ * without a profile). They outlive the apps, whose ks_counters entries ksd removes. */
+
+/*
+ * Events: one struct ks_event per blocked attempt, through the ring buffer ks_events, at
+ * most KS_EVENTS_PER_WINDOW per app (cgroup) per KS_EVENT_WINDOW_NS (ks_event_budget), so
+ * a flood cannot hurt the system. Counters stay exact whatever is dropped; the number of
+ * attempts without an event is counted in events_dropped.
+ */
+#define KS_EVENTS_PER_WINDOW 20
+#define KS_EVENT_WINDOW_NS 1000000000ull
+#define KS_EVENTS_RING_BYTES (256 * 1024)
+
+enum ks_event_hook {
+	KS_EV_CONNECT4 = 1,
+	KS_EV_CONNECT6 = 2,
+	KS_EV_SENDMSG4 = 3,
+	KS_EV_SENDMSG6 = 4,
+	KS_EV_CONNECT_UNIX = 5,
+	KS_EV_EGRESS = 6,
+	KS_EV_INGRESS = 7,
+};
+
+struct ks_event {
+	ks_u64 time_ns;	   /* bpf_ktime_get_boot_ns(): CLOCK_BOOTTIME */
+	ks_u64 cgroup_id;  /* the app: the task's cgroup, or the socket's on egress/ingress */
+	ks_u32 pid;	   /* thread group id; 0 on egress/ingress (may run in softirq) */
+	ks_u32 profile_id; /* KS_PROFILE_NONE when unclassified */
+	ks_u32 ifindex;	   /* egress/ingress: the interface; 0 otherwise */
+	ks_u32 bytes;	   /* egress/ingress: packet length; 0 otherwise */
+	ks_u8 addr[16];	   /* remote address (destination; source on ingress), IPv4-mapped */
+	ks_u16 port;	   /* remote port, host order; 0 when none */
+	ks_u8 hook;	   /* enum ks_event_hook */
+	ks_u8 reason;	   /* enum ks_reason */
+	ks_u8 protocol;	   /* IPPROTO_*; 0 when unknown (unix sockets) */
+	ks_u8 family;	   /* 4, 6, or 0 for unix sockets */
+	ks_u16 reserved;
+	char comm[16]; /* task name; empty when pid is 0 */
+};
+
+/* ks_event_budget: per cgroup, the current window of the rate limit. */
+struct ks_event_budget {
+	ks_u64 window_start_ns;
+	ks_u32 sent;
+	ks_u32 reserved;
+};
+
+/* Why a verdict was reached; in counters and events. */
 enum ks_reason {
 	KS_REASON_ALLOW_TUNNEL = 0,
 	KS_REASON_ALLOW_LOOPBACK = 1,
@@ -179,12 +226,16 @@ static_assert(sizeof(struct ks_tunnel_value) == 8, "ks_tunnel_value layout");
 static_assert(sizeof(struct ks_lan_key) == 24, "ks_lan_key layout");
 static_assert(sizeof(struct ks_sk_state) == 40, "ks_sk_state layout");
 static_assert(sizeof(struct ks_counters) == 48, "ks_counters layout");
+static_assert(sizeof(struct ks_event) == 72, "ks_event layout");
+static_assert(sizeof(struct ks_event_budget) == 16, "ks_event_budget layout");
 #else
 _Static_assert(sizeof(struct ks_config) == 16, "ks_config layout");
 _Static_assert(sizeof(struct ks_profile) == 16 + 16 * KS_MAX_DNS + KS_PROFILE_NAME_MAX,
 	       "ks_profile layout");
 _Static_assert(sizeof(struct ks_lan_key) == 24, "ks_lan_key layout");
 _Static_assert(sizeof(struct ks_counters) == 48, "ks_counters layout");
+_Static_assert(sizeof(struct ks_event) == 72, "ks_event layout");
+_Static_assert(sizeof(struct ks_event_budget) == 16, "ks_event_budget layout");
 #endif
 
 #endif /* KILLSWITCH_ABI_H */

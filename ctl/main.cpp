@@ -15,6 +15,7 @@
 #include <set>
 #include <string>
 
+#include "commands.hpp"
 #include "killswitch/cgroup.hpp"
 #include "killswitch/config.hpp"
 #include "killswitch/enforcement.hpp"
@@ -23,25 +24,11 @@
 #include "killswitch/launch_proof.hpp"
 #include "killswitch/routing.hpp"
 #include "killswitch/systemd_units.hpp"
+#include "output.hpp"
 
 namespace {
 
-// Exit codes (documented in docs/ksctl.md).
-constexpr int kOk = 0;
-constexpr int kFailed = 1;
-constexpr int kUsage = 2;
-constexpr int kDaemonDown = 3;
-
-// One JSON document: indented for a person at a terminal, one line for scripts.
-std::string json_text(const nlohmann::json& j) {
-  return ::isatty(STDOUT_FILENO) ? j.dump(2) : j.dump();
-}
-
-bool color_enabled() { return ::isatty(STDOUT_FILENO) && !std::getenv("NO_COLOR"); }
-
-std::string paint(const std::string& text, const char* code) {
-  return color_enabled() ? std::string("\033[") + code + "m" + text + "\033[0m" : text;
-}
+using namespace ksctl;
 
 std::string state_word(const std::string& state) {
   if (state == "up") return paint(state, "32");
@@ -49,9 +36,8 @@ std::string state_word(const std::string& state) {
   return paint(state, "31");
 }
 
-std::string pad(std::string s, std::size_t width) {
-  if (s.size() < width) s.append(width - s.size(), ' ');
-  return s;
+std::string number(const nlohmann::json& j, const char* key) {
+  return std::to_string(j.value(key, std::uint64_t{0}));
 }
 
 void print_status(const nlohmann::json& s) {
@@ -65,10 +51,17 @@ void print_status(const nlohmann::json& s) {
               pinned ? "pinned" : paint("NOT PINNED", "31").c_str(),
               s.value("cgroup_root", std::string()).c_str());
   std::printf("protected apps: %zu\n", s.value("protected_apps", std::size_t{0}));
-  std::printf("blocked:        %llu\n",
-              static_cast<unsigned long long>(s.value("blocked_total", std::uint64_t{0})));
+  const auto& totals = s["counters"];
+  std::printf("blocked:        %s attempts (%s packets, %s connects/sends refused); %s without "
+              "an event (rate limit)\n",
+              number(s, "blocked_total").c_str(), number(totals, "blocked_packets").c_str(),
+              number(totals, "blocked_connects").c_str(), number(totals, "events_dropped").c_str());
+  std::printf("allowed:        %s packets through tunnels, loopback and allowed LANs\n",
+              number(totals, "allowed_packets").c_str());
   for (const auto& [name, p] : s["profiles"].items()) {
-    std::printf("\nprofile %s: %s\n", name.c_str(), p.value("traffic", std::string()).c_str());
+    std::string traffic = p.value("traffic", std::string());
+    std::printf("\nprofile %s: %s\n", name.c_str(),
+                (traffic.rfind("blocked", 0) == 0 ? yellow(traffic) : green(traffic)).c_str());
     for (const auto& t : p["tunnels"]) {
       std::string families;
       if (t.value("ipv4", false)) families += " ipv4";
@@ -79,6 +72,10 @@ void print_status(const nlohmann::json& s) {
         std::printf("  ifindex %u%s", t.value("ifindex", 0u), families.c_str());
       std::printf("\n");
     }
+    if (p.contains("counters"))
+      std::printf("  counters  allowed %s packets, blocked %s attempts\n",
+                  number(p["counters"], "allowed_packets").c_str(),
+                  number(p["counters"], "blocked").c_str());
     if (!p["dns"].empty()) std::printf("  dns       %s\n", p["dns"].dump().c_str());
     if (!p["allow_lan"].empty()) std::printf("  allow_lan %s\n", p["allow_lan"].dump().c_str());
   }
@@ -90,18 +87,25 @@ void print_list(const nlohmann::json& l) {
     std::printf("no protected apps\n");
     return;
   }
-  std::printf("%s %s %s %s %s\n", pad("PROFILE", 10).c_str(), pad("PIDS", 16).c_str(),
-              pad("ALLOWED", 10).c_str(), pad("BLOCKED", 10).c_str(), "COMMAND");
+  Table table({"APP", "PROFILE", "PIDS", "ALLOWED", "BLOCKED", "COMMAND"});
   for (const auto& a : apps) {
     std::string pids;
-    for (const auto& p : a["pids"])
+    std::size_t shown = 0;
+    for (const auto& p : a["pids"]) {
+      if (++shown > 4) {
+        pids += ",+" + std::to_string(a["pids"].size() - 4);
+        break;
+      }
       pids += (pids.empty() ? "" : ",") + std::to_string(p.get<int>());
-    std::printf("%s %s %s %s %s\n", pad(a.value("profile", std::string()), 10).c_str(),
-                pad(pids, 16).c_str(),
-                pad(std::to_string(a.value("allowed_packets", std::uint64_t{0})), 10).c_str(),
-                pad(std::to_string(a.value("blocked_packets", std::uint64_t{0})), 10).c_str(),
-                a.value("command", std::string()).c_str());
+    }
+    std::string cgroup = a.value("cgroup", std::string());
+    const auto& c = a["counters"];
+    std::string blocked = number(c, "blocked");
+    table.row({cgroup.substr(cgroup.find_last_of('/') + 1), a.value("profile", std::string()), pids,
+               number(c, "allowed_packets"), blocked == "0" ? blocked : red(blocked),
+               a.value("command", std::string()).substr(0, 120)});
   }
+  table.print();
 }
 
 int teardown(const std::string& pin_dir, const std::string& slice, bool kill_apps) {
@@ -344,6 +348,17 @@ int main(int argc, char** argv) {
   list->add_flag("--json", json, "print one JSON document");
   app.add_subcommand("reload", "re-read the configuration (a bad file changes nothing)");
 
+  ksctl::EventsOptions events_options;
+  auto* events = app.add_subcommand("events",
+                                    "blocked attempts: time, app, pid, hook, "
+                                    "destination, reason");
+  events->add_flag("--json", events_options.json,
+                   "one JSON document (with --follow: one JSON object per line)");
+  events->add_flag("-f,--follow", events_options.follow, "keep printing new events");
+  events->add_option("--since", events_options.since, "first sequence number to show");
+  events->add_option("--limit", events_options.limit, "show at most this many (the newest)")
+      ->check(CLI::Range(1, static_cast<int>(ks::ipc::kMaxEventsPerReply)));
+
   int protect_pid = 0;
   std::string protect_profile = "default";
   auto* protect = app.add_subcommand(
@@ -388,6 +403,10 @@ int main(int argc, char** argv) {
   }
 
   try {
+    if (events->parsed()) {
+      events_options.socket_path = socket_path;
+      return ksctl::events_command(events_options);
+    }
     if (down->parsed()) return teardown(pin_dir, slice, kill_apps);
     if (verify->parsed()) {
       if (!verify_self_flag) {

@@ -32,6 +32,9 @@ namespace {
 
 constexpr int kSweepIntervalSeconds = 1;
 constexpr std::size_t kMaxClients = 256;
+constexpr std::size_t kEventsKept = 4096;
+constexpr unsigned kSummaryEverySweeps = 10;  // a journal line per app at most every 10 s
+constexpr std::size_t kSummaryMaxApps = 10;
 
 std::string slice_stem(const std::string& slice) {
   const std::string suffix = ".slice";
@@ -92,11 +95,10 @@ void loosen_rp_filter(const std::string& tunnel) {
 }
 
 nlohmann::json counters_json(const Counters& c) {
-  return {{"allowed_packets", c.allowed_packets},
-          {"allowed_bytes", c.allowed_bytes},
-          {"blocked_packets", c.blocked_packets},
-          {"blocked_bytes", c.blocked_bytes},
-          {"blocked_connects", c.blocked_connects}};
+  return {{"allowed_packets", c.allowed_packets},   {"allowed_bytes", c.allowed_bytes},
+          {"blocked_packets", c.blocked_packets},   {"blocked_bytes", c.blocked_bytes},
+          {"blocked_connects", c.blocked_connects}, {"blocked", c.blocked()},
+          {"events_dropped", c.events_dropped}};
 }
 
 // A second ksd on the same socket would fight over the maps: refuse to start.
@@ -356,12 +358,14 @@ void Daemon::run() {
   its.it_value.tv_sec = kSweepIntervalSeconds;
   timerfd_settime(timer_fd_.get(), 0, &its, nullptr);
 
+  events_ = std::make_unique<EventReader>(enforcement_.events_fd(),
+                                          [this](const ks_event& e) { on_event(e); });
   tree_watch_fd_ = UniqueFd(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
   if (!tree_watch_fd_) log_warning(std::string("inotify_init1: ") + std::strerror(errno));
   watch_tree();
 
-  for (int fd :
-       {listen_fd_.get(), signal_fd_.get(), timer_fd_.get(), links_.fd(), tree_watch_fd_.get()}) {
+  for (int fd : {listen_fd_.get(), signal_fd_.get(), timer_fd_.get(), links_.fd(),
+                 tree_watch_fd_.get(), events_->fd()}) {
     if (fd < 0) continue;
     epoll_event ev{};
     ev.events = EPOLLIN;
@@ -419,6 +423,7 @@ void Daemon::run() {
           if (scopes_) scopes_->expire(std::chrono::steady_clock::now());
           guard_tree();
           sweep_apps();
+          if (++sweeps_since_summary_ >= kSummaryEverySweeps) log_event_summary();
           if (watchdog_) sd_notify(0, "WATCHDOG=1");
         } catch (const std::exception& e) {
           log_error(std::string("periodic work failed (will retry): ") + e.what());
@@ -434,6 +439,12 @@ void Daemon::run() {
           log_error(std::string("cannot re-attach to the re-created tree (will retry): ") +
                     e.what());
           policy_stale_ = true;
+        }
+      } else if (fd == events_->fd()) {
+        try {
+          events_->consume();
+        } catch (const std::exception& e) {
+          log_error(e.what());
         }
       } else if (fd == scopes_fd_ && scopes_) {
         scopes_->process();
@@ -467,6 +478,7 @@ void Daemon::on_client(int fd) {
     ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
     clients_.erase(fd);
     awaiting_.erase(fd);
+    followers_.erase(fd);
     return;
   }
   if (awaiting_.count(fd)) {
@@ -524,6 +536,8 @@ std::optional<nlohmann::json> Daemon::handle(int fd, const ipc::Request& request
       return launch(fd, request, peer);
     case ipc::Op::kProtect:
       return protect(request);
+    case ipc::Op::kEvents:
+      return events_json(fd, request);
   }
   return nlohmann::json{{"ok", false}, {"error", "unhandled request"}};
 }
@@ -807,7 +821,16 @@ nlohmann::json Daemon::status_json() {
                                {"ipv6", t.ipv6}});
       any_up = any_up || t.state == "up";
     }
-    pj["traffic"] = any_up ? "through tunnel" : "blocked: no tunnel up";
+    if (any_up) {
+      pj["traffic"] = "through tunnel";
+    } else {
+      // Why: each tunnel and its state ("wg0 missing", "wg1 down").
+      std::string why;
+      for (const auto& t : plan_.status[p.name])
+        why += (why.empty() ? "" : ", ") + t.name + " " + t.state;
+      pj["traffic"] = "blocked: " + (why.empty() ? std::string("no tunnel configured") : why);
+    }
+    pj["counters"] = counters_json(enforcement_.profile_counters(profile_ids_.at(p.name)));
     pj["dns"] = nlohmann::json::array();
     for (const auto& d : p.dns) pj["dns"].push_back(d.text);
     pj["allow_lan"] = nlohmann::json::array();
@@ -849,6 +872,122 @@ nlohmann::json Daemon::list_json() {
     apps.push_back(a);
   });
   return {{"ok", true}, {"apps", apps}};
+}
+
+// ---- events ----
+
+std::string Daemon::profile_name(std::uint32_t profile_id) const {
+  for (const auto& [name, id] : profile_ids_)
+    if (id == profile_id) return name;
+  return profile_id == KS_PROFILE_NONE ? "(none)" : "(removed)";
+}
+
+std::string Daemon::cgroup_path_of(std::uint64_t id) {
+  auto it = cgroup_paths_.find(id);
+  if (it != cgroup_paths_.end()) return it->second;
+  auto app = apps_.find(id);
+  if (app != apps_.end()) return cgroup_paths_[id] = relative(app->second.path);
+  // Services and scopes systemd made: look once through the tree. Events are rate
+  // limited per app, so this runs a few times a second at most.
+  if (cgroup_paths_.size() > 4 * kEventsKept) cgroup_paths_.clear();
+  std::string found;
+  if (id == attached_root_id_) found = relative(root_cgroup_);
+  walk_cgroups(root_cgroup_, [&](const std::string& cg) {
+    if (found.empty()) {
+      try {
+        if (cgroup_id(cg) == id) found = relative(cg);
+      } catch (const Error&) {
+      }
+    }
+  });
+  if (found.empty()) return "(cgroup " + std::to_string(id) + ", gone)";
+  return cgroup_paths_[id] = found;
+}
+
+void Daemon::on_event(const ks_event& event) {
+  nlohmann::json j = event_json(event, next_event_seq_++, boottime_to_realtime_us(event.time_ns));
+  const std::string app = cgroup_path_of(event.cgroup_id);
+  j["app"] = app;
+  j["profile"] = profile_name(event.profile_id);
+  std::string command = event.pid ? read_cmdline(static_cast<pid_t>(event.pid)) : "";
+  if (command.empty() && app.front() == '/') {
+    auto pids = cgroup_pids(cgroup_mount_ + app);
+    if (!pids.empty()) command = read_cmdline(pids.front());
+  }
+  j["command"] = command.substr(0, 200);
+
+  recent_events_.push_back(j);
+  if (recent_events_.size() > kEventsKept) recent_events_.pop_front();
+
+  Summary& s = summary_[event.cgroup_id];
+  if (s.events++ == 0) {
+    std::uint64_t blocked = enforcement_.counters_of(event.cgroup_id).blocked();
+    s.blocked_before = blocked > 0 ? blocked - 1 : 0;
+  }
+  s.last = j;
+
+  for (auto it = followers_.begin(); it != followers_.end();) {
+    try {
+      ipc::send_message(*it, {{"event", j}});
+      ++it;
+    } catch (const Error&) {
+      // Too slow to keep up, or gone: end its stream rather than block the daemon.
+      ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, *it, nullptr);
+      clients_.erase(*it);
+      it = followers_.erase(it);
+    }
+  }
+}
+
+void Daemon::log_event_summary() {
+  sweeps_since_summary_ = 0;
+  if (summary_.empty()) return;
+  std::size_t shown = 0;
+  for (const auto& [cgroup, s] : summary_) {
+    if (++shown > kSummaryMaxApps) break;
+    const std::uint64_t now = enforcement_.counters_of(cgroup).blocked();
+    const nlohmann::json& e = s.last;
+    std::string who = e.value("command", std::string());
+    if (who.empty()) who = e.value("comm", std::string());
+    log_warning(
+        "blocked " + std::to_string(now > s.blocked_before ? now - s.blocked_before : s.events) +
+        " attempt(s) of " + (who.empty() ? std::string("an app") : who.substr(0, 80)) + " (" +
+        e.value("app", std::string()) + ", profile " + e.value("profile", std::string()) +
+        ") in the last " + std::to_string(kSummaryEverySweeps) +
+        " s; last: " + e.value("hook", std::string()) +
+        (e.value("destination", std::string()).empty()
+             ? ""
+             : " to " + e.value("destination", std::string())) +
+        " (" + e.value("reason", std::string()) + ")");
+  }
+  if (summary_.size() > kSummaryMaxApps)
+    log_warning("... and " + std::to_string(summary_.size() - kSummaryMaxApps) +
+                " more app(s) with blocked attempts; see ksctl events");
+  summary_.clear();
+}
+
+nlohmann::json Daemon::events_json(int fd, const ipc::Request& request) {
+  nlohmann::json events = nlohmann::json::array();
+  std::size_t first = 0;
+  // The newest `limit` of those at or after `since`.
+  std::size_t matching = 0;
+  for (const auto& e : recent_events_)
+    if (e["seq"].get<std::uint64_t>() >= request.since) ++matching;
+  std::size_t skip = matching > request.limit ? matching - request.limit : 0;
+  for (const auto& e : recent_events_) {
+    if (e["seq"].get<std::uint64_t>() < request.since) continue;
+    if (first++ < skip) continue;
+    events.push_back(e);
+  }
+  if (request.follow) followers_.insert(fd);
+  Counters totals = enforcement_.totals();
+  return {{"ok", true},
+          {"events", events},
+          {"next_seq", next_event_seq_},
+          {"kept", kEventsKept},
+          {"blocked_total", totals.blocked()},
+          {"events_dropped", totals.events_dropped},
+          {"follow", request.follow}};
 }
 
 nlohmann::json Daemon::reload() {

@@ -3,13 +3,16 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "killswitch/config.hpp"
 #include "killswitch/enforcement.hpp"
+#include "killswitch/events.hpp"
 #include "killswitch/fd.hpp"
 #include "killswitch/ipc.hpp"
 #include "killswitch/links.hpp"
@@ -62,6 +65,11 @@ class Daemon {
   std::optional<nlohmann::json> handle(int fd, const ipc::Request& request,
                                        const ipc::PeerCred& peer);
   nlohmann::json status_json();
+  nlohmann::json events_json(int fd, const ipc::Request& request);
+  void on_event(const ks_event& event);
+  void log_event_summary();
+  std::string cgroup_path_of(std::uint64_t id);
+  std::string profile_name(std::uint32_t profile_id) const;
   nlohmann::json list_json();
   std::optional<nlohmann::json> launch(int fd, const ipc::Request& request,
                                        const ipc::PeerCred& peer);
@@ -102,6 +110,23 @@ class Daemon {
   // Clients whose launch waits for systemd: fd -> serial (a closed fd can be re-used).
   std::map<int, std::uint64_t> awaiting_;
   std::uint64_t next_serial_ = 1;
+
+  // Blocked-attempt events: the newest kEventsKept, numbered from 1; clients that follow
+  // them get each one pushed.
+  std::unique_ptr<EventReader> events_;
+  std::deque<nlohmann::json> recent_events_;
+  std::uint64_t next_event_seq_ = 1;
+  std::set<int> followers_;
+  std::map<std::uint64_t, std::string> cgroup_paths_;  // cache for events: id -> path
+  // For the journal summary: per app, events since the last summary, the blocked count at
+  // its start, and the last event.
+  struct Summary {
+    std::uint64_t events = 0;
+    std::uint64_t blocked_before = 0;
+    nlohmann::json last;
+  };
+  std::map<std::uint64_t, Summary> summary_;
+  unsigned sweeps_since_summary_ = 0;
   std::optional<gid_t> admin_gid_;
   bool policy_stale_ = false;  // an update failed; the timer retries
 };

@@ -61,10 +61,6 @@ std::vector<HookInfo> active_hooks() {
 
 namespace {
 
-// The maps pinned by name (LIBBPF_PIN_BY_NAME) under the pin directory.
-constexpr const char* kMapNames[] = {"ks_config", "ks_profiles", "ks_cgroups",  "ks_tunnels",
-                                     "ks_lan",    "ks_sk_state", "ks_counters", "ks_totals"};
-
 std::string link_pin_path(const std::string& pin_dir, const char* hook) {
   return pin_dir + "/link_" + hook;
 }
@@ -189,7 +185,14 @@ void Enforcement::remove_pins(const std::string& pin_dir) {
     ::closedir(dir);
     for (const auto& path : links) ::unlink(path.c_str());
   }
-  for (const char* map : kMapNames) ::unlink((pin_dir + "/" + map).c_str());
+  // The maps pinned by name (LIBBPF_PIN_BY_NAME): every map the object declares, read from
+  // the object itself (opened, not loaded), so no list here can fall behind.
+  std::unique_ptr<killswitch_bpf, SkeletonDeleter> object(killswitch_bpf__open());
+  if (!object) throw_errno("cannot open the BPF object to list its maps");
+  bpf_map* map = nullptr;
+  bpf_object__for_each_map(map, object->obj) {
+    ::unlink((pin_dir + "/" + bpf_map__name(map)).c_str());
+  }
   if (::rmdir(pin_dir.c_str()) != 0 && errno != ENOENT)
     throw_errno("cannot remove pin directory " + pin_dir);
 }
@@ -349,6 +352,7 @@ Counters sum_percpu(int fd, const void* key) {
     sum.blocked_packets += v.blocked_packets;
     sum.blocked_bytes += v.blocked_bytes;
     sum.blocked_connects += v.blocked_connects;
+    sum.events_dropped += v.events_dropped;
   }
   return sum;
 }
@@ -361,6 +365,10 @@ Counters Enforcement::totals() const {
 
 Counters Enforcement::counters_of(std::uint64_t id) const {
   return sum_percpu(map_fd("ks_counters"), &id);
+}
+
+Counters Enforcement::profile_counters(std::uint32_t profile_id) const {
+  return sum_percpu(map_fd("ks_profile_counters"), &profile_id);
 }
 
 void Enforcement::remove_counters(std::uint64_t id) {

@@ -49,6 +49,30 @@ std::optional<Request> parse_request(const std::string& bytes, std::string& erro
     r.op = Op::kList;
   } else if (name == "reload") {
     r.op = Op::kReload;
+  } else if (name == "events") {
+    r.op = Op::kEvents;
+    if (auto since = j.find("since"); since != j.end()) {
+      if (!since->is_number_unsigned()) {
+        error = "\"since\" must be a sequence number (0 or more)";
+        return std::nullopt;
+      }
+      r.since = since->get<std::uint64_t>();
+    }
+    if (auto limit = j.find("limit"); limit != j.end()) {
+      if (!limit->is_number_unsigned() || limit->get<std::uint64_t>() == 0 ||
+          limit->get<std::uint64_t>() > kMaxEventsPerReply) {
+        error = "\"limit\" must be 1.." + std::to_string(kMaxEventsPerReply);
+        return std::nullopt;
+      }
+      r.limit = limit->get<std::size_t>();
+    }
+    if (auto follow = j.find("follow"); follow != j.end()) {
+      if (!follow->is_boolean()) {
+        error = "\"follow\" must be true or false";
+        return std::nullopt;
+      }
+      r.follow = follow->get<bool>();
+    }
   } else if (name == "launch" || name == "protect") {
     r.op = name == "launch" ? Op::kLaunch : Op::kProtect;
     if (r.op == Op::kProtect) {

@@ -46,6 +46,8 @@ struct Counters {
   std::uint64_t allowed_packets = 0, allowed_bytes = 0;
   std::uint64_t blocked_packets = 0, blocked_bytes = 0;
   std::uint64_t blocked_connects = 0;
+  std::uint64_t events_dropped = 0;  // blocked attempts without an event (rate limit, ring full)
+  std::uint64_t blocked() const { return blocked_packets + blocked_connects; }
 };
 
 struct SkeletonDeleter {
@@ -92,6 +94,8 @@ class Enforcement {
   void replace_lan(const std::vector<ks_lan_key>& want);
   Counters totals() const;
   Counters counters_of(std::uint64_t cgroup_id) const;
+  Counters profile_counters(std::uint32_t profile_id) const;
+  int events_fd() const { return map_fd("ks_events"); }
   void remove_counters(std::uint64_t cgroup_id);
 
   const std::string& pin_dir() const { return pin_dir_; }

@@ -5,6 +5,7 @@
 //   request : {"op": "status"} | {"op": "list"} | {"op": "reload"}
 //             | {"op": "launch", "profile": "default", "argv": ["qbittorrent"]}
 //             | {"op": "protect", "pid": 4242, "profile": "default"}
+//             | {"op": "events", "since": 0, "limit": 1000, "follow": false}
 //   reply   : {"ok": true, ...} | {"ok": false, "error": "what went wrong"}
 #pragma once
 
@@ -27,13 +28,18 @@ inline constexpr const char* kAdminGroup = "killswitch";
 // $KILLSWITCH_SOCKET if set and non-empty, otherwise /run/killswitch/ksd.sock.
 std::string default_socket_path();
 
-enum class Op { kStatus, kList, kReload, kLaunch, kProtect };
+enum class Op { kStatus, kList, kReload, kLaunch, kProtect, kEvents };
+
+inline constexpr std::size_t kMaxEventsPerReply = 2000;
 
 struct Request {
   Op op = Op::kStatus;
   std::string profile;            // launch, protect
   std::vector<std::string> argv;  // launch: for the record (list, logs), never executed by ksd
   pid_t pid = 0;                  // protect
+  std::uint64_t since = 0;        // events: the first sequence number wanted
+  std::size_t limit = kMaxEventsPerReply;  // events: at most this many, the newest
+  bool follow = false;                     // events: keep the connection, push new ones
 };
 
 // Validates a raw message. Returns the request, or sets `error` to a message fit for the

@@ -1,0 +1,183 @@
+#include "killswitch/events.hpp"
+
+#include <arpa/inet.h>
+#include <bpf/libbpf.h>
+#include <netinet/in.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+#include "killswitch/error.hpp"
+
+namespace ks {
+
+const char* reason_name(std::uint8_t reason) {
+  switch (reason) {
+    case KS_REASON_ALLOW_TUNNEL:
+      return "allow_tunnel";
+    case KS_REASON_ALLOW_LOOPBACK:
+      return "allow_loopback";
+    case KS_REASON_ALLOW_LAN:
+      return "allow_lan";
+    case KS_REASON_BLOCK_NOT_TUNNEL:
+      return "not_tunnel";
+    case KS_REASON_BLOCK_NO_TUNNEL:
+      return "no_tunnel";
+    case KS_REASON_BLOCK_NO_PROFILE:
+      return "no_profile";
+    case KS_REASON_BLOCK_WRONG_NETNS:
+      return "wrong_netns";
+    case KS_REASON_BLOCK_CANARY:
+      return "canary";
+    case KS_REASON_BLOCK_DNS:
+      return "dns";
+    case KS_REASON_BLOCK_LOCAL_RESOLVER:
+      return "local_resolver";
+  }
+  return "unknown";
+}
+
+const char* reason_text(std::uint8_t reason) {
+  switch (reason) {
+    case KS_REASON_BLOCK_NOT_TUNNEL:
+      return "would have left through a non-tunnel interface";
+    case KS_REASON_BLOCK_NO_TUNNEL:
+      return "no tunnel of the profile is up for this address family";
+    case KS_REASON_BLOCK_NO_PROFILE:
+      return "the socket has no (valid) profile";
+    case KS_REASON_BLOCK_WRONG_NETNS:
+      return "the socket lives in another network namespace";
+    case KS_REASON_BLOCK_CANARY:
+      return "ksrun's protection proof";
+    case KS_REASON_BLOCK_DNS:
+      return "DNS, and the profile has no resolver for it";
+    case KS_REASON_BLOCK_LOCAL_RESOLVER:
+      return "name lookup through a local resolving service (resolved, nscd)";
+    default:
+      return "allowed";
+  }
+}
+
+const char* hook_name(std::uint8_t hook) {
+  switch (hook) {
+    case KS_EV_CONNECT4:
+      return "connect4";
+    case KS_EV_CONNECT6:
+      return "connect6";
+    case KS_EV_SENDMSG4:
+      return "sendmsg4";
+    case KS_EV_SENDMSG6:
+      return "sendmsg6";
+    case KS_EV_CONNECT_UNIX:
+      return "connect_unix";
+    case KS_EV_EGRESS:
+      return "egress";
+    case KS_EV_INGRESS:
+      return "ingress";
+  }
+  return "unknown";
+}
+
+std::string protocol_name(std::uint8_t protocol) {
+  switch (protocol) {
+    case IPPROTO_TCP:
+      return "tcp";
+    case IPPROTO_UDP:
+      return "udp";
+    case IPPROTO_ICMP:
+      return "icmp";
+    case IPPROTO_ICMPV6:
+      return "icmpv6";
+    case 0:
+      return "";
+  }
+  return std::to_string(protocol);
+}
+
+namespace {
+std::string address_text(const ks_event& e) {
+  char buf[INET6_ADDRSTRLEN] = {};
+  static constexpr std::uint8_t kMappedPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (std::memcmp(e.addr, kMappedPrefix, sizeof(kMappedPrefix)) == 0)
+    ::inet_ntop(AF_INET, e.addr + 12, buf, sizeof(buf));
+  else
+    ::inet_ntop(AF_INET6, e.addr, buf, sizeof(buf));
+  return buf;
+}
+}  // namespace
+
+std::string event_destination(const ks_event& e) {
+  if (e.family == 0) return "";
+  std::string addr = address_text(e);
+  if (e.port == 0) return addr;
+  if (addr.find(':') != std::string::npos) return "[" + addr + "]:" + std::to_string(e.port);
+  return addr + ":" + std::to_string(e.port);
+}
+
+std::int64_t boottime_to_realtime_us(std::uint64_t boot_ns) {
+  timespec boot{}, real{};
+  ::clock_gettime(CLOCK_BOOTTIME, &boot);
+  ::clock_gettime(CLOCK_REALTIME, &real);
+  const std::int64_t boot_now = boot.tv_sec * 1000000000LL + boot.tv_nsec;
+  const std::int64_t real_now = real.tv_sec * 1000000000LL + real.tv_nsec;
+  return (real_now - (boot_now - static_cast<std::int64_t>(boot_ns))) / 1000;
+}
+
+std::string format_utc(std::int64_t realtime_us) {
+  std::time_t secs = static_cast<std::time_t>(realtime_us / 1000000);
+  std::tm tm{};
+  ::gmtime_r(&secs, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+  char out[80];
+  std::snprintf(out, sizeof(out), "%s.%06lldZ", buf, static_cast<long long>(realtime_us % 1000000));
+  return out;
+}
+
+nlohmann::json event_json(const ks_event& e, std::uint64_t seq, std::int64_t realtime_us) {
+  std::string comm(e.comm, strnlen(e.comm, sizeof(e.comm)));
+  nlohmann::json j = {{"seq", seq},
+                      {"time", format_utc(realtime_us)},
+                      {"time_us", realtime_us},
+                      {"cgroup_id", e.cgroup_id},
+                      {"pid", e.pid},
+                      {"comm", comm},
+                      {"profile_id", e.profile_id},
+                      {"hook", hook_name(e.hook)},
+                      {"reason", reason_name(e.reason)},
+                      {"reason_text", reason_text(e.reason)},
+                      {"protocol", protocol_name(e.protocol)},
+                      {"family", e.family},
+                      {"address", e.family ? address_text(e) : ""},
+                      {"port", e.port},
+                      {"destination", event_destination(e)},
+                      {"ifindex", e.ifindex},
+                      {"bytes", e.bytes}};
+  return j;
+}
+
+EventReader::EventReader(int ring_map_fd, Callback on_event) : on_event_(std::move(on_event)) {
+  ring_ = ring_buffer__new(ring_map_fd, &EventReader::on_record, this, nullptr);
+  if (!ring_) throw_errno("cannot open the events ring buffer");
+}
+
+EventReader::~EventReader() { ring_buffer__free(ring_); }
+
+int EventReader::fd() const { return ring_buffer__epoll_fd(ring_); }
+
+int EventReader::consume() {
+  int n = ring_buffer__consume(ring_);
+  if (n < 0) throw Error("cannot read the events ring buffer: " + std::string(std::strerror(-n)));
+  return n;
+}
+
+int EventReader::on_record(void* self, void* data, std::size_t size) {
+  if (size < sizeof(ks_event)) return 0;  // not ours; skip it
+  ks_event event;
+  std::memcpy(&event, data, sizeof(event));
+  static_cast<EventReader*>(self)->on_event_(event);
+  return 0;
+}
+
+}  // namespace ks

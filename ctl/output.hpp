@@ -1,0 +1,73 @@
+// Terminal output for ksctl: colour only on a TTY (and never with NO_COLOR), aligned
+// tables, one JSON document for scripts.
+#pragma once
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace ksctl {
+
+// One JSON document: indented for a person at a terminal, one line for scripts.
+inline std::string json_text(const nlohmann::json& j) {
+  return ::isatty(STDOUT_FILENO) ? j.dump(2) : j.dump();
+}
+
+inline bool color_enabled() { return ::isatty(STDOUT_FILENO) && !std::getenv("NO_COLOR"); }
+
+inline std::string paint(const std::string& text, const char* code) {
+  return color_enabled() ? std::string("\033[") + code + "m" + text + "\033[0m" : text;
+}
+inline std::string green(const std::string& t) { return paint(t, "32"); }
+inline std::string yellow(const std::string& t) { return paint(t, "33"); }
+inline std::string red(const std::string& t) { return paint(t, "31"); }
+
+// Width on the terminal: escape sequences take none.
+inline std::size_t visible_width(const std::string& s) {
+  std::size_t width = 0;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\033') {
+      while (i < s.size() && s[i] != 'm') ++i;
+      continue;
+    }
+    if ((static_cast<unsigned char>(s[i]) & 0xc0) != 0x80) ++width;  // UTF-8 lead bytes
+  }
+  return width;
+}
+
+inline std::string pad(std::string s, std::size_t width) {
+  std::size_t w = visible_width(s);
+  if (w < width) s.append(width - w, ' ');
+  return s;
+}
+
+// Columns sized to their widest cell; the last column is not padded (commands, text).
+class Table {
+ public:
+  explicit Table(std::vector<std::string> header) { rows_.push_back(std::move(header)); }
+  void row(std::vector<std::string> cells) { rows_.push_back(std::move(cells)); }
+  void print(std::FILE* out = stdout) const {
+    std::vector<std::size_t> widths;
+    for (const auto& r : rows_) {
+      if (widths.size() < r.size()) widths.resize(r.size(), 0);
+      for (std::size_t i = 0; i < r.size(); ++i)
+        widths[i] = std::max(widths[i], visible_width(r[i]));
+    }
+    for (const auto& r : rows_) {
+      std::string line;
+      for (std::size_t i = 0; i < r.size(); ++i)
+        line += i + 1 < r.size() ? pad(r[i], widths[i]) + "  " : r[i];
+      std::fprintf(out, "%s\n", line.c_str());
+    }
+  }
+
+ private:
+  std::vector<std::vector<std::string>> rows_;
+};
+
+}  // namespace ksctl
