@@ -21,4 +21,12 @@ struct EventsOptions {
 };
 int events_command(const EventsOptions& options);
 
+struct VerifyOptions {
+  std::string socket_path;
+  std::string pin_dir;
+  std::string profile = "default";
+  bool json = false;
+};
+int verify_command(const VerifyOptions& options);
+
 }  // namespace ksctl

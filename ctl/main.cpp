@@ -143,19 +143,6 @@ int teardown(const std::string& pin_dir, const std::string& slice, bool kill_app
 
 // ---- verify --self: is the caller's own cgroup covered by enforcement? ----
 
-// One line per check; "FAIL" lines make the exit status non-zero.
-struct Checks {
-  bool failed = false;
-  void line(const char* verdict, const std::string& check, const std::string& detail) {
-    const char* color = std::string(verdict) == "ok"     ? "32"
-                        : std::string(verdict) == "FAIL" ? "31"
-                                                         : "33";
-    std::printf("%s %s: %s\n", paint(pad(verdict, 4), color).c_str(), check.c_str(),
-                detail.c_str());
-    if (std::string(verdict) == "FAIL") failed = true;
-  }
-};
-
 int verify_self(const std::string& pin_dir, const std::string& slice) {
   Checks checks;
   std::string cgroup = ks::cgroup_of_pid(0);
@@ -229,7 +216,7 @@ int verify_self(const std::string& pin_dir, const std::string& slice) {
   } catch (const ks::Error& e) {
     checks.line("FAIL", "canaries", e.what());
   }
-  if (checks.failed) {
+  if (checks.failed()) {
     std::fprintf(stderr, "ksctl: this process is NOT protected by Killswitch\n");
     return kFailed;
   }
@@ -374,10 +361,15 @@ int main(int argc, char** argv) {
   down->add_flag("--kill-apps", kill_apps, "kill protected processes first");
 
   bool verify_self_flag = false;
-  auto* verify = app.add_subcommand("verify", "check that enforcement covers a process");
+  ksctl::VerifyOptions verify_options;
+  auto* verify = app.add_subcommand(
+      "verify", "live self-test of the kill switch (the five-minute manual test, automated)");
   verify->add_flag("--self", verify_self_flag,
-                   "check the caller's own cgroup (for ExecStartPre=); exit 0 only if protected");
-  verify->add_option("--slice", slice, "protected tree name")->capture_default_str();
+                   "only check the caller's own cgroup (for ExecStartPre=)");
+  verify->add_option("--slice", slice, "protected tree name (--self)")->capture_default_str();
+  verify->add_option("--profile", verify_options.profile, "profile whose tunnel is tested")
+      ->capture_default_str();
+  verify->add_flag("--json", verify_options.json, "print one JSON document");
 
   std::string unit, unit_profile = "default", unit_dir = ks::systemd::kDefaultUnitDir;
   std::string config_path(ks::kDefaultConfigPath);
@@ -409,13 +401,10 @@ int main(int argc, char** argv) {
     }
     if (down->parsed()) return teardown(pin_dir, slice, kill_apps);
     if (verify->parsed()) {
-      if (!verify_self_flag) {
-        std::fprintf(stderr,
-                     "ksctl: the live end-to-end self-test is not implemented yet; "
-                     "`ksctl verify --self` checks the caller's own protection\n");
-        return kUsage;
-      }
-      return verify_self(pin_dir, slice);
+      if (verify_self_flag) return verify_self(pin_dir, slice);
+      verify_options.socket_path = socket_path;
+      verify_options.pin_dir = pin_dir;
+      return ksctl::verify_command(verify_options);
     }
     if (sd_protect->parsed())
       return systemd_protect(unit, unit_profile, unit_dir, socket_path, config_path);

@@ -70,4 +70,33 @@ class Table {
   std::vector<std::vector<std::string>> rows_;
 };
 
+// One line per check ("ok", "FAIL", "skip", "warn" + name + detail, with a fix where there
+// is one); any FAIL makes the command fail. With json set, nothing is printed and the
+// checks are collected for one document instead.
+class Checks {
+ public:
+  explicit Checks(bool json = false) : json_(json) {}
+  void line(const std::string& verdict, const std::string& check, const std::string& detail,
+            const std::string& fix = "") {
+    if (verdict == "FAIL") failed_ = true;
+    if (json_) {
+      nlohmann::json j = {{"check", check}, {"verdict", verdict}, {"detail", detail}};
+      if (!fix.empty() && verdict != "ok") j["fix"] = fix;
+      all_.push_back(j);
+      return;
+    }
+    const char* color = verdict == "ok" ? "32" : verdict == "FAIL" ? "31" : "33";
+    std::printf("%s %s: %s\n", paint(pad(verdict, 4), color).c_str(), check.c_str(),
+                detail.c_str());
+    if (!fix.empty() && verdict != "ok") std::printf("     fix: %s\n", fix.c_str());
+  }
+  bool failed() const { return failed_; }
+  const nlohmann::json& all() const { return all_; }
+
+ private:
+  bool json_;
+  bool failed_ = false;
+  nlohmann::json all_ = nlohmann::json::array();
+};
+
 }  // namespace ksctl

@@ -113,12 +113,19 @@ UniqueFd lock_single_instance(const std::string& socket_path) {
     throw Error("another ksd is already running with socket " + socket_path);
   return fd;
 }
+// The configuration plus ksd's own tunnel-less profile for `ksctl verify`'s probes.
+Config load_config_with_probe(const std::string& path) {
+  Config config = load_config(path);
+  config.profiles.push_back(Profile{std::string(kVerifyProfile), {}, {}, {}});
+  return config;
+}
+
 }  // namespace
 
 Daemon::Daemon(DaemonOptions options)
     : options_(std::move(options)),
       lock_fd_(lock_single_instance(options_.socket_path)),
-      config_(load_config(options_.config_path)),
+      config_(load_config_with_probe(options_.config_path)),
       enforcement_(Enforcement::load(options_.pin_dir)),
       links_(),
       routing_() {
@@ -544,7 +551,8 @@ std::optional<nlohmann::json> Daemon::handle(int fd, const ipc::Request& request
 
 nlohmann::json Daemon::unknown_profile(const std::string& profile) const {
   std::string known;
-  for (const auto& p : config_.profiles) known += (known.empty() ? "" : ", ") + p.name;
+  for (const auto& p : config_.profiles)
+    if (p.name != kVerifyProfile) known += (known.empty() ? "" : ", ") + p.name;
   return {{"ok", false},
           {"error", "unknown profile \"" + profile + "\" (configured: " + known + ")"}};
 }
@@ -795,6 +803,9 @@ nlohmann::json Daemon::status_json() {
   j["config"] = options_.config_path;
   j["cgroup_root"] = root_cgroup_;
   j["pin_dir"] = options_.pin_dir;
+  // Tunnels are looked up, and protected sockets judged, in ksd's network namespace.
+  struct stat netns {};
+  if (::stat("/proc/self/ns/net", &netns) == 0) j["netns_inode"] = netns.st_ino;
 
   ProgramIds ids = enforcement_.program_ids();
   UniqueFd root = open_cgroup(root_cgroup_);
@@ -808,6 +819,7 @@ nlohmann::json Daemon::status_json() {
 
   nlohmann::json profiles = nlohmann::json::object();
   for (const auto& p : config_.profiles) {
+    if (p.name == kVerifyProfile) continue;  // internal
     nlohmann::json pj;
     pj["id"] = profile_ids_.at(p.name);
     pj["cgroup"] = relative(profile_slice_path(p.name));
@@ -994,7 +1006,7 @@ nlohmann::json Daemon::reload() {
   Config next;
   ProfileIds ids;
   try {
-    next = load_config(options_.config_path);
+    next = load_config_with_probe(options_.config_path);
     ids = assign_profile_ids(next, pinned_profile_ids());
   } catch (const Error& e) {
     // Keep the last good policy: nothing has been touched yet.

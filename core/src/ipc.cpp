@@ -93,6 +93,14 @@ std::optional<Request> parse_request(const std::string& bytes, std::string& erro
     } else {
       r.profile = profile->get<std::string>();
     }
+    if (auto probe = j.find("verify_probe"); probe != j.end() && r.op == Op::kLaunch) {
+      if (!probe->is_boolean()) {
+        error = "\"verify_probe\" must be true or false";
+        return std::nullopt;
+      }
+      r.verify_probe = probe->get<bool>();
+      if (r.verify_probe) r.profile = std::string(kVerifyProfile);
+    }
     auto argv = j.find("argv");
     if (argv != j.end()) {
       if (!argv->is_array() || argv->size() > 4096) {

@@ -80,6 +80,10 @@ ks_stop() {
 # ks_ctl ARGS...: ksctl against this scenario's ksd.
 ks_ctl() { "$KS_KSCTL" --socket "$KS_SOCK" --pin-dir "$KS_PIN_DIR" "$@"; }
 
+# ks_ctl_client ARGS...: the same, run inside the client netns (ksd's): ksctl verify's probes
+# must share ksd's network namespace.
+ks_ctl_client() { lab_exec_client "$KS_KSCTL" --socket "$KS_SOCK" --pin-dir "$KS_PIN_DIR" "$@"; }
+
 # ks_status_field JSON_POINTER: one field of `ksctl status --json`.
 ks_status_field() { json_get "$(ks_ctl status --json)" "$1"; }
 

@@ -46,6 +46,9 @@ struct Config {
 
 inline constexpr std::string_view kDefaultConfigPath = "/etc/killswitch/config.toml";
 inline constexpr std::string_view kDefaultProfile = "default";
+// ksd's own profile for `ksctl verify`: no tunnels, so everything its probes send must be
+// refused at once. Not a valid name in a configuration file (the dot), so it cannot clash.
+inline constexpr std::string_view kVerifyProfile = "ksctl.verify";
 inline constexpr std::size_t kMaxTunnelsPerProfile = 8;
 inline constexpr std::size_t kMaxDnsPerProfile = 4;  // KS_MAX_DNS
 inline constexpr std::size_t kMaxProfiles = 63;      // KS_MAX_PROFILES - 1: id 0 means "none"

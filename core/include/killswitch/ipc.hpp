@@ -4,6 +4,7 @@
 //
 //   request : {"op": "status"} | {"op": "list"} | {"op": "reload"}
 //             | {"op": "launch", "profile": "default", "argv": ["qbittorrent"]}
+//             | {"op": "launch", "verify_probe": true}   (ksd's tunnel-less profile)
 //             | {"op": "protect", "pid": 4242, "profile": "default"}
 //             | {"op": "events", "since": 0, "limit": 1000, "follow": false}
 //   reply   : {"ok": true, ...} | {"ok": false, "error": "what went wrong"}
@@ -40,6 +41,7 @@ struct Request {
   std::uint64_t since = 0;        // events: the first sequence number wanted
   std::size_t limit = kMaxEventsPerReply;  // events: at most this many, the newest
   bool follow = false;                     // events: keep the connection, push new ones
+  bool verify_probe = false;               // launch: into ksd's tunnel-less kVerifyProfile
 };
 
 // Validates a raw message. Returns the request, or sets `error` to a message fit for the
