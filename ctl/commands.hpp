@@ -29,4 +29,6 @@ struct VerifyOptions {
 };
 int verify_command(const VerifyOptions& options);
 
+int doctor_command(bool json);
+
 }  // namespace ksctl

@@ -52,10 +52,11 @@ void print_status(const nlohmann::json& s) {
               s.value("cgroup_root", std::string()).c_str());
   std::printf("protected apps: %zu\n", s.value("protected_apps", std::size_t{0}));
   const auto& totals = s["counters"];
-  std::printf("blocked:        %s attempts (%s packets, %s connects/sends refused); %s without "
-              "an event (rate limit)\n",
-              number(s, "blocked_total").c_str(), number(totals, "blocked_packets").c_str(),
-              number(totals, "blocked_connects").c_str(), number(totals, "events_dropped").c_str());
+  std::printf(
+      "blocked:        %s attempts (%s packets, %s connects/sends refused); %s without "
+      "an event (rate limit)\n",
+      number(s, "blocked_total").c_str(), number(totals, "blocked_packets").c_str(),
+      number(totals, "blocked_connects").c_str(), number(totals, "events_dropped").c_str());
   std::printf("allowed:        %s packets through tunnels, loopback and allowed LANs\n",
               number(totals, "allowed_packets").c_str());
   for (const auto& [name, p] : s["profiles"].items()) {
@@ -360,6 +361,11 @@ int main(int argc, char** argv) {
   down->add_option("--slice", slice, "protected tree name")->capture_default_str();
   down->add_flag("--kill-apps", kill_apps, "kill protected processes first");
 
+  bool doctor_json = false;
+  auto* doctor = app.add_subcommand(
+      "doctor", "kernel, BPF, cgroup2, bpffs, BTF, privileges and firewall checks, with fixes");
+  doctor->add_flag("--json", doctor_json, "print one JSON document");
+
   bool verify_self_flag = false;
   ksctl::VerifyOptions verify_options;
   auto* verify = app.add_subcommand(
@@ -395,6 +401,7 @@ int main(int argc, char** argv) {
   }
 
   try {
+    if (doctor->parsed()) return ksctl::doctor_command(doctor_json);
     if (events->parsed()) {
       events_options.socket_path = socket_path;
       return ksctl::events_command(events_options);

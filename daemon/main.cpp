@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "daemon.hpp"
+#include "killswitch/diagnostics.hpp"
 #include "killswitch/error.hpp"
 #include "killswitch/log.hpp"
 
@@ -35,6 +36,15 @@ int main(int argc, char** argv) {
 
   if (::geteuid() != 0) {
     std::fprintf(stderr, "ksd: must run as root (it loads BPF programs and manages cgroups)\n");
+    return 1;
+  }
+  // What ksctl doctor calls essential: without it nothing could be protected, and libbpf's
+  // own messages would not say why.
+  auto missing = ks::essential_failures();
+  for (const auto& d : missing)
+    ks::log_error(d.check + ": " + d.detail + (d.fix.empty() ? "" : " (fix: " + d.fix + ")"));
+  if (!missing.empty()) {
+    ks::log_error("refusing to start: this system cannot enforce the kill switch (ksctl doctor)");
     return 1;
   }
   try {

@@ -14,6 +14,8 @@ packages=(
   # lab, demo and tests
   iproute2 wireguard-go wireguard-tools tcpdump util-linux procps iperf3 kmod python3
   liburing-dev # ks-probe's io_uring sends
+  nftables iptables # ksctl doctor's firewall check is tested against real rules
+  dpkg-dev # cpack's .deb: dpkg-shlibdeps computes the package's dependencies
   # systemd test container
   systemd-container mmdebstrap
 )

@@ -1,0 +1,289 @@
+#include "killswitch/diagnostics.hpp"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/magic.h>
+#include <sys/statfs.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "killswitch/cgroup.hpp"
+#include "killswitch/enforcement.hpp"
+#include "killswitch/error.hpp"
+
+namespace ks {
+namespace {
+
+constexpr int kMinMajor = 5, kMinMinor = 18;   // bpf_set_retval in cgroup programs
+constexpr int kUnixMajor = 6, kUnixMinor = 7;  // cgroup/connect_unix
+
+Diagnosis make(const char* check, const char* verdict, std::string detail, std::string fix = "",
+               bool essential = false) {
+  return {check, verdict, std::move(detail), std::move(fix), essential};
+}
+
+std::string run_output(const std::string& command) {
+  std::string out;
+  if (FILE* p = ::popen((command + " 2>/dev/null").c_str(), "r")) {
+    char buf[4096];
+    std::size_t n;
+    while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+    ::pclose(p);
+  }
+  return out;
+}
+
+bool executable_in_path(const std::string& name) {
+  for (const char* dir : {"/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin"})
+    if (::access((std::string(dir) + "/" + name).c_str(), X_OK) == 0) return true;
+  return false;
+}
+
+// The kernel's build configuration: /proc/config.gz or /boot/config-<release>.
+std::string kernel_config(const std::string& release) {
+  std::string text;
+  if (gzFile gz = ::gzopen("/proc/config.gz", "rb")) {
+    char buf[8192];
+    int n;
+    while ((n = ::gzread(gz, buf, sizeof(buf))) > 0) text.append(buf, static_cast<std::size_t>(n));
+    ::gzclose(gz);
+  }
+  if (text.empty()) {
+    std::ifstream in("/boot/config-" + release);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    text = ss.str();
+  }
+  return text;
+}
+
+Diagnosis check_kernel(const std::string& release) {
+  if (!kernel_at_least(release, kMinMajor, kMinMinor))
+    return make("kernel", "FAIL", "Linux " + release + " is older than 5.18 (bpf_set_retval)",
+                "run a Linux 5.18 or newer kernel (Debian 12: linux-image from bookworm-backports)",
+                true);
+  if (!kernel_at_least(release, kUnixMajor, kUnixMinor))
+    return make("kernel", "warn",
+                "Linux " + release +
+                    ": no cgroup/connect_unix before 6.7, so name lookups through "
+                    "systemd-resolved's or nscd's unix socket are not refused",
+                "use Linux 6.7+, or point protected apps at the profile's dns (threat-model.md)");
+  return make("kernel", "ok", "Linux " + release);
+}
+
+Diagnosis check_kernel_config(const std::string& release) {
+  std::string config = kernel_config(release);
+  if (config.empty())
+    return make("kernel config", "warn",
+                "neither /proc/config.gz nor /boot/config-" + release + " is readable",
+                "the BPF probes below decide");
+  std::string missing;
+  for (const char* option : {"CONFIG_BPF_SYSCALL", "CONFIG_CGROUP_BPF", "CONFIG_CGROUPS",
+                             "CONFIG_BPF_JIT", "CONFIG_INET"}) {
+    const std::string set = std::string(option) + "=y";
+    if (config.find(set + "\n") == std::string::npos)
+      missing += (missing.empty() ? "" : ", ") + std::string(option);
+  }
+  if (!missing.empty())
+    return make("kernel config", "FAIL", "not built in: " + missing,
+                "a kernel built with them (every distribution kernel is)", true);
+  bool btf = config.find("CONFIG_DEBUG_INFO_BTF=y\n") != std::string::npos;
+  return make("kernel config", "ok",
+              std::string("CONFIG_BPF_SYSCALL, CONFIG_CGROUP_BPF, CONFIG_BPF_JIT") +
+                  (btf ? ", CONFIG_DEBUG_INFO_BTF" : ""));
+}
+
+Diagnosis check_bpf() {
+  std::string missing;
+  auto need_prog = [&](bpf_prog_type type, const char* name) {
+    if (libbpf_probe_bpf_prog_type(type, nullptr) != 1)
+      missing += (missing.empty() ? "" : ", ") + std::string(name);
+  };
+  auto need_map = [&](bpf_map_type type, const char* name) {
+    if (libbpf_probe_bpf_map_type(type, nullptr) != 1)
+      missing += (missing.empty() ? "" : ", ") + std::string(name);
+  };
+  need_prog(BPF_PROG_TYPE_CGROUP_SKB, "cgroup_skb programs");
+  need_prog(BPF_PROG_TYPE_CGROUP_SOCK, "cgroup/sock_create programs");
+  need_prog(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, "cgroup sock_addr programs");
+  need_map(BPF_MAP_TYPE_SK_STORAGE, "socket storage maps");
+  need_map(BPF_MAP_TYPE_RINGBUF, "ring buffers");
+  need_map(BPF_MAP_TYPE_LPM_TRIE, "LPM tries");
+  if (libbpf_probe_bpf_helper(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_set_retval, nullptr) != 1)
+    missing += (missing.empty() ? "" : ", ") + std::string("bpf_set_retval");
+  if (!missing.empty()) {
+    if (::geteuid() != 0)
+      return make("bpf", "warn", "cannot probe BPF without privileges (missing: " + missing + ")",
+                  "run ksctl doctor as root");
+    return make("bpf", "FAIL", "the kernel refuses: " + missing,
+                "a kernel with BPF and cgroup BPF enabled, and no BPF LSM policy or seccomp "
+                "filter forbidding bpf() to root",
+                true);
+  }
+  return make("bpf", "ok",
+              "bpf() works; cgroup_skb, sock_create and sock_addr programs, socket storage, ring "
+              "buffers and bpf_set_retval are available");
+}
+
+Diagnosis check_cgroup2() {
+  std::string mount;
+  try {
+    mount = find_cgroup2_mount();
+  } catch (const Error& e) {
+    return make("cgroup2", "FAIL", e.what(),
+                "mount cgroup2 (systemd does; by hand: mount -t cgroup2 none /sys/fs/cgroup)",
+                true);
+  }
+  struct statfs fs {};
+  bool unified = ::statfs("/sys/fs/cgroup", &fs) == 0 &&
+                 static_cast<unsigned long>(fs.f_type) == CGROUP2_SUPER_MAGIC;
+  return make("cgroup2", "ok",
+              unified ? "unified hierarchy at " + mount
+                      : "hybrid hierarchy: cgroup2 at " + mount + " next to cgroup v1");
+}
+
+Diagnosis check_bpffs() {
+  struct statfs fs {};
+  if (::statfs("/sys/fs/bpf", &fs) == 0 && static_cast<unsigned long>(fs.f_type) == BPF_FS_MAGIC)
+    return make("bpffs", "ok", "mounted on /sys/fs/bpf");
+  return make("bpffs", "warn", "no BPF filesystem on /sys/fs/bpf",
+              "mount -t bpf bpf /sys/fs/bpf (killswitch-early.service and an unsandboxed ksd do "
+              "it themselves)");
+}
+
+Diagnosis check_btf() {
+  if (::access("/sys/kernel/btf/vmlinux", R_OK) == 0)
+    return make("btf", "ok", "/sys/kernel/btf/vmlinux (cgroup/connect_unix can be loaded)");
+  return make("btf", "warn",
+              "no /sys/kernel/btf/vmlinux: cgroup/connect_unix (refusing resolved/nscd sockets) "
+              "cannot be loaded",
+              "a kernel built with CONFIG_DEBUG_INFO_BTF=y");
+}
+
+Diagnosis check_privileges() {
+  if (::geteuid() == 0) {
+    // CapEff from /proc/self/status: no libcap needed for three bits.
+    std::ifstream status("/proc/self/status");
+    std::string line;
+    unsigned long long effective = 0;
+    while (std::getline(status, line))
+      if (line.rfind("CapEff:", 0) == 0) effective = std::stoull(line.substr(7), nullptr, 16);
+    std::string missing;
+    for (auto [bit, name] :
+         {std::pair{39, "CAP_BPF"}, std::pair{12, "CAP_NET_ADMIN"}, std::pair{21, "CAP_SYS_ADMIN"}})
+      if (!(effective >> bit & 1)) missing += (missing.empty() ? "" : ", ") + std::string(name);
+    if (!missing.empty())
+      return make("privileges", "FAIL", "root, but without " + missing,
+                  "run ksd with these capabilities (ksd.service has them)", true);
+    return make("privileges", "ok", "root with CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN");
+  }
+  return make("privileges", "warn",
+              "uid " + std::to_string(::geteuid()) +
+                  ": ksd needs root; some checks here are incomplete without it",
+              "sudo ksctl doctor");
+}
+
+Diagnosis check_firewall() {
+  std::vector<std::string> problems;
+  bool looked = false;
+  if (executable_in_path("nft")) {
+    looked = true;
+    for (const auto& chain : nft_drop_output_chains(run_output("nft list ruleset")))
+      problems.push_back("nftables chain " + chain + " drops output by default");
+  }
+  if (executable_in_path("iptables-save")) {
+    looked = true;
+    if (iptables_output_drops(run_output("iptables-save -t filter")))
+      problems.push_back("iptables filter OUTPUT policy is DROP");
+  }
+  if (!looked)
+    return make("firewall", "ok", "neither nft nor iptables-save is installed: nothing to check");
+  if (!problems.empty()) {
+    std::string detail;
+    for (const auto& p : problems) detail += (detail.empty() ? "" : "; ") + p;
+    return make("firewall", "warn", detail + " (a manual kill switch?)",
+                "it must accept the VPN's own traffic (its UDP endpoint port) and the tunnel "
+                "interface, or the tunnel cannot come up; Killswitch does not need such rules");
+  }
+  return make("firewall", "ok", "no output chain drops by default");
+}
+
+Diagnosis check_installation() {
+  const std::string pin_dir = "/sys/fs/bpf/killswitch";
+  if (::geteuid() != 0)
+    return make("pins", "warn", "not readable without root", "sudo ksctl doctor");
+  if (Enforcement::pins_present(pin_dir))
+    return make("pins", "ok", "Killswitch's programs are pinned in " + pin_dir);
+  return make("pins", "warn",
+              "no Killswitch programs pinned in " + pin_dir + ": nothing is protected",
+              "systemctl enable --now killswitch-early.service ksd.service (or start ksd)");
+}
+
+}  // namespace
+
+bool kernel_at_least(const std::string& release, int major, int minor) {
+  int ma = 0, mi = 0;
+  if (std::sscanf(release.c_str(), "%d.%d", &ma, &mi) < 2) return false;
+  return ma > major || (ma == major && mi >= minor);
+}
+
+std::vector<std::string> nft_drop_output_chains(const std::string& ruleset) {
+  std::vector<std::string> chains;
+  std::istringstream in(ruleset);
+  std::string line, table, chain;
+  while (std::getline(in, line)) {
+    std::istringstream words(line);
+    std::string first;
+    words >> first;
+    if (first == "table") {
+      std::string family, name;
+      words >> family >> name;
+      table = family + " " + name;
+    } else if (first == "chain") {
+      words >> chain;
+    } else if (first == "type" && line.find("hook output") != std::string::npos &&
+               line.find("policy drop") != std::string::npos) {
+      chains.push_back(table + " " + chain);
+    }
+  }
+  return chains;
+}
+
+bool iptables_output_drops(const std::string& save) {
+  std::istringstream in(save);
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(":OUTPUT DROP", 0) == 0) return true;
+  return false;
+}
+
+std::vector<Diagnosis> diagnose() {
+  utsname u{};
+  ::uname(&u);
+  return {check_kernel(u.release),
+          check_kernel_config(u.release),
+          check_bpf(),
+          check_cgroup2(),
+          check_bpffs(),
+          check_btf(),
+          check_privileges(),
+          check_firewall(),
+          check_installation()};
+}
+
+std::vector<Diagnosis> essential_failures() {
+  utsname u{};
+  ::uname(&u);
+  std::vector<Diagnosis> failed;
+  for (const Diagnosis& d : {check_kernel(u.release), check_kernel_config(u.release), check_bpf(),
+                             check_cgroup2(), check_privileges()})
+    if (d.verdict == "FAIL") failed.push_back(d);
+  return failed;
+}
+
+}  // namespace ks

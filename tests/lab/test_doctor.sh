@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# ksctl doctor on this machine, and ksd's refusal to start without what it needs:
+#   1. as root: every verdict matches what the machine really has (kernel, BPF, cgroup2
+#      unified or hybrid, bpffs, BTF, privileges), exit 0;
+#   2. as nobody: the privileged checks say they are incomplete (warn), exit 0;
+#   3. firewall: in a network namespace whose nftables output chain drops by default, or
+#      whose iptables OUTPUT policy is DROP, doctor warns and names it; without them
+#      (the control) it does not;
+#   4. ksd run as root without CAP_BPF refuses to start, says why, and creates nothing.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+NS=ksdoc$$
+PIN=/sys/fs/bpf/ksdoc$$
+cleanup() {
+  ip netns del "$NS" 2>/dev/null || true
+  rm -rf "$PIN" "/tmp/ksdoc$$" 2>/dev/null || true
+}
+trap cleanup EXIT
+doctor_json() { "$KS_KSCTL" doctor --json; }
+verdict() { json_get "$1" "/checks/$2/verdict"; }
+detail() { json_get "$1" "/checks/$2/detail"; }
+index_of() { # JSON CHECK: position of a check in the list
+  python3 -c 'import json, sys; print([c["check"] for c in json.loads(sys.argv[1])["checks"]].index(sys.argv[2]))' "$1" "$2"
+}
+expect() { # JSON CHECK VERDICT [DETAIL-SUBSTRING]
+  local i
+  i=$(index_of "$1" "$2")
+  assert_eq "$(verdict "$1" "$i")" "$3" "doctor: $2 is $3"
+  [[ -z ${4:-} || $(detail "$1" "$i") == *"$4"* ]] || fail "doctor: $2 detail '$(detail "$1" "$i")' lacks '$4'"
+}
+
+# ---- 1. as root --------------------------------------------------------------------------
+j=$(doctor_json)
+expect "$j" kernel "$(uname -r | awk -F. '($1 > 6 || ($1 == 6 && $2 >= 7)) { print "ok"; exit } { print "warn" }')" "$(uname -r)"
+expect "$j" bpf ok
+if [[ $(stat -f -c %T /sys/fs/cgroup) == cgroup2fs ]]; then
+  expect "$j" cgroup2 ok "unified hierarchy"
+else
+  expect "$j" cgroup2 ok "hybrid hierarchy"
+fi
+[[ $(stat -f -c %T /sys/fs/bpf) == bpf_fs ]] && expect "$j" bpffs ok || expect "$j" bpffs warn
+[[ -r /sys/kernel/btf/vmlinux ]] && expect "$j" btf ok || expect "$j" btf warn
+expect "$j" privileges ok
+assert_ok "doctor exits 0 on this machine" "$KS_KSCTL" doctor
+
+# ---- 2. as nobody -------------------------------------------------------------------------
+j=$("${LAB_AS_NOBODY[@]}" "$KS_KSCTL" doctor --json)
+expect "$j" privileges warn "uid 65534"
+expect "$j" bpf warn "without privileges"
+assert_ok "doctor as nobody exits 0 (warnings only)" "${LAB_AS_NOBODY[@]}" "$KS_KSCTL" doctor
+
+# ---- 3. firewall ---------------------------------------------------------------------------
+ip netns add "$NS"
+in_ns() { ip netns exec "$NS" "$@"; }
+expect "$(in_ns "$KS_KSCTL" doctor --json)" firewall ok "no output chain"
+in_ns nft add table inet kstest
+in_ns nft add chain inet kstest out '{ type filter hook output priority 0; policy drop; }'
+expect "$(in_ns "$KS_KSCTL" doctor --json)" firewall warn "nftables chain inet kstest out drops output by default"
+in_ns nft delete table inet kstest
+in_ns iptables -P OUTPUT DROP
+expect "$(in_ns "$KS_KSCTL" doctor --json)" firewall warn "iptables filter OUTPUT policy is DROP"
+in_ns iptables -P OUTPUT ACCEPT
+expect "$(in_ns "$KS_KSCTL" doctor --json)" firewall ok
+
+# ---- 4. ksd refuses without CAP_BPF --------------------------------------------------------------
+mkdir -p "/tmp/ksdoc$$"
+printf '[profiles.default]\ntunnels = ["wg0"]\n' >"/tmp/ksdoc$$/config.toml"
+set +e
+out=$(setpriv --bounding-set=-bpf --inh-caps=-all "$KS_KSD" --config "/tmp/ksdoc$$/config.toml" \
+  --socket "/tmp/ksdoc$$/ksd.sock" --pin-dir "$PIN" --slice "ksdoc$$.slice" 2>&1)
+rc=$?
+set -e
+assert_eq "$rc" 1 "ksd without CAP_BPF exits 1"
+[[ $out == *"privileges: root, but without CAP_BPF"*"refusing to start"* ]] || fail "ksd said: $out"
+pass "... naming the missing capability and the fix"
+assert_fails "... and pinned nothing" test -e "$PIN"
+assert_fails "... and made no cgroup" test -e "$(awk '$9 == "cgroup2" { print $5; exit }' /proc/self/mountinfo)/ksdoc$$.slice"

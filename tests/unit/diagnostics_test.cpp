@@ -1,0 +1,45 @@
+// The pure parts of ksctl doctor: kernel release comparison and firewall rule parsing.
+#include <gtest/gtest.h>
+
+#include "killswitch/diagnostics.hpp"
+
+TEST(Diagnostics, KernelRelease) {
+  EXPECT_TRUE(ks::kernel_at_least("6.1.0-13-amd64", 5, 18));
+  EXPECT_TRUE(ks::kernel_at_least("5.18.0", 5, 18));
+  EXPECT_FALSE(ks::kernel_at_least("5.10.0-26-amd64", 5, 18));
+  EXPECT_FALSE(ks::kernel_at_least("6.1.0", 6, 7));
+  EXPECT_TRUE(ks::kernel_at_least("6.18.44-fc", 6, 7));
+  EXPECT_FALSE(ks::kernel_at_least("garbage", 5, 18));
+}
+
+TEST(Diagnostics, NftOutputPolicyDrop) {
+  const char* ruleset = R"(table inet filter {
+	chain input {
+		type filter hook input priority filter; policy drop;
+	}
+	chain output {
+		type filter hook output priority filter; policy drop;
+		oifname "wg0" accept
+	}
+}
+table ip nat {
+	chain postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+	}
+}
+table inet killswitch {
+	chain out {
+		type filter hook output priority 0; policy accept;
+	}
+}
+)";
+  auto chains = ks::nft_drop_output_chains(ruleset);
+  ASSERT_EQ(chains.size(), 1u);
+  EXPECT_EQ(chains[0], "inet filter output");
+  EXPECT_TRUE(ks::nft_drop_output_chains("").empty());
+}
+
+TEST(Diagnostics, IptablesOutputPolicy) {
+  EXPECT_TRUE(ks::iptables_output_drops("*filter\n:INPUT ACCEPT [0:0]\n:OUTPUT DROP [0:0]\nCOMMIT\n"));
+  EXPECT_FALSE(ks::iptables_output_drops("*filter\n:INPUT DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n"));
+}
