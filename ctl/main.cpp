@@ -24,6 +24,7 @@
 #include "killswitch/launch_proof.hpp"
 #include "killswitch/routing.hpp"
 #include "killswitch/systemd_units.hpp"
+#include "killswitch/transient_scopes.hpp"
 #include "output.hpp"
 
 namespace {
@@ -134,6 +135,16 @@ int teardown(const std::string& pin_dir, const std::string& slice, bool kill_app
   ks::Enforcement::remove_pins(pin_dir);
   // The steering rules and tables live in this network namespace (ksd's, normally).
   ks::PolicyRouting().remove_all();
+  // On a systemd host the slices are units: while they are active, systemd re-creates
+  // their cgroups (at the next daemon-reload, for one). The tree is empty, so stopping
+  // them stops nothing else.
+  if (ks::systemd::is_systemd_host()) {
+    try {
+      ks::systemd::stop_unit(slice);
+    } catch (const ks::Error& e) {
+      std::fprintf(stderr, "ksctl: %s\n", e.what());
+    }
+  }
   if (!ks::remove_cgroup_tree(root)) {
     std::fprintf(stderr, "ksctl: could not remove %s\n", root.c_str());
     return kFailed;

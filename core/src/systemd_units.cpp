@@ -122,4 +122,13 @@ void daemon_reload() {
   if (r < 0) throw Error("systemd daemon-reload failed: " + error.text(r));
 }
 
+void stop_unit(const std::string& unit) {
+  Bus bus = system_bus();
+  BusError error;
+  int r = sd_bus_call_method(bus.get(), kDestination, kManagerPath, kManager, "StopUnit", &error.e,
+                             nullptr, "ss", unit.c_str(), "replace");
+  if (r < 0 && !sd_bus_error_has_name(&error.e, "org.freedesktop.systemd1.NoSuchUnit"))
+    throw Error("systemd cannot stop " + unit + ": " + error.text(r));
+}
+
 }  // namespace ks::systemd

@@ -34,5 +34,8 @@ std::string load_state(const std::string& unit);
 std::string active_state(const std::string& unit);
 // systemctl daemon-reload, waiting until the manager has reloaded.
 void daemon_reload();
+// systemctl stop UNIT (job mode "replace"), without waiting for the job. A unit systemd
+// does not know is not an error.
+void stop_unit(const std::string& unit);
 
 }  // namespace ks::systemd
