@@ -1,5 +1,7 @@
 // ksctl events [--follow] [--json]: blocked attempts, as ksd received them from the
 // programs' ring buffer.
+#include "killswitch/events.hpp"
+
 #include <cstdio>
 #include <ctime>
 #include <iostream>
@@ -13,18 +15,6 @@
 namespace ksctl {
 namespace {
 
-std::string local_time(std::int64_t realtime_us) {
-  std::time_t secs = static_cast<std::time_t>(realtime_us / 1000000);
-  std::tm tm{};
-  ::localtime_r(&secs, &tm);
-  char buf[40];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm);
-  char out[48];
-  std::snprintf(out, sizeof(out), "%s.%03lld", buf,
-                static_cast<long long>(realtime_us % 1000000 / 1000));
-  return out;
-}
-
 std::vector<std::string> event_row(const nlohmann::json& e) {
   std::string app = e.value("app", std::string());
   app = app.substr(app.find_last_of('/') + 1);
@@ -34,7 +24,7 @@ std::vector<std::string> event_row(const nlohmann::json& e) {
   if (!dst.empty()) what += (what.empty() ? "" : " ") + dst;
   std::string command = e.value("command", std::string());
   if (command.empty()) command = e.value("comm", std::string());
-  return {local_time(e.value("time_us", std::int64_t{0})),
+  return {ks::format_local(e.value("time_us", std::int64_t{0})),
           app,
           pid ? std::to_string(pid) : "-",
           e.value("hook", std::string()),

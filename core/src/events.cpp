@@ -124,15 +124,30 @@ std::int64_t boottime_to_realtime_us(std::uint64_t boot_ns) {
   return (real_now - (boot_now - static_cast<std::int64_t>(boot_ns))) / 1000;
 }
 
-std::string format_utc(std::int64_t realtime_us) {
+namespace {
+// "YYYY-MM-DD<sep>HH:MM:SS.<fraction>" with `digits` (3 or 6) fractional digits.
+std::string format_time(std::int64_t realtime_us, bool utc, char separator, int digits) {
   std::time_t secs = static_cast<std::time_t>(realtime_us / 1000000);
   std::tm tm{};
-  ::gmtime_r(&secs, &tm);
-  char buf[64];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-  char out[80];
-  std::snprintf(out, sizeof(out), "%s.%06lldZ", buf, static_cast<long long>(realtime_us % 1000000));
+  if (utc)
+    ::gmtime_r(&secs, &tm);
+  else
+    ::localtime_r(&secs, &tm);
+  char date[64];
+  const char* format = separator == 'T' ? "%Y-%m-%dT%H:%M:%S" : "%Y-%m-%d %H:%M:%S";
+  std::strftime(date, sizeof(date), format, &tm);
+  long long fraction = realtime_us % 1000000;
+  if (digits == 3) fraction /= 1000;
+  char out[96];
+  std::snprintf(out, sizeof(out), "%s.%0*lld%s", date, digits, fraction, utc ? "Z" : "");
   return out;
+}
+}  // namespace
+
+std::string format_utc(std::int64_t realtime_us) { return format_time(realtime_us, true, 'T', 6); }
+
+std::string format_local(std::int64_t realtime_us) {
+  return format_time(realtime_us, false, ' ', 3);
 }
 
 nlohmann::json event_json(const ks_event& e, std::uint64_t seq, std::int64_t realtime_us) {

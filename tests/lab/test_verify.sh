@@ -12,6 +12,18 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/killswitch.sh"
 
+# verify_rc [ARGS]: ksctl verify in ksd's netns (or, with --outside, in the host's); its
+# output in $out, its exit status in $rc.
+verify_rc() {
+  local run=ks_ctl_client
+  [[ ${1:-} == --outside ]] && run=ks_ctl
+  set +e
+  out=$("$run" verify)
+  rc=$?
+  set -e
+  echo "$out"
+}
+
 lab_up
 ks_up
 ks_wait_tunnel_state up
@@ -28,10 +40,7 @@ pass "ksctl verify passes on a healthy setup"
 assert_eq "$(leak_count "host 192.0.2.1")" 0 "none of the probe's datagrams appeared on the physical link"
 json=$(ks_ctl_client verify --json)
 assert_eq "$(json_get "$json" /ok)" true "ksctl verify --json: ok"
-set +e
-out=$(ks_ctl verify)
-rc=$?
-set -e
+verify_rc --outside
 assert_eq "$rc" 1 "ksctl verify from another network namespace than ksd's fails ..."
 [[ $out == *"FAIL netns: ksctl runs in another network namespace than ksd"* ]] || fail "verify: $out"
 pass "... and says so"
@@ -50,11 +59,7 @@ ks_wait_tunnel_state up
 link_id=$(bpftool -j link show pinned "$KS_PIN_DIR/link_egress" |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
 bpftool link detach id "$link_id"
-set +e
-out=$(ks_ctl_client verify)
-rc=$?
-set -e
-echo "$out"
+verify_rc
 assert_eq "$rc" 1 "ksctl verify fails with the egress program detached"
 [[ $out == *"FAIL attached: not in force on the protected tree: egress"* ]] || fail "verify: $out"
 pass "... and says which program is not in force"
@@ -64,11 +69,7 @@ assert_ok "a restarted ksd attaches again: verify passes" ks_ctl_client verify
 
 # ---- 4. a pin removed ------------------------------------------------------------------------
 rm "$KS_PIN_DIR/link_connect4"
-set +e
-out=$(ks_ctl_client verify)
-rc=$?
-set -e
-echo "$out"
+verify_rc
 assert_eq "$rc" 1 "ksctl verify fails with a pin removed"
 [[ $out == *"FAIL pins: no pinned connect4 link at $KS_PIN_DIR/link_connect4"* ]] || fail "verify: $out"
 pass "... and names the missing pin"

@@ -1,7 +1,7 @@
 // The pure parts of ksctl doctor: kernel release comparison and firewall rule parsing.
-#include <gtest/gtest.h>
-
 #include "killswitch/diagnostics.hpp"
+
+#include <gtest/gtest.h>
 
 TEST(Diagnostics, KernelRelease) {
   EXPECT_TRUE(ks::kernel_at_least("6.1.0-13-amd64", 5, 18));
@@ -40,6 +40,7 @@ table inet killswitch {
 }
 
 TEST(Diagnostics, IptablesOutputPolicy) {
-  EXPECT_TRUE(ks::iptables_output_drops("*filter\n:INPUT ACCEPT [0:0]\n:OUTPUT DROP [0:0]\nCOMMIT\n"));
+  EXPECT_TRUE(
+      ks::iptables_output_drops("*filter\n:INPUT ACCEPT [0:0]\n:OUTPUT DROP [0:0]\nCOMMIT\n"));
   EXPECT_FALSE(ks::iptables_output_drops("*filter\n:INPUT DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n"));
 }

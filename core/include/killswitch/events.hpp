@@ -32,6 +32,8 @@ std::string event_destination(const ks_event& event);
 std::int64_t boottime_to_realtime_us(std::uint64_t boot_ns);
 // "2026-11-26T05:16:03.123456Z"
 std::string format_utc(std::int64_t realtime_us);
+// "2026-11-26 06:16:03.123" in the local time zone, for people.
+std::string format_local(std::int64_t realtime_us);
 
 // The event as JSON: seq, time, time_us, cgroup_id, pid, comm, profile_id, hook, reason,
 // reason_text, protocol, family, address, port, destination, ifindex, bytes. The daemon
