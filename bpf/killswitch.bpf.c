@@ -701,7 +701,7 @@ static __always_inline int judge_skb(struct __sk_buff *skb, int egress)
 	struct bpf_sock *sk = skb->sk;
 	enum ks_reason reason;
 	__u64 cgroup_id;
-	int is_ip;
+	int parsed = 0;
 
 	if (sk)
 		sk = bpf_sk_fullsock(sk);
@@ -713,15 +713,23 @@ static __always_inline int judge_skb(struct __sk_buff *skb, int egress)
 		facts.profile_valid = profile_of(state->profile_id) != 0;
 	}
 
-	is_ip = parse_packet(skb, egress, &pkt);
-	facts.is_canary = pkt.is_canary;
-	if (facts.profile_valid && facts.ifindex != KS_LOOPBACK_IFINDEX) {
+	/* The packet's bytes are read only where the verdict needs them (the canary on
+	 * loopback, allow_lan off the tunnel): the common case, a packet through the
+	 * profile's tunnel, is judged from the socket and the interface alone. */
+	if (facts.ifindex == KS_LOOPBACK_IFINDEX) {
+		parsed = 1;
+		parse_packet(skb, egress, &pkt);
+		facts.is_canary = pkt.is_canary;
+	} else if (facts.profile_valid) {
 		struct ks_tunnel_key key = {.profile_id = facts.profile_id,
 					    .ifindex = skb->ifindex};
 
 		facts.through_tunnel = bpf_map_lookup_elem(&ks_tunnels, &key) != 0;
-		if (!facts.through_tunnel && is_ip)
-			facts.peer_in_lan = lan_contains(facts.profile_id, pkt.peer);
+		if (!facts.through_tunnel) {
+			parsed = 1;
+			if (parse_packet(skb, egress, &pkt))
+				facts.peer_in_lan = lan_contains(facts.profile_id, pkt.peer);
+		}
 	}
 
 	reason = ks_judge_packet(&facts);
@@ -729,6 +737,8 @@ static __always_inline int judge_skb(struct __sk_buff *skb, int egress)
 	count(cgroup_id, facts.profile_id, reason, skb->len, 1);
 	if (ks_reason_allows(reason))
 		return KS_PASS;
+	if (!parsed)
+		parse_packet(skb, egress, &pkt); /* for the event */
 	{
 		struct ks_event ev = {
 		    .cgroup_id = cgroup_id,

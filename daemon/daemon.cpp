@@ -778,8 +778,8 @@ void Daemon::sweep_apps() {
   }
 }
 
-std::uint32_t Daemon::profile_of_cgroup(const std::string& absolute_cgroup) const {
-  auto known = enforcement_.cgroups();
+std::uint32_t Daemon::profile_of_cgroup(const std::string& absolute_cgroup,
+                                        const std::map<std::uint64_t, std::uint32_t>& known) const {
   std::string path = absolute_cgroup;
   while (path.size() >= root_cgroup_.size()) {
     try {
@@ -866,12 +866,14 @@ nlohmann::json Daemon::list_json() {
   nlohmann::json apps = nlohmann::json::array();
   std::map<std::uint32_t, std::string> names;
   for (const auto& [name, id] : profile_ids_) names[id] = name;
+  // One read of the classification map for the whole list, not one per app.
+  const auto known = enforcement_.cgroups();
   walk_cgroups(root_cgroup_, [&](const std::string& cg) {
     auto pids = cgroup_pids(cg);
     if (pids.empty()) return;
     nlohmann::json a;
     std::uint64_t id = cgroup_id(cg);
-    std::uint32_t profile = profile_of_cgroup(cg);
+    std::uint32_t profile = profile_of_cgroup(cg, known);
     a["cgroup"] = relative(cg);
     a["cgroup_id"] = id;
     a["profile"] = names.count(profile) ? names[profile] : "(none: blocked)";

@@ -84,7 +84,9 @@ class Daemon {
   nlohmann::json reload();
   std::string profile_slice_path(const std::string& profile) const;
   std::string relative(const std::string& absolute_cgroup) const;
-  std::uint32_t profile_of_cgroup(const std::string& absolute_cgroup) const;
+  // The deepest classified ancestor's profile; `known` is enforcement_.cgroups().
+  std::uint32_t profile_of_cgroup(const std::string& absolute_cgroup,
+                                  const std::map<std::uint64_t, std::uint32_t>& known) const;
 
   DaemonOptions options_;
   UniqueFd lock_fd_;  // first: nothing is touched unless this is the only ksd

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 
@@ -168,28 +169,87 @@ UniqueFd connect_to(const std::string& path) {
   return fd;
 }
 
+namespace {
+
+// A reply larger than this (ksctl list with thousands of apps) goes as a sequence of
+// {"fragment": "<part of the JSON text>", "more": true|false} messages: one SOCK_SEQPACKET
+// message must fit the socket buffer (about 200 KiB by default).
+constexpr std::size_t kFragmentBytes = 32 * 1024;
+constexpr std::size_t kMaxAssembledBytes = 64 * 1024 * 1024;
+constexpr int kSendTimeoutMs = 5000;
+
+using Deadline = std::chrono::steady_clock::time_point;
+
+void send_one(int fd, const std::string& text, Deadline deadline) {
+  for (;;) {
+    ssize_t n = ::send(fd, text.data(), text.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n == static_cast<ssize_t>(text.size())) return;
+    if (n >= 0) throw Error("short send to the admin socket");
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN) throw_errno("cannot send on the admin socket");
+    // The peer reads slower than we write (a big reply): wait a little, not forever.
+    // One deadline for the whole message: a client that stops reading cannot hold the
+    // daemon longer than that.
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    deadline - std::chrono::steady_clock::now())
+                    .count();
+    pollfd p{fd, POLLOUT, 0};
+    int r = 0;
+    if (left > 0) {
+      do r = ::poll(&p, 1, static_cast<int>(left));
+      while (r < 0 && errno == EINTR);
+    }
+    if (r <= 0) throw Error("the other side does not read (send timed out)");
+  }
+}
+
+}  // namespace
+
 void send_message(int fd, const nlohmann::json& message) {
   std::string text = message.dump();
-  if (text.size() > kMaxMessageBytes) throw Error("message too large");
-  if (::send(fd, text.data(), text.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(text.size()))
-    throw_errno("cannot send to ksd");
+  const Deadline deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(kSendTimeoutMs);
+  if (text.size() <= kFragmentBytes) return send_one(fd, text, deadline);
+  if (text.size() > kMaxAssembledBytes) throw Error("message too large");
+  for (std::size_t at = 0; at < text.size(); at += kFragmentBytes) {
+    bool more = at + kFragmentBytes < text.size();
+    send_one(fd,
+             nlohmann::json{{"fragment", text.substr(at, kFragmentBytes)}, {"more", more}}.dump(),
+             deadline);
+  }
 }
 
 nlohmann::json receive_message(int fd, int timeout_ms) {
-  pollfd p{fd, POLLIN, 0};
-  int r;
-  do r = ::poll(&p, 1, timeout_ms);
-  while (r < 0 && errno == EINTR);
-  if (r < 0) throw_errno("poll");
-  if (r == 0) throw Error("no answer within " + std::to_string(timeout_ms) + " ms");
-  std::string buf(kMaxMessageBytes, '\0');
-  ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
-  if (n < 0) throw_errno("cannot read the answer");
-  if (n == 0) throw Error("the other side closed the connection");
-  buf.resize(static_cast<std::size_t>(n));
-  nlohmann::json j = nlohmann::json::parse(buf, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) throw Error("malformed answer (not a JSON object)");
-  return j;
+  std::string assembled;
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    int r;
+    do r = ::poll(&p, 1, timeout_ms);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) throw_errno("poll");
+    if (r == 0) throw Error("no answer within " + std::to_string(timeout_ms) + " ms");
+    std::string buf(kMaxMessageBytes, '\0');
+    ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
+    if (n < 0) throw_errno("cannot read the answer");
+    if (n == 0) throw Error("the other side closed the connection");
+    buf.resize(static_cast<std::size_t>(n));
+    nlohmann::json j = nlohmann::json::parse(buf, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) throw Error("malformed answer (not a JSON object)");
+    auto fragment = j.find("fragment");
+    if (fragment == j.end()) {
+      if (!assembled.empty()) throw Error("malformed answer (fragment sequence interrupted)");
+      return j;
+    }
+    if (!fragment->is_string()) throw Error("malformed answer (bad fragment)");
+    assembled += fragment->get<std::string>();
+    if (assembled.size() > kMaxAssembledBytes) throw Error("answer too large");
+    if (!j.value("more", false)) {
+      nlohmann::json whole = nlohmann::json::parse(assembled, nullptr, false);
+      if (whole.is_discarded() || !whole.is_object())
+        throw Error("malformed answer (fragments are not a JSON object)");
+      return whole;
+    }
+  }
 }
 
 nlohmann::json call(const std::string& socket_path, const nlohmann::json& request, int timeout_ms) {

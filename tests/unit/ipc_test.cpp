@@ -3,11 +3,17 @@
 #include "killswitch/ipc.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
+
+#include "killswitch/error.hpp"
+#include "killswitch/fd.hpp"
 
 namespace ks::ipc {
 namespace {
@@ -328,3 +334,34 @@ TEST(IpcSocketPath, EnvironmentIsRestored) {
 
 }  // namespace
 }  // namespace ks::ipc
+
+// A reply bigger than one SOCK_SEQPACKET message can carry (ksctl list with thousands of
+// apps) arrives whole, in fragments.
+TEST(IpcMessages, LargeMessageArrivesWhole) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+  ks::UniqueFd a(sv[0]), b(sv[1]);
+  nlohmann::json big = {{"ok", true}, {"apps", nlohmann::json::array()}};
+  for (int i = 0; i < 20000; ++i)
+    big["apps"].push_back({{"cgroup", "/killswitch.slice/app-" + std::to_string(i)},
+                           {"command", std::string(40, 'x')}});
+  ASSERT_GT(big.dump().size(), 1000000u);
+  std::thread sender([&] { ks::ipc::send_message(a.get(), big); });
+  nlohmann::json got = ks::ipc::receive_message(b.get(), 5000);
+  sender.join();
+  EXPECT_EQ(got, big);
+  // A small one is still one plain message.
+  ks::ipc::send_message(a.get(), {{"ok", true}});
+  EXPECT_EQ(ks::ipc::receive_message(b.get(), 1000), (nlohmann::json{{"ok", true}}));
+}
+
+// A peer that stops reading cannot hold the sender forever.
+TEST(IpcMessages, SendToAPeerThatDoesNotReadTimesOut) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+  ks::UniqueFd a(sv[0]), b(sv[1]);
+  nlohmann::json big = {{"blob", std::string(8 * 1024 * 1024, 'y')}};
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_THROW(ks::ipc::send_message(a.get(), big), ks::Error);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(8));
+}

@@ -1,0 +1,254 @@
+// ks-bench: the measuring helpers of bench/run.sh (not a test, not installed).
+//
+//   attach-empty CGROUP PIN      load an empty cgroup_skb egress program (return 1), attach it
+//                                to CGROUP as a bpf_link and pin the link at PIN; prints
+//                                {"prog_id":N}. The baseline of the per-packet cost: the same
+//                                hook, the same kernel overhead, no work.
+//   prog-stats ID...             run_cnt and run_time_ns of programs (kernel.bpf_stats_enabled)
+//   launch N -- CMD ARGS...      fork+exec+wait CMD N times; per-run wall time percentiles (µs)
+//   sockets N --ready-file F     open N UDP sockets, create F, sleep until killed
+//   apps DIR N                   N cgroups DIR/bench-I.scope, each with one sleeping process
+//                                (a fork of this one, so thousands start in seconds); exits
+//                                once all are in place (the apps stay; cgroup.kill ends them)
+//   connect-rate --dst IP:PORT --count N   TCP connect()+close() N times; per-second rate
+//   send-rate --dst IP:PORT --count N      UDP sendto() N times (errors counted); rate
+//
+// Every subcommand prints one JSON line.
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "killswitch/cgroup.hpp"
+#include "killswitch/error.hpp"
+#include "killswitch/fd.hpp"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+sockaddr_in parse_v4(const std::string& text) {
+  auto colon = text.rfind(':');
+  if (colon == std::string::npos) throw ks::Error("destination must be IP:PORT: " + text);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<std::uint16_t>(std::stoi(text.substr(colon + 1))));
+  if (::inet_pton(AF_INET, text.substr(0, colon).c_str(), &a.sin_addr) != 1)
+    throw ks::Error("not an IPv4 address: " + text);
+  return a;
+}
+
+int attach_empty(const std::string& cgroup, const std::string& pin) {
+  // r0 = 1 (pass); exit
+  bpf_insn insns[2] = {};
+  insns[0].code = BPF_ALU64 | BPF_MOV | BPF_K;
+  insns[0].dst_reg = BPF_REG_0;
+  insns[0].imm = 1;
+  insns[1].code = BPF_JMP | BPF_EXIT;
+  LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = BPF_CGROUP_INET_EGRESS);
+  ks::UniqueFd prog(
+      bpf_prog_load(BPF_PROG_TYPE_CGROUP_SKB, "ks_bench_empty", "GPL", insns, 2, &opts));
+  if (!prog) ks::throw_errno("loading the empty program");
+  ks::UniqueFd cg = ks::open_cgroup(cgroup);
+  ks::UniqueFd link(bpf_link_create(prog.get(), cg.get(), BPF_CGROUP_INET_EGRESS, nullptr));
+  if (!link) ks::throw_errno("attaching the empty program");
+  if (bpf_obj_pin(link.get(), pin.c_str()) != 0) ks::throw_errno("pinning " + pin);
+  bpf_prog_info info{};
+  __u32 len = sizeof(info);
+  bpf_obj_get_info_by_fd(prog.get(), &info, &len);
+  std::cout << nlohmann::json{{"prog_id", info.id}}.dump() << "\n";
+  return 0;
+}
+
+int prog_stats(const std::vector<unsigned>& ids) {
+  nlohmann::json out = nlohmann::json::object();
+  for (unsigned id : ids) {
+    ks::UniqueFd fd(bpf_prog_get_fd_by_id(id));
+    if (!fd) ks::throw_errno("program " + std::to_string(id));
+    bpf_prog_info info{};
+    __u32 len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(fd.get(), &info, &len) != 0) ks::throw_errno("prog info");
+    out[std::to_string(id)] = {{"run_cnt", info.run_cnt}, {"run_time_ns", info.run_time_ns}};
+  }
+  std::cout << out.dump() << "\n";
+  return 0;
+}
+
+int launch(unsigned n, const std::vector<std::string>& command) {
+  std::vector<char*> argv;
+  std::vector<std::string> copy = command;
+  for (auto& a : copy) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<double> us;
+  int failures = 0;
+  for (unsigned i = 0; i < n; ++i) {
+    auto t0 = Clock::now();
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      ::execvp(argv[0], argv.data());
+      ::_exit(127);
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    us.push_back(seconds_since(t0) * 1e6);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) ++failures;
+  }
+  std::sort(us.begin(), us.end());
+  auto pct = [&](double p) {
+    return us[static_cast<std::size_t>(p * static_cast<double>(us.size() - 1))];
+  };
+  std::cout << nlohmann::json{{"runs", n},
+                              {"failures", failures},
+                              {"p50_us", pct(0.5)},
+                              {"p90_us", pct(0.9)},
+                              {"min_us", us.front()}}
+                   .dump()
+            << "\n";
+  return failures ? 1 : 0;
+}
+
+volatile std::sig_atomic_t stop = 0;
+
+int sockets(unsigned n, const std::string& ready_file) {
+  rlimit rl{};
+  ::getrlimit(RLIMIT_NOFILE, &rl);
+  if (rl.rlim_max < n + 64)
+    throw ks::Error("RLIMIT_NOFILE hard limit " + std::to_string(rl.rlim_max) + " is too low for " +
+                    std::to_string(n) + " sockets (prlimit --nofile=...)");
+  rl.rlim_cur = rl.rlim_max;
+  if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) ks::throw_errno("RLIMIT_NOFILE");
+  std::vector<int> fds;
+  fds.reserve(n);
+  for (unsigned i = 0; i < n; ++i) {
+    int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
+    if (fd < 0) ks::throw_errno("socket " + std::to_string(i));
+    fds.push_back(fd);
+  }
+  std::signal(SIGTERM, [](int) { stop = 1; });
+  std::ofstream(ready_file) << ::getpid() << "\n";
+  while (!stop) ::pause();
+  std::cout << nlohmann::json{{"sockets", n}}.dump() << "\n";
+  return 0;
+}
+
+int apps(const std::string& dir, unsigned n) {
+  for (unsigned i = 0; i < n; ++i) {
+    const std::string cg = dir + "/bench-" + std::to_string(i) + ".scope";
+    ks::ensure_cgroup_dir(cg);
+    pid_t pid = ::fork();
+    if (pid < 0) ks::throw_errno("fork");
+    if (pid == 0) {
+      std::ofstream(cg + "/cgroup.procs") << ::getpid() << "\n";
+      for (;;) ::pause();
+    }
+  }
+  // Every child moved itself before the parent returns: wait until each cgroup has it.
+  for (unsigned i = 0; i < n; ++i)
+    while (!ks::cgroup_populated(dir + "/bench-" + std::to_string(i) + ".scope")) ::usleep(1000);
+  std::cout << nlohmann::json{{"apps", n}}.dump() << "\n";
+  return 0;
+}
+
+int connect_rate(const std::string& dst, unsigned n) {
+  sockaddr_in a = parse_v4(dst);
+  unsigned ok = 0;
+  auto t0 = Clock::now();
+  for (unsigned i = 0; i < n; ++i) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) ++ok;
+    ::close(fd);
+  }
+  double s = seconds_since(t0);
+  std::cout << nlohmann::json{{"attempts", n},
+                              {"connected", ok},
+                              {"seconds", s},
+                              {"per_second", static_cast<double>(n) / s}}
+                   .dump()
+            << "\n";
+  return ok == n ? 0 : 1;
+}
+
+int send_rate(const std::string& dst, unsigned n) {
+  sockaddr_in a = parse_v4(dst);
+  int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
+  unsigned ok = 0;
+  char payload[32] = {};
+  auto t0 = Clock::now();
+  for (unsigned i = 0; i < n; ++i)
+    if (::sendto(fd, payload, sizeof(payload), 0, reinterpret_cast<sockaddr*>(&a), sizeof(a)) >= 0)
+      ++ok;
+  double s = seconds_since(t0);
+  ::close(fd);
+  std::cout << nlohmann::json{{"attempts", n},
+                              {"sent", ok},
+                              {"seconds", s},
+                              {"per_second", static_cast<double>(n) / s}}
+                   .dump()
+            << "\n";
+  return ok == n ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"ks-bench: measuring helpers for bench/run.sh"};
+  app.require_subcommand(1);
+  std::string cgroup, pin, dst, ready_file;
+  std::vector<unsigned> ids;
+  unsigned n = 0;
+  std::vector<std::string> command;
+
+  auto* ae = app.add_subcommand("attach-empty", "pin an empty cgroup_skb egress program's link");
+  ae->add_option("cgroup", cgroup)->required();
+  ae->add_option("pin", pin)->required();
+  auto* ps = app.add_subcommand("prog-stats", "run_cnt/run_time_ns of programs");
+  ps->add_option("ids", ids)->required();
+  auto* la = app.add_subcommand("launch", "fork+exec+wait a command N times");
+  la->add_option("n", n)->required();
+  la->add_option("command", command)->required();
+  auto* so = app.add_subcommand("sockets", "hold N UDP sockets");
+  so->add_option("n", n)->required();
+  so->add_option("--ready-file", ready_file)->required();
+  auto* ap = app.add_subcommand("apps", "N cgroups with a sleeping process each");
+  ap->add_option("dir", cgroup)->required();
+  ap->add_option("n", n)->required();
+  auto* cr = app.add_subcommand("connect-rate", "TCP connect+close loop");
+  cr->add_option("--dst", dst)->required();
+  cr->add_option("--count", n)->required();
+  auto* sr = app.add_subcommand("send-rate", "UDP sendto loop");
+  sr->add_option("--dst", dst)->required();
+  sr->add_option("--count", n)->required();
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (*ae) return attach_empty(cgroup, pin);
+    if (*ps) return prog_stats(ids);
+    if (*la) return launch(n, command);
+    if (*so) return sockets(n, ready_file);
+    if (*ap) return apps(cgroup, n);
+    if (*cr) return connect_rate(dst, n);
+    if (*sr) return send_rate(dst, n);
+  } catch (const std::exception& e) {
+    std::cerr << "ks-bench: " << e.what() << "\n";
+    return 2;
+  }
+  return 2;
+}
