@@ -361,7 +361,7 @@ b, a = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 per = lambda i: (a[i]["run_time_ns"] - b[i]["run_time_ns"]) / max(1, a[i]["run_cnt"] - b[i]["run_cnt"])
 print("%.1f %.1f" % (per(sys.argv[3]), per(sys.argv[4])))' "$before" "$after" "$egress_id" "$empty_id")
     m2=$(awk -v a="$ours2" -v b="$empty2" 'BEGIN { printf "%.1f", a - b }')
-    change=$(awk -v a="$m2" -v b="$marginal" 'BEGIN { printf "%.1f", b > 0 ? (a - b) / b * 100 : 0 }')
+    change=$(awk -v a="$m2" -v b="$marginal" 'BEGIN { printf "%.1f", (b > 0) ? (a - b) / b * 100 : 0 }')
     row scale_per_packet "+$m2 ns marginal" "+$marginal ns (empty maps)" "$change% change" "within 5%" \
       "$(verdict "$m2 <= $marginal * 1.05 || $m2 - $marginal <= 1") (+-1 ns resolution)"
     rm -f "$pin"

@@ -445,7 +445,10 @@ static __always_inline int judge_sock_addr(struct bpf_sock_addr *ctx, struct ks_
 			  dst->port == KS_CANARY_PORT;
 	if (p) {
 		facts.tunnel_ifindex = dst->is_v4 ? p->bind_ifindex_v4 : p->bind_ifindex_v6;
-		if (!dst->is_loopback)
+		/* allow_lan changes the outcome only when there is no tunnel to go through
+		 * (with one, the destination is allowed either way, and routing and egress
+		 * decide where it goes): skip the trie lookup, the dearest step of a send. */
+		if (!dst->is_loopback && !facts.tunnel_ifindex)
 			facts.dst_in_lan = lan_contains(facts.profile_id, dst->addr);
 	}
 
