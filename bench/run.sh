@@ -46,6 +46,11 @@ BENCH_PINS=()
 BENCH_CGROUPS=()
 bench_cleanup() {
   local p c
+  # Thousands of scale apps take longer to die than ks_down waits: end them first.
+  if [[ -n ${KS_CGROUP_ROOT:-} && -d $KS_CGROUP_ROOT ]]; then
+    echo 1 >"$KS_CGROUP_ROOT/cgroup.kill" 2>/dev/null || true
+    _lab_wait_until 180 _ks_tree_empty || lab_log "WARNING: processes left in $KS_CGROUP_ROOT"
+  fi
   for p in "${BENCH_PINS[@]}"; do rm -f "$p"; done
   for c in "${BENCH_CGROUPS[@]}"; do
     [[ -d $c ]] && echo 1 >"$c/cgroup.kill" 2>/dev/null
