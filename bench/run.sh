@@ -183,27 +183,21 @@ fi
 
 # ---- 3. connection rate ------------------------------------------------------------------------
 if wanted connect_rate; then
-  N=$(q 300 3000)
-  rate() { json_get "$1" /per_second; }
-  un=() pr=()
-  for ((r = 0; r < $(q 1 3); r++)); do
-    un+=("$(rate "$(lab_exec_client "$KS_BENCH" connect-rate --dst "$SERVER:$LAB_ECHO_PORT" --count "$N")")")
-    pr+=("$(rate "$(ks_run_client "$KS_BENCH" connect-rate --dst "$SERVER:$LAB_ECHO_PORT" --count "$N")")")
-  done
-  u=$(printf '%s\n' "${un[@]}" | median) p=$(printf '%s\n' "${pr[@]}" | median)
-  slower=$(awk -v u="$u" -v p="$p" 'BEGIN { printf "%.1f", (1 - p / u) * 100 }')
-  row connect_close_per_s "$(printf '%.0f' "$p")/s" "$(printf '%.0f' "$u")/s" "$slower% slower" "<= 5%" \
-    "$(verdict "$slower <= 5")"
-  N=$(q 20000 200000)
-  un=() pr=()
-  for ((r = 0; r < $(q 1 3); r++)); do
-    un+=("$(rate "$(lab_exec_client "$KS_BENCH" send-rate --dst "$SERVER:$LAB_ECHO_PORT" --count "$N")")")
-    pr+=("$(rate "$(ks_run_client "$KS_BENCH" send-rate --dst "$SERVER:$LAB_ECHO_PORT" --count "$N")")")
-  done
-  u=$(printf '%s\n' "${un[@]}" | median) p=$(printf '%s\n' "${pr[@]}" | median)
-  slower=$(awk -v u="$u" -v p="$p" 'BEGIN { printf "%.1f", (1 - p / u) * 100 }')
-  row udp_sendto_per_s "$(printf '%.0f' "$p")/s" "$(printf '%.0f' "$u")/s" "$slower% slower" "<= 5%" \
-    "$(verdict "$slower <= 5")"
+  # rate_compare ROW SUBCOMMAND COUNT: ks-bench SUBCOMMAND unprotected and protected, rounds
+  # interleaved, medians compared.
+  rate_compare() {
+    local name=$1 cmd=$2 n=$3 r u p slower un=() pr=()
+    for ((r = 0; r < $(q 1 3); r++)); do
+      un+=("$(json_get "$(lab_exec_client "$KS_BENCH" "$cmd" --dst "$SERVER:$LAB_ECHO_PORT" --count "$n")" /per_second)")
+      pr+=("$(json_get "$(ks_run_client "$KS_BENCH" "$cmd" --dst "$SERVER:$LAB_ECHO_PORT" --count "$n")" /per_second)")
+    done
+    u=$(printf '%s\n' "${un[@]}" | median) p=$(printf '%s\n' "${pr[@]}" | median)
+    slower=$(awk -v u="$u" -v p="$p" 'BEGIN { printf "%.1f", (1 - p / u) * 100 }')
+    row "$name" "$(printf '%.0f' "$p")/s" "$(printf '%.0f' "$u")/s" "$slower% slower" "<= 5%" \
+      "$(verdict "$slower <= 5")"
+  }
+  rate_compare connect_close_per_s connect-rate "$(q 300 3000)"
+  rate_compare udp_sendto_per_s send-rate "$(q 20000 200000)"
 fi
 
 # ---- 4. launch latency -----------------------------------------------------------------------------
