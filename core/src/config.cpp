@@ -376,13 +376,6 @@ bool is_valid_interface_name(std::string_view name) {
   return true;
 }
 
-bool is_valid_profile_name(std::string_view name) {
-  if (name.empty() || name.size() > 31) return false;
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
-  });
-}
-
 // Dotted-quad IPv4 or RFC 4291 IPv6 text, exactly as inet_pton() accepts it: no zone ids
 // ("fe80::1%eth0"), no shorthand IPv4 ("10.1"), no surrounding whitespace. IPv4-mapped IPv6
 // ("::ffff:10.0.0.1") is accepted and kept as AF_INET6: the BPF maps store IPv4 in exactly

@@ -22,43 +22,6 @@
 
 namespace ks {
 
-const std::array<HookInfo, 12> kHooks = {{
-    {"sock_create", BPF_CGROUP_INET_SOCK_CREATE, false},
-    {"connect4", BPF_CGROUP_INET4_CONNECT, false},
-    {"connect6", BPF_CGROUP_INET6_CONNECT, false},
-    {"sendmsg4", BPF_CGROUP_UDP4_SENDMSG, false},
-    {"sendmsg6", BPF_CGROUP_UDP6_SENDMSG, false},
-    {"egress", BPF_CGROUP_INET_EGRESS, false},
-    {"ingress", BPF_CGROUP_INET_INGRESS, false},
-    {"recvmsg4", BPF_CGROUP_UDP4_RECVMSG, false},
-    {"recvmsg6", BPF_CGROUP_UDP6_RECVMSG, false},
-    {"getpeername4", BPF_CGROUP_INET4_GETPEERNAME, false},
-    {"getpeername6", BPF_CGROUP_INET6_GETPEERNAME, false},
-    {"connect_unix", kAttachUnixConnect, true},
-}};
-
-bool kernel_has_unix_hooks() {
-  static const bool has = [] {
-    // r0 = 1; exit: the smallest program the kernel accepts for the hook.
-    const bpf_insn insns[] = {
-        {BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 1},
-        {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
-    };
-    LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = kAttachUnixConnect);
-    UniqueFd prog(bpf_prog_load(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, "ks_probe_unix", "GPL", insns,
-                                sizeof(insns) / sizeof(insns[0]), &opts));
-    return static_cast<bool>(prog);
-  }();
-  return has;
-}
-
-std::vector<HookInfo> active_hooks() {
-  std::vector<HookInfo> hooks;
-  for (const HookInfo& hook : kHooks)
-    if (!hook.needs_unix_hooks || kernel_has_unix_hooks()) hooks.push_back(hook);
-  return hooks;
-}
-
 namespace {
 
 std::string link_pin_path(const std::string& pin_dir, const char* hook) {
@@ -373,33 +336,6 @@ Counters Enforcement::profile_counters(std::uint32_t profile_id) const {
 
 void Enforcement::remove_counters(std::uint64_t id) {
   bpf_map_delete_elem(map_fd("ks_counters"), &id);
-}
-
-std::vector<std::uint32_t> query_effective_programs(int cgroup_fd, bpf_attach_type type) {
-  std::vector<std::uint32_t> ids(64);
-  __u32 count = static_cast<__u32>(ids.size());
-  __u32 attach_flags = 0;
-  if (bpf_prog_query(cgroup_fd, type, BPF_F_QUERY_EFFECTIVE, &attach_flags, ids.data(), &count) !=
-      0)
-    throw_errno("BPF_PROG_QUERY failed");
-  ids.resize(count);
-  return ids;
-}
-
-std::string check_effective(int cgroup_fd, const ProgramIds& expected) {
-  std::string missing;
-  for (const HookInfo& hook : active_hooks()) {
-    auto it = expected.find(hook.name);
-    if (it == expected.end()) {
-      missing += std::string(missing.empty() ? "" : ", ") + hook.name + " (no id reported)";
-      continue;
-    }
-    auto ids = query_effective_programs(cgroup_fd, hook.attach_type);
-    bool found = false;
-    for (auto id : ids) found = found || id == it->second;
-    if (!found) missing += std::string(missing.empty() ? "" : ", ") + hook.name;
-  }
-  return missing;
 }
 
 void ensure_pin_dir(const std::string& pin_dir) {

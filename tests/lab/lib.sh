@@ -185,11 +185,34 @@ pass() { echo "PASS: $*"; }
 # command substitution it only ends the subshell; `x=$(...)` then fails and set -e exits.
 fail() {
   echo "FAIL: $*" >&2
+  _lab_record_failure F "$*"
   exit 1
 }
 
+# The first failure is repeated as the scenario's last line (CI shows only the output's tail,
+# after the diagnostics). Kept in a file because fail() often runs in a subshell.
+# _lab_record_failure KIND MSG: KIND F for fail(), E for a command that failed under set -e.
+_lab_record_failure() {
+  if [[ -n $LAB_DIR && -d $LAB_DIR ]]; then echo "$1 $2" >>"$LAB_DIR/failures"; fi
+}
+# A command that ends the script through set -e without fail(): say which. (It also fires in
+# command substitutions, where set -e is off, so only the last such record is shown.)
+_lab_on_err() {
+  _lab_record_failure E "${BASH_SOURCE[1]##*/}:${BASH_LINENO[0]}: '$BASH_COMMAND' exited with status $1"
+}
+# _lab_first_failure: the first fail() message, else the last command that failed.
+_lab_first_failure() {
+  [[ -n $LAB_DIR && -s $LAB_DIR/failures ]] || return 0
+  local line
+  line=$(grep -m 1 '^F ' "$LAB_DIR/failures" || tail -n 1 "$LAB_DIR/failures")
+  echo "${line#? }"
+}
+set -E
+trap '_lab_on_err $?' ERR
+
 _lab_die() {
   echo "FAIL: lab: $*" >&2
+  _lab_record_failure F "lab: $*"
   exit 1
 }
 
@@ -1064,10 +1087,14 @@ _lab_exit_handler() {
   trap - EXIT
   if declare -F lab_on_exit >/dev/null; then lab_on_exit || true; fi
   if ((rc != 0)) && [[ -n $LAB_ID ]]; then _lab_diagnostics >&2 || true; fi
+  local first_failure=""
+  if ((rc != 0)); then first_failure=$(_lab_first_failure); fi
   lab_down || {
     echo "FAIL: lab_down could not clean up completely" >&2
     ((rc != 0)) || rc=1
   }
-  if ((rc != 0)); then echo "FAIL: $KS_LAB_SCENARIO exited with status $rc" >&2; fi
+  if ((rc != 0)); then
+    echo "FAIL: $KS_LAB_SCENARIO exited with status $rc${first_failure:+ (first failure: $first_failure)}" >&2
+  fi
   exit "$rc"
 }

@@ -14,32 +14,12 @@
 #include <vector>
 
 #include "killswitch/fd.hpp"
+#include "killswitch/hooks.hpp"
 #include "killswitch_abi.h"
 
 struct killswitch_bpf;  // the bpftool-generated skeleton
 
 namespace ks {
-
-// One entry per enforcement program: its name (also the link pin's suffix) and hook.
-struct HookInfo {
-  const char* name;  // "egress", "connect4", ...
-  bpf_attach_type attach_type;
-  bool needs_unix_hooks;  // Linux 6.7+ only (cgroup/connect_unix)
-};
-extern const std::array<HookInfo, 12> kHooks;
-
-// BPF_CGROUP_UNIX_CONNECT (Linux 6.7); Debian 12's kernel headers predate it.
-inline constexpr auto kAttachUnixConnect = static_cast<bpf_attach_type>(49);
-
-// True when the running kernel has the cgroup unix-socket hooks (probed once by loading
-// a trivial program for BPF_CGROUP_UNIX_CONNECT; needs CAP_BPF).
-bool kernel_has_unix_hooks();
-
-// The hooks this kernel has: all of kHooks, minus connect_unix before Linux 6.7.
-std::vector<HookInfo> active_hooks();
-
-// Program ids currently attached, by hook name; what ksrun compares with the kernel.
-using ProgramIds = std::map<std::string, std::uint32_t>;
 
 // Whole-tree counters, summed over CPUs.
 struct Counters {
@@ -109,14 +89,6 @@ class Enforcement {
   std::unique_ptr<killswitch_bpf, SkeletonDeleter> skel_;
   std::vector<UniqueFd> links_;  // keep link fds for the daemon's lifetime
 };
-
-// Effective programs on a cgroup for one hook (BPF_F_QUERY_EFFECTIVE); needs
-// CAP_NET_ADMIN. Throws ks::Error.
-std::vector<std::uint32_t> query_effective_programs(int cgroup_fd, bpf_attach_type type);
-
-// Checks that every program of `expected` is effective on the cgroup. Returns an empty
-// string when it holds, otherwise what is missing.
-std::string check_effective(int cgroup_fd, const ProgramIds& expected);
 
 // Mounts bpffs on /sys/fs/bpf if the pin directory's filesystem is not bpffs yet, then
 // creates the pin directory (mode 0700).
