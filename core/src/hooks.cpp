@@ -27,9 +27,7 @@ const std::array<HookInfo, 12> kHooks = {{
 
 namespace {
 
-long sys_bpf(int cmd, bpf_attr& attr) {
-  return ::syscall(__NR_bpf, cmd, &attr, sizeof(attr));
-}
+long sys_bpf(int cmd, bpf_attr& attr) { return ::syscall(__NR_bpf, cmd, &attr, sizeof(attr)); }
 
 }  // namespace
 
