@@ -86,8 +86,14 @@ typedef __u64 ks_u64;
  * Routing mark of protected sockets, set by sock_create: KS_MARK_BASE | profile id
  * (KS_PROFILE_NONE included). ksd's policy rules send marked lookups to the profile's
  * table (same number), see core/include/killswitch/routing.hpp.
+ * The mark also classifies the socket's packets on the per-packet path (a load from the
+ * socket instead of a socket-storage lookup, docs/benchmarks.md), so sock_create gives a
+ * socket created in another network namespace KS_PROFILE_NONE's mark: its packets take
+ * the socket-storage path, which knows it is foreign.
  */
 #define KS_MARK_BASE 0x4b530000u /* "KS" */
+#define KS_MARK_TAG_MASK 0xffff0000u
+#define KS_MARK_PROFILE_MASK 0x0000ffffu
 
 /* Global settings written by ksd: single-entry array map ks_config. */
 struct ks_config {
