@@ -57,12 +57,12 @@ struct {
 } ks_cgroups SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, KS_MAX_TUNNEL_ENTRIES);
-	__type(key, struct ks_tunnel_key);
-	__type(value, struct ks_tunnel_value);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, KS_MAX_PROFILES);
+	__type(key, __u32);
+	__type(value, struct ks_tunnel_set);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} ks_tunnels SEC(".maps");
+} ks_tunnel_sets SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -93,11 +93,11 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, KS_MAX_APP_SLOTS);
 	__type(key, __u32);
 	__type(value, struct ks_counters);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} ks_totals SEC(".maps");
+} ks_app_counters SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -184,25 +184,39 @@ static __always_inline void add_to(struct ks_counters *c, int allowed, __u64 byt
 	}
 }
 
-static __always_inline void count(__u64 cgroup_id, __u32 profile_id, enum ks_reason reason,
-				  __u64 bytes, int is_packet)
+/* The app's counters in the hash keyed by cgroup id, made on first use. */
+static __always_inline struct ks_counters *counters_by_cgroup(__u64 cgroup_id)
 {
-	struct ks_counters *c;
-	__u32 zero = 0;
-	int allowed = ks_reason_allows(reason);
+	struct ks_counters *c = bpf_map_lookup_elem(&ks_counters, &cgroup_id);
 
-	if (reason == KS_REASON_BLOCK_CANARY)
-		return; /* ksrun's proof, not an attempt to leak */
-	c = bpf_map_lookup_elem(&ks_counters, &cgroup_id);
 	if (!c) {
 		struct ks_counters fresh = {};
 
 		bpf_map_update_elem(&ks_counters, &cgroup_id, &fresh, BPF_NOEXIST);
 		c = bpf_map_lookup_elem(&ks_counters, &cgroup_id);
 	}
-	add_to(c, allowed, bytes, is_packet);
+	return c;
+}
+
+/* Counts into the app's counters `app` and its profile's. No separate totals: user space
+ * sums the profiles (one lookup less per packet). */
+static __always_inline void count_in(struct ks_counters *app, __u32 profile_id,
+				     enum ks_reason reason, __u64 bytes, int is_packet)
+{
+	int allowed = ks_reason_allows(reason);
+
+	if (reason == KS_REASON_BLOCK_CANARY)
+		return; /* ksrun's proof, not an attempt to leak */
+	add_to(app, allowed, bytes, is_packet);
 	add_to(bpf_map_lookup_elem(&ks_profile_counters, &profile_id), allowed, bytes, is_packet);
-	add_to(bpf_map_lookup_elem(&ks_totals, &zero), allowed, bytes, is_packet);
+}
+
+static __always_inline void count(__u64 cgroup_id, __u32 profile_id, enum ks_reason reason,
+				  __u64 bytes, int is_packet)
+{
+	if (reason == KS_REASON_BLOCK_CANARY)
+		return;
+	count_in(counters_by_cgroup(cgroup_id), profile_id, reason, bytes, is_packet);
 }
 
 /* ---- events: one per blocked attempt, rate-limited per app ---- */
@@ -233,20 +247,15 @@ static __always_inline int event_budget_left(__u64 cgroup_id, __u64 now)
 static __always_inline void count_dropped_event(__u64 cgroup_id, __u32 profile_id)
 {
 	struct ks_counters *c;
-	__u32 zero = 0;
 
-	c = bpf_map_lookup_elem(&ks_counters, &cgroup_id);
+	c = counters_by_cgroup(cgroup_id); /* made here if the app counts packets by slot */
 	if (c)
 		c->events_dropped++;
 	c = bpf_map_lookup_elem(&ks_profile_counters, &profile_id);
 	if (c)
 		c->events_dropped++;
-	c = bpf_map_lookup_elem(&ks_totals, &zero);
-	if (c)
-		c->events_dropped++;
 }
 
-/* Called after count(), so the app's counters exist. */
 static __always_inline void report(struct ks_event *ev)
 {
 	if (ev->reason == KS_REASON_BLOCK_CANARY)
@@ -259,7 +268,13 @@ static __always_inline void report(struct ks_event *ev)
 
 /* ---- cgroup/sock_create: classify the socket once, mark it for its profile's table ---- */
 
-static __always_inline __u32 classify_current_task(void)
+/* What sock_create learns from the task's cgroup. */
+struct ks_class {
+	__u32 profile_id;
+	__u32 app_slot;
+};
+
+static __always_inline struct ks_class classify_current_task(void)
 {
 	/* Deepest known ancestor wins: an app cgroup, else its profile slice, else the
 	 * tree root (which ksd maps to the default profile, or to nothing). */
@@ -270,17 +285,21 @@ static __always_inline __u32 classify_current_task(void)
 		if (!id)
 			continue;
 		v = bpf_map_lookup_elem(&ks_cgroups, &id);
-		if (v)
-			return v->profile_id;
+		if (v) {
+			struct ks_class c = {.profile_id = v->profile_id,
+					     .app_slot =
+						 v->app_slot < KS_MAX_APP_SLOTS ? v->app_slot : 0};
+			return c;
+		}
 	}
-	return KS_PROFILE_NONE;
+	return (struct ks_class){.profile_id = KS_PROFILE_NONE};
 }
 
 SEC("cgroup/sock_create")
 int ks_sock_create(struct bpf_sock *sk)
 {
 	struct ks_sk_state *state;
-	__u32 profile_id;
+	struct ks_class class;
 
 	if (sk->family != AF_INET && sk->family != AF_INET6)
 		return KS_PASS;
@@ -289,19 +308,22 @@ int ks_sock_create(struct bpf_sock *sk)
 	if (!state)
 		return KS_DROP; /* cannot classify: refuse the socket rather than guess */
 
-	profile_id = classify_current_task();
-	state->profile_id = profile_id;
+	class = classify_current_task();
+	state->profile_id = class.profile_id;
 	state->reserved =
 	    bpf_get_netns_cookie(sk) == config_netns_cookie() ? 0 : KS_SK_FOREIGN_NETNS;
-	if (state->reserved & KS_SK_FOREIGN_NETNS)
-		profile_id = KS_PROFILE_NONE; /* see KS_MARK_BASE: the mark must not vouch for it */
+	if (state->reserved & KS_SK_FOREIGN_NETNS) {
+		/* See KS_MARK_BASE: the mark must not vouch for it. */
+		class.profile_id = KS_PROFILE_NONE;
+		class.app_slot = 0;
+	}
 
 	/* Steer by policy routing, not by binding: the mark selects the profile's table
 	 * (default dev <tunnel>, unreachable fallback). Routing is looked up per packet,
 	 * so a re-created tunnel is used at once, loopback still resolves locally, and no
 	 * capability is needed to follow the tunnel (re-binding a bound socket needs
 	 * CAP_NET_RAW, which protected apps do not have). */
-	sk->mark = KS_MARK_BASE | profile_id;
+	sk->mark = KS_MARK_BASE | class.app_slot << KS_MARK_SLOT_SHIFT | class.profile_id;
 	return KS_PASS;
 }
 
@@ -628,7 +650,7 @@ int ks_connect_unix(struct bpf_sock_addr *ctx)
 	/* Cannot read it: cannot tell, so refuse. */
 	if (bpf_probe_read_kernel(path, KS_UNIX_PATH_MAX, (char *)kctx->uaddr + family_len) != 0 ||
 	    ks_unix_path_refused(path, len)) {
-		ev.profile_id = classify_current_task();
+		ev.profile_id = classify_current_task().profile_id;
 		return refuse(&ev, KS_REASON_BLOCK_LOCAL_RESOLVER, EPERM);
 	}
 	return KS_PASS;
@@ -698,17 +720,27 @@ static __always_inline int parse_packet(struct __sk_buff *skb, int egress, struc
 	return 0;
 }
 
-/* The profile a socket's mark names, if it is one of ours and names a real profile. Reading
- * the mark costs a load from the socket, already in cache on this path; the socket-storage
- * lookup it replaces measured ~60 ns per packet here (docs/benchmarks.md). */
-static __always_inline int profile_from_mark(__u32 mark, __u32 *profile_id)
+static __always_inline int tunnel_set_has(const struct ks_tunnel_set *set, __u32 ifindex)
+{
+	int found = 0;
+
+	for (int i = 0; i < KS_MAX_TUNNELS_PER_PROFILE; i++)
+		found |= set->ifindex[i] == ifindex;
+	return found && ifindex != 0;
+}
+
+/* The profile and app slot a socket's mark names, if it is one of ours and names a real
+ * profile. Reading the mark costs a load from the socket, already in cache on this path;
+ * the socket-storage lookup it replaces measured ~60 ns per packet here (docs/benchmarks.md). */
+static __always_inline int class_from_mark(__u32 mark, struct ks_class *class)
 {
 	__u32 id = mark & KS_MARK_PROFILE_MASK;
 
 	if ((mark & KS_MARK_TAG_MASK) != KS_MARK_BASE || id == KS_PROFILE_NONE ||
 	    id >= KS_MAX_PROFILES)
 		return 0;
-	*profile_id = id;
+	class->profile_id = id;
+	class->app_slot = (mark & KS_MARK_SLOT_MASK) >> KS_MARK_SLOT_SHIFT;
 	return 1;
 }
 
@@ -718,15 +750,15 @@ static __always_inline int judge_skb(struct __sk_buff *skb, int egress)
 	struct ks_pkt pkt = {};
 	struct ks_sk_state *state = 0;
 	struct bpf_sock *sk = skb->sk;
+	struct ks_class class = {};
 	enum ks_reason reason;
-	__u64 cgroup_id;
+	__u64 cgroup_id = 0;
 	int parsed = 0;
 
 	if (sk)
 		sk = bpf_sk_fullsock(sk);
-	if (sk && profile_from_mark(sk->mark, &facts.profile_id)) {
-		/* The common case: the mark sock_create gave the socket (see KS_MARK_BASE). */
-		facts.profile_valid = profile_of(facts.profile_id) != 0;
+	if (sk && class_from_mark(sk->mark, &class)) {
+		facts.profile_id = class.profile_id;
 	} else {
 		/* No mark of ours: foreign netns, unclassified, or a mark someone with
 		 * CAP_NET_ADMIN changed; the socket's storage has the whole story. */
@@ -735,23 +767,25 @@ static __always_inline int judge_skb(struct __sk_buff *skb, int egress)
 		if (state) {
 			facts.profile_id = state->profile_id;
 			facts.foreign_netns = state->reserved & KS_SK_FOREIGN_NETNS;
-			facts.profile_valid = profile_of(state->profile_id) != 0;
 		}
 	}
 
-	/* The packet's bytes are read only where the verdict needs them (the canary on
-	 * loopback, allow_lan off the tunnel): the common case, a packet through the
-	 * profile's tunnel, is judged from the socket and the interface alone. */
+	/* Every load here is a likely cache miss on the per-packet path (docs/benchmarks.md):
+	 * the common case, a packet of a marked socket through its profile's tunnel, costs one
+	 * array lookup, and the packet's bytes are read only where the verdict needs them (the
+	 * canary on loopback, allow_lan off the tunnel). */
 	if (facts.ifindex == KS_LOOPBACK_IFINDEX) {
 		parsed = 1;
 		parse_packet(skb, egress, &pkt);
 		facts.is_canary = pkt.is_canary;
-	} else if (facts.profile_valid) {
-		struct ks_tunnel_key key = {.profile_id = facts.profile_id,
-					    .ifindex = skb->ifindex};
+	} else if (facts.profile_id != KS_PROFILE_NONE && !facts.foreign_netns) {
+		const struct ks_tunnel_set *set =
+		    bpf_map_lookup_elem(&ks_tunnel_sets, &facts.profile_id);
 
-		facts.through_tunnel = bpf_map_lookup_elem(&ks_tunnels, &key) != 0;
-		if (!facts.through_tunnel) {
+		facts.through_tunnel = set && tunnel_set_has(set, skb->ifindex);
+		/* ksd lists tunnels only for valid profiles (ks_tunnel_set). */
+		facts.profile_valid = facts.through_tunnel || profile_of(facts.profile_id) != 0;
+		if (!facts.through_tunnel && facts.profile_valid) {
 			parsed = 1;
 			if (parse_packet(skb, egress, &pkt))
 				facts.peer_in_lan = lan_contains(facts.profile_id, pkt.peer);
@@ -759,10 +793,19 @@ static __always_inline int judge_skb(struct __sk_buff *skb, int egress)
 	}
 
 	reason = ks_judge_packet(&facts);
-	cgroup_id = bpf_skb_cgroup_id(skb);
-	count(cgroup_id, facts.profile_id, reason, skb->len, 1);
+	if (class.app_slot) {
+		/* An array element, not a hash lookup by a cgroup id that takes two more
+		 * pointer chases to find: per packet, this is most of the difference. */
+		count_in(bpf_map_lookup_elem(&ks_app_counters, &class.app_slot), facts.profile_id,
+			 reason, skb->len, 1);
+	} else {
+		cgroup_id = bpf_skb_cgroup_id(skb);
+		count(cgroup_id, facts.profile_id, reason, skb->len, 1);
+	}
 	if (ks_reason_allows(reason))
 		return KS_PASS;
+	if (!cgroup_id)
+		cgroup_id = bpf_skb_cgroup_id(skb); /* for the event */
 	if (!parsed)
 		parse_packet(skb, egress, &pkt); /* for the event */
 	{

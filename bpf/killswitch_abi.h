@@ -17,18 +17,18 @@
  *    pull them away and a re-created tunnel is used at once. With no usable tunnel of the
  *    destination's family, connect and sendmsg fail at once with ENETUNREACH.
  * 3. cgroup_skb/egress is the authority: a packet leaves only through loopback, through
- *    an interface that ks_tunnels lists for the socket's profile, or towards one of the
+ *    an interface that ks_tunnel_sets lists for the socket's profile, or towards one of the
  *    profile's allow_lan CIDRs (ks_lan). Everything else is dropped and counted.
  * 4. cgroup_skb/ingress applies the same rule to what arrives.
  *
  * Examples (profile 1 = "default", tunnels = ["wg0"], wg0 is ifindex 7, up, IPv4 only):
- *    ks_tunnels {1, 7} = {KS_FAMILY_V4}
+ *    ks_tunnel_sets[1] = {.ifindex = {7}}
  *    ks_profiles[1]    = {.flags = KS_PROFILE_VALID, .bind_ifindex_v4 = 7, .bind_ifindex_v6 = 0}
  *    UDP to 203.0.113.10 leaving via eth0 (ifindex 2)  -> dropped  (not a tunnel)
  *    UDP to 203.0.113.10 leaving via wg0               -> allowed
  *    connect() to 2001:db8::1                          -> ENETUNREACH (no IPv6 tunnel)
- *    wg0 deleted: ksd removes {1, 7} and the bind targets -> every connect fails fast;
- *    if ksd is dead, the stale {1, 7} only admits an interface that no longer exists.
+ *    wg0 deleted: ksd removes 7 from the set and the bind targets -> every connect fails
+ *    fast; if ksd is dead, the stale 7 only admits an interface that no longer exists.
  */
 #ifndef KILLSWITCH_ABI_H
 #define KILLSWITCH_ABI_H
@@ -47,11 +47,11 @@ typedef __u64 ks_u64;
 #endif
 
 /* Bumped whenever a map layout changes; ksd refuses to adopt pins of another version. */
-#define KS_ABI_VERSION 1
+#define KS_ABI_VERSION 2 /* 2: ks_tunnel_sets, app slots in the mark, no ks_totals */
 
 #define KS_MAX_PROFILES 64   /* profile ids 1..63; 0 is KS_PROFILE_NONE */
 #define KS_MAX_CGROUPS 65536 /* known cgroups (tree root, profile slices, apps) */
-#define KS_MAX_TUNNEL_ENTRIES 1024
+#define KS_MAX_TUNNELS_PER_PROFILE 8
 #define KS_MAX_LAN_ENTRIES 4096
 #define KS_MAX_DNS 4
 #define KS_PROFILE_NAME_MAX 32
@@ -62,7 +62,8 @@ typedef __u64 ks_u64;
 /* ks_profiles[].flags */
 #define KS_PROFILE_VALID (1u << 0)
 
-/* ks_tunnels value: families the tunnel can carry (it has an address of that family). */
+/* Families a tunnel can carry (it has an address of that family); ksd's plan uses them to
+ * choose bind targets. */
 #define KS_FAMILY_V4 (1u << 0)
 #define KS_FAMILY_V6 (1u << 1)
 
@@ -83,17 +84,25 @@ typedef __u64 ks_u64;
 #define KS_CANARY_ERRNO 131 /* ENOTRECOVERABLE: a value no real connect() returns */
 
 /*
- * Routing mark of protected sockets, set by sock_create: KS_MARK_BASE | profile id
- * (KS_PROFILE_NONE included). ksd's policy rules send marked lookups to the profile's
- * table (same number), see core/include/killswitch/routing.hpp.
+ * Mark of protected sockets, set by sock_create:
+ *    bits 16-31  KS_MARK_BASE ("KS"): ours
+ *    bits  6-15  the app's counter slot (ks_cgroup_value.app_slot; 0: none)
+ *    bits  0-5   the profile id (KS_PROFILE_NONE included)
+ * ksd's policy rules match tag and profile (KS_MARK_RULE_MASK) and send the lookup to the
+ * profile's table, see core/include/killswitch/routing.hpp.
  * The mark also classifies the socket's packets on the per-packet path (a load from the
- * socket instead of a socket-storage lookup, docs/benchmarks.md), so sock_create gives a
- * socket created in another network namespace KS_PROFILE_NONE's mark: its packets take
- * the socket-storage path, which knows it is foreign.
+ * socket instead of a socket-storage lookup, and the app's counters by slot in an array
+ * instead of by cgroup id in a hash; docs/benchmarks.md), so sock_create gives a socket
+ * created in another network namespace KS_PROFILE_NONE's mark: its packets take the
+ * socket-storage path, which knows it is foreign.
  */
 #define KS_MARK_BASE 0x4b530000u /* "KS" */
 #define KS_MARK_TAG_MASK 0xffff0000u
-#define KS_MARK_PROFILE_MASK 0x0000ffffu
+#define KS_MARK_SLOT_SHIFT 6
+#define KS_MARK_SLOT_MASK 0x0000ffc0u
+#define KS_MARK_PROFILE_MASK 0x0000003fu
+#define KS_MARK_RULE_MASK (KS_MARK_TAG_MASK | KS_MARK_PROFILE_MASK)
+#define KS_MAX_APP_SLOTS 1024 /* per-CPU counters of the first 1023 apps; slot 0: none */
 
 /* Global settings written by ksd: single-entry array map ks_config. */
 struct ks_config {
@@ -112,20 +121,20 @@ struct ks_profile {
 	char name[KS_PROFILE_NAME_MAX]; /* so a restarted ksd keeps ids stable */
 };
 
-/* ks_cgroups: cgroup id -> profile. */
+/* ks_cgroups: cgroup id -> profile, and for apps their counter slot. */
 struct ks_cgroup_value {
 	ks_u32 profile_id;
-	ks_u32 flags; /* reserved */
+	ks_u32 app_slot; /* index into ks_app_counters, 0: none (tree root, slices, or more
+			  * apps than slots: counted in ks_counters by cgroup id) */
 };
 
-/* ks_tunnels: (profile, ifindex) -> families. Presence means "up and usable". */
-struct ks_tunnel_key {
-	ks_u32 profile_id;
-	ks_u32 ifindex;
-};
-struct ks_tunnel_value {
-	ks_u32 families; /* KS_FAMILY_* */
-	ks_u32 reserved;
+/* ks_tunnel_sets: array map, index = profile id -> the ifindexes of the profile's tunnels
+ * that are up and usable (0 = empty slot; ifindex 0 never exists). An array, not a hash
+ * keyed by (profile, ifindex): egress looks it up for every packet, and on the test machine
+ * the hash lookup cost ~100 ns per packet, the array lookup a few (docs/benchmarks.md).
+ * ksd lists tunnels only for valid profiles, so a hit also vouches for the profile. */
+struct ks_tunnel_set {
+	ks_u32 ifindex[KS_MAX_TUNNELS_PER_PROFILE];
 };
 
 /* ks_lan: LPM trie over (profile, address). IPv4 is stored IPv4-mapped. */
@@ -149,8 +158,10 @@ struct ks_sk_state {
 
 #define KS_DNS_PORT 53
 
-/* Per-cgroup counters, per-CPU hash keyed by cgroup id; summed by ksd. Index 0 of the
- * totals array holds the same counters for everything. */
+/* Counters, summed over CPUs by ksd. An app's are in two places: its packets in the per-CPU
+ * array ks_app_counters at its slot (when it has one), the rest (connects and sends refused
+ * by the socket hooks, dropped events, and the packets of apps without a slot) in the
+ * per-CPU hash ks_counters keyed by cgroup id. The totals are the sum over profiles. */
 struct ks_counters {
 	ks_u64 allowed_packets;
 	ks_u64 allowed_bytes;
@@ -224,11 +235,13 @@ enum ks_reason {
 
 #ifdef __cplusplus
 static_assert(sizeof(struct ks_config) == 16, "ks_config layout");
+static_assert(KS_MAX_PROFILES - 1 <= KS_MARK_PROFILE_MASK, "profile ids fit the mark");
+static_assert((KS_MAX_APP_SLOTS - 1) << KS_MARK_SLOT_SHIFT <= KS_MARK_SLOT_MASK,
+	      "app slots fit the mark");
 static_assert(sizeof(struct ks_profile) == 16 + 16 * KS_MAX_DNS + KS_PROFILE_NAME_MAX,
 	      "ks_profile layout");
 static_assert(sizeof(struct ks_cgroup_value) == 8, "ks_cgroup_value layout");
-static_assert(sizeof(struct ks_tunnel_key) == 8, "ks_tunnel_key layout");
-static_assert(sizeof(struct ks_tunnel_value) == 8, "ks_tunnel_value layout");
+static_assert(sizeof(struct ks_tunnel_set) == 32, "ks_tunnel_set layout");
 static_assert(sizeof(struct ks_lan_key) == 24, "ks_lan_key layout");
 static_assert(sizeof(struct ks_sk_state) == 40, "ks_sk_state layout");
 static_assert(sizeof(struct ks_counters) == 48, "ks_counters layout");
@@ -238,6 +251,7 @@ static_assert(sizeof(struct ks_event_budget) == 16, "ks_event_budget layout");
 _Static_assert(sizeof(struct ks_config) == 16, "ks_config layout");
 _Static_assert(sizeof(struct ks_profile) == 16 + 16 * KS_MAX_DNS + KS_PROFILE_NAME_MAX,
 	       "ks_profile layout");
+_Static_assert(sizeof(struct ks_tunnel_set) == 32, "ks_tunnel_set layout");
 _Static_assert(sizeof(struct ks_lan_key) == 24, "ks_lan_key layout");
 _Static_assert(sizeof(struct ks_counters) == 48, "ks_counters layout");
 _Static_assert(sizeof(struct ks_event) == 72, "ks_event layout");

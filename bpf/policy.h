@@ -23,7 +23,7 @@ struct ks_packet_facts {
 	ks_u32 profile_id;     /* from the socket's storage; KS_PROFILE_NONE if absent */
 	ks_u32 profile_valid;  /* ks_profiles[profile_id] has KS_PROFILE_VALID */
 	ks_u32 foreign_netns;  /* socket was created in another network namespace */
-	ks_u32 through_tunnel; /* ks_tunnels has {profile_id, ifindex} */
+	ks_u32 through_tunnel; /* ks_tunnel_sets[profile_id] has ifindex */
 	ks_u32 peer_in_lan;    /* remote address is in the profile's allow_lan */
 	ks_u32 is_canary;      /* UDP to loopback KS_CANARY_PORT (ksrun's proof) */
 };

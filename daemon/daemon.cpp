@@ -206,7 +206,9 @@ std::string Daemon::relative(const std::string& absolute_cgroup) const {
 }
 
 void Daemon::adopt_existing_apps() {
-  // App cgroups made by an earlier ksd: keep tracking them, so they are listed and swept.
+  // App cgroups made by an earlier ksd: keep tracking them, so they are listed and swept,
+  // with the counter slots it gave them (their sockets carry them in their marks).
+  const auto entries = enforcement_.cgroup_entries();
   for (const auto& p : config_.profiles) {
     std::string slice = profile_slice_path(p.name);
     DIR* d = ::opendir(slice.c_str());
@@ -223,6 +225,12 @@ void Daemon::adopt_existing_apps() {
       } catch (const Error&) {
         continue;
       }
+      auto entry = entries.find(app.cgroup_id);
+      if (entry != entries.end() && app_slots_.claim(entry->second.app_slot)) {
+        app.slot = entry->second.app_slot;
+      } else if ((app.slot = app_slots_.take()) != 0) {
+        enforcement_.reset_app_counters(app.slot);  // apply_policy classifies it
+      }
       apps_[app.cgroup_id] = app;
     }
     ::closedir(d);
@@ -232,8 +240,10 @@ void Daemon::adopt_existing_apps() {
 void Daemon::apply_policy(const char* why) {
   PolicyPlan plan = plan_policy(config_, profile_ids_, links_.links());
 
-  // Order matters for fail-closed: stale tunnels go first (replace_tunnels deletes
-  // before it adds), then the profile entries that name bind targets.
+  // Order matters for fail-closed: the tunnel sets go first (a removed tunnel leaves its
+  // profile's set before anything else changes; a removed profile's set is emptied before
+  // the profile is marked invalid, since egress takes a set hit as proof of a valid
+  // profile), then the profile entries that name bind targets.
   enforcement_.replace_tunnels(plan.tunnels);
   for (std::uint32_t id = 1; id < KS_MAX_PROFILES; ++id) {
     auto it = plan.profiles.find(id);
@@ -287,21 +297,28 @@ void Daemon::apply_policy(const char* why) {
 
   // Cgroup classification: tree root -> default profile (or none), profile slices,
   // apps. Entries for cgroups that no longer exist are dropped.
-  std::map<std::uint64_t, std::uint32_t> want;
+  std::map<std::uint64_t, ks_cgroup_value> want;
   auto def = profile_ids_.find(std::string(kDefaultProfile));
-  want[cgroup_id(root_cgroup_)] = def != profile_ids_.end() ? def->second : KS_PROFILE_NONE;
+  want[cgroup_id(root_cgroup_)] = {def != profile_ids_.end() ? def->second : KS_PROFILE_NONE, 0};
   for (const auto& p : config_.profiles) {
     std::string slice = profile_slice_path(p.name);
     ensure_cgroup_dir(slice);
-    want[cgroup_id(slice)] = profile_ids_.at(p.name);
+    want[cgroup_id(slice)] = {profile_ids_.at(p.name), 0};
   }
   for (const auto& [id, app] : apps_) {
     auto pid = profile_ids_.find(app.profile);
-    want[id] = pid != profile_ids_.end() ? pid->second : KS_PROFILE_NONE;
+    want[id] = {pid != profile_ids_.end() ? pid->second : KS_PROFILE_NONE, app.slot};
   }
-  for (const auto& [id, profile] : enforcement_.cgroups())
+  // Only what differs is written: with 10,000 apps this runs on every link event.
+  const auto have = enforcement_.cgroup_entries();
+  for (const auto& [id, value] : have)
     if (!want.count(id)) enforcement_.remove_cgroup(id);
-  for (const auto& [id, profile] : want) enforcement_.set_cgroup(id, profile);
+  for (const auto& [id, value] : want) {
+    auto it = have.find(id);
+    if (it == have.end() || it->second.profile_id != value.profile_id ||
+        it->second.app_slot != value.app_slot)
+      enforcement_.set_cgroup(id, value.profile_id, value.app_slot);
+  }
 
   // Log what changed in the tunnels' states.
   for (const auto& [profile, tunnels] : plan.status) {
@@ -568,9 +585,20 @@ Daemon::App Daemon::create_app_cgroup(const std::string& profile, const std::str
   }
   App app{path, profile, cgroup_id(path)};
   // Classify before the process arrives, so its first socket already finds its app.
-  enforcement_.set_cgroup(app.cgroup_id, profile_ids_.at(profile));
+  register_app(app);
+  return apps_.at(app.cgroup_id);
+}
+
+void Daemon::register_app(App app) {
+  if (app.slot == 0 && (app.slot = app_slots_.take()) != 0)
+    enforcement_.reset_app_counters(app.slot);  // before any socket can carry the slot
+  enforcement_.set_cgroup(app.cgroup_id, profile_ids_.at(app.profile), app.slot);
   apps_[app.cgroup_id] = app;
-  return app;
+}
+
+Counters Daemon::app_counters(std::uint64_t cgroup_id) const {
+  auto it = apps_.find(cgroup_id);
+  return enforcement_.counters_of(cgroup_id, it != apps_.end() ? it->second.slot : 0);
 }
 
 std::optional<nlohmann::json> Daemon::launch(int fd, const ipc::Request& request,
@@ -607,8 +635,8 @@ std::optional<nlohmann::json> Daemon::launch(int fd, const ipc::Request& request
             throw Error("systemd put the process in " + relative(cgroup) + ", outside " +
                         relative(slice));
           App app{cgroup, request.profile, cgroup_id(cgroup), false};
-          enforcement_.set_cgroup(app.cgroup_id, profile_ids_.at(request.profile));
-          apps_[app.cgroup_id] = app;
+          register_app(app);
+          app = apps_.at(app.cgroup_id);
           reply = finish_launch(request, peer, app);
         } catch (const std::exception& e) {
           log_warning("launch for pid " + std::to_string(peer.pid) + " refused: " + e.what());
@@ -771,6 +799,7 @@ void Daemon::sweep_apps() {
     if (!app.owned || remove_cgroup_tree(app.path)) {
       enforcement_.remove_cgroup(app.cgroup_id);
       enforcement_.remove_counters(app.cgroup_id);
+      app_slots_.release(app.slot);
       it = apps_.erase(it);
     } else {
       ++it;
@@ -867,7 +896,9 @@ nlohmann::json Daemon::list_json() {
   std::map<std::uint32_t, std::string> names;
   for (const auto& [name, id] : profile_ids_) names[id] = name;
   // One read of the classification map for the whole list, not one per app.
-  const auto known = enforcement_.cgroups();
+  const auto entries = enforcement_.cgroup_entries();
+  std::map<std::uint64_t, std::uint32_t> known;
+  for (const auto& [id, value] : entries) known[id] = value.profile_id;
   walk_cgroups(root_cgroup_, [&](const std::string& cg) {
     auto pids = cgroup_pids(cg);
     if (pids.empty()) return;
@@ -879,7 +910,8 @@ nlohmann::json Daemon::list_json() {
     a["profile"] = names.count(profile) ? names[profile] : "(none: blocked)";
     a["pids"] = pids;
     a["command"] = read_cmdline(pids.front());
-    Counters c = enforcement_.counters_of(id);
+    auto entry = entries.find(id);
+    Counters c = enforcement_.counters_of(id, entry != entries.end() ? entry->second.app_slot : 0);
     a["allowed_packets"] = c.allowed_packets;
     a["blocked_packets"] = c.blocked_packets;
     a["counters"] = counters_json(c);
@@ -935,7 +967,7 @@ void Daemon::on_event(const ks_event& event) {
 
   Summary& s = summary_[event.cgroup_id];
   if (s.events++ == 0) {
-    std::uint64_t blocked = enforcement_.counters_of(event.cgroup_id).blocked();
+    std::uint64_t blocked = app_counters(event.cgroup_id).blocked();
     s.blocked_before = blocked > 0 ? blocked - 1 : 0;
   }
   s.last = j;
@@ -959,7 +991,7 @@ void Daemon::log_event_summary() {
   std::size_t shown = 0;
   for (const auto& [cgroup, s] : summary_) {
     if (++shown > kSummaryMaxApps) break;
-    const std::uint64_t now = enforcement_.counters_of(cgroup).blocked();
+    const std::uint64_t now = app_counters(cgroup).blocked();
     const nlohmann::json& e = s.last;
     std::string who = e.value("command", std::string());
     if (who.empty()) who = e.value("comm", std::string());

@@ -10,6 +10,7 @@
 #include <set>
 #include <string>
 
+#include "killswitch/app_slots.hpp"
 #include "killswitch/config.hpp"
 #include "killswitch/enforcement.hpp"
 #include "killswitch/events.hpp"
@@ -50,6 +51,7 @@ class Daemon {
     // Made by ksd (ksd removes it when it empties); false for systemd's units, which
     // systemd removes itself.
     bool owned = true;
+    std::uint32_t slot = 0;  // counter slot (AppSlots), 0: none
   };
 
   void setup_cgroups();
@@ -81,6 +83,11 @@ class Daemon {
   nlohmann::json protect(const ipc::Request& request);
   nlohmann::json unknown_profile(const std::string& profile) const;
   App create_app_cgroup(const std::string& profile, const std::string& stem);
+  // Gives the app a counter slot if it has none (its counters zeroed first), classifies
+  // its cgroup and tracks it.
+  void register_app(App app);
+  // An app's counters, wherever the kernel keeps them.
+  Counters app_counters(std::uint64_t cgroup_id) const;
   nlohmann::json reload();
   std::string profile_slice_path(const std::string& profile) const;
   std::string relative(const std::string& absolute_cgroup) const;
@@ -99,6 +106,7 @@ class Daemon {
   PolicyRouting routing_;
   PolicyPlan plan_;
   std::map<std::uint64_t, App> apps_;
+  AppSlots app_slots_;
   std::uint64_t attached_root_id_ = 0;  // cgroup id of the tree root the links are on
   bool watchdog_ = false;               // WatchdogSec= set: ping on every sweep
   UniqueFd listen_fd_, epoll_fd_, signal_fd_, timer_fd_;

@@ -11,9 +11,11 @@
 
 #include <cerrno>
 #include <cstring>
+#include <set>
 
 #include "killswitch.skel.h"
 #include "killswitch/cgroup.hpp"
+#include "killswitch/config.hpp"
 #include "killswitch/error.hpp"
 
 #ifndef SO_NETNS_COOKIE
@@ -117,7 +119,15 @@ void Enforcement::attach(const std::string& cgroup_path) {
   drop_stale_link_pins();
 }
 
+// Maps an older ksd pinned and this one no longer has (the programs that used them are
+// replaced by the time these are unpinned; the kernel frees them with their last user).
+static_assert(kMaxTunnelsPerProfile == KS_MAX_TUNNELS_PER_PROFILE,
+              "the configuration may name exactly as many tunnels as a ks_tunnel_set holds");
+
+const char* const kRetiredMapPins[] = {"ks_tunnels", "ks_totals"};
+
 void Enforcement::drop_stale_link_pins() const {
+  for (const char* name : kRetiredMapPins) ::unlink((pin_dir_ + "/" + name).c_str());
   // Links of hooks an older ksd had and this one has not: unpinning detaches them.
   DIR* dir = ::opendir(pin_dir_.c_str());
   if (!dir) return;
@@ -156,6 +166,7 @@ void Enforcement::remove_pins(const std::string& pin_dir) {
   bpf_object__for_each_map(map, object->obj) {
     ::unlink((pin_dir + "/" + bpf_map__name(map)).c_str());
   }
+  for (const char* name : kRetiredMapPins) ::unlink((pin_dir + "/" + name).c_str());
   if (::rmdir(pin_dir.c_str()) != 0 && errno != ENOENT)
     throw_errno("cannot remove pin directory " + pin_dir);
 }
@@ -216,8 +227,8 @@ void Enforcement::write_profile(std::uint32_t id, const ks_profile& profile) {
     throw_errno("cannot write ks_profiles");
 }
 
-void Enforcement::set_cgroup(std::uint64_t id, std::uint32_t profile_id) {
-  ks_cgroup_value v{profile_id, 0};
+void Enforcement::set_cgroup(std::uint64_t id, std::uint32_t profile_id, std::uint32_t app_slot) {
+  ks_cgroup_value v{profile_id, app_slot};
   if (bpf_map_update_elem(map_fd("ks_cgroups"), &id, &v, BPF_ANY) != 0)
     throw_errno("cannot write ks_cgroups");
 }
@@ -227,52 +238,70 @@ void Enforcement::remove_cgroup(std::uint64_t id) {
     throw_errno("cannot delete from ks_cgroups");
 }
 
-std::map<std::uint64_t, std::uint32_t> Enforcement::cgroups() const {
-  std::map<std::uint64_t, std::uint32_t> out;
-  int fd = map_fd("ks_cgroups");
-  std::uint64_t key = 0, next = 0;
-  std::uint64_t* prev = nullptr;
-  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-    ks_cgroup_value v{};
-    if (bpf_map_lookup_elem(fd, &next, &v) == 0) out[next] = v.profile_id;
-    key = next;
-    prev = &key;
+std::map<std::uint64_t, ks_cgroup_value> Enforcement::cgroup_entries() const {
+  std::map<std::uint64_t, ks_cgroup_value> out;
+  const int fd = map_fd("ks_cgroups");
+  // BPF_MAP_LOOKUP_BATCH: a few syscalls for 10,000 apps instead of two per entry.
+  constexpr __u32 kBatch = 4096;
+  std::vector<std::uint64_t> keys(kBatch);
+  std::vector<ks_cgroup_value> values(kBatch);
+  std::uint64_t in_batch = 0, out_batch = 0;
+  bool first = true;
+  for (;;) {
+    __u32 count = kBatch;
+    int err = bpf_map_lookup_batch(fd, first ? nullptr : &in_batch, &out_batch, keys.data(),
+                                   values.data(), &count, nullptr);
+    if (err != 0 && errno != ENOENT) throw_errno("cannot read ks_cgroups");
+    for (__u32 i = 0; i < count; ++i) out[keys[i]] = values[i];
+    if (err != 0) break;  // ENOENT: that was the last batch
+    in_batch = out_batch;
+    first = false;
   }
   return out;
 }
 
-std::map<std::pair<std::uint32_t, std::uint32_t>, std::uint32_t> Enforcement::tunnels() const {
-  std::map<std::pair<std::uint32_t, std::uint32_t>, std::uint32_t> out;
-  int fd = map_fd("ks_tunnels");
-  ks_tunnel_key key{}, next{};
-  ks_tunnel_key* prev = nullptr;
-  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-    ks_tunnel_value v{};
-    if (bpf_map_lookup_elem(fd, &next, &v) == 0) out[{next.profile_id, next.ifindex}] = v.families;
-    key = next;
-    prev = &key;
+std::map<std::uint64_t, std::uint32_t> Enforcement::cgroups() const {
+  std::map<std::uint64_t, std::uint32_t> out;
+  for (const auto& [id, value] : cgroup_entries()) out[id] = value.profile_id;
+  return out;
+}
+
+std::set<std::pair<std::uint32_t, std::uint32_t>> Enforcement::tunnels() const {
+  std::set<std::pair<std::uint32_t, std::uint32_t>> out;
+  int fd = map_fd("ks_tunnel_sets");
+  for (std::uint32_t id = 0; id < KS_MAX_PROFILES; ++id) {
+    ks_tunnel_set set{};
+    if (bpf_map_lookup_elem(fd, &id, &set) != 0) throw_errno("cannot read ks_tunnel_sets");
+    for (std::uint32_t ifindex : set.ifindex)
+      if (ifindex != 0) out.insert({id, ifindex});
   }
   return out;
 }
 
 void Enforcement::replace_tunnels(
     const std::map<std::pair<std::uint32_t, std::uint32_t>, std::uint32_t>& want) {
-  int fd = map_fd("ks_tunnels");
-  auto have = tunnels();
-  for (const auto& [key, families] : have) {
-    auto it = want.find(key);
-    if (it != want.end() && it->second == families) continue;
-    if (it != want.end()) continue;  // updated in place below
-    ks_tunnel_key k{key.first, key.second};
-    if (bpf_map_delete_elem(fd, &k) != 0 && errno != ENOENT)
-      throw_errno("cannot delete from ks_tunnels");
-  }
+  int fd = map_fd("ks_tunnel_sets");
+  std::map<std::uint32_t, ks_tunnel_set> sets;  // every profile gets one; absent = empty
+  for (std::uint32_t id = 0; id < KS_MAX_PROFILES; ++id) sets[id] = ks_tunnel_set{};
+  std::map<std::uint32_t, std::size_t> used;
   for (const auto& [key, families] : want) {
-    auto it = have.find(key);
-    if (it != have.end() && it->second == families) continue;
-    ks_tunnel_key k{key.first, key.second};
-    ks_tunnel_value v{families, 0};
-    if (bpf_map_update_elem(fd, &k, &v, BPF_ANY) != 0) throw_errno("cannot write ks_tunnels");
+    const auto [profile_id, ifindex] = key;
+    if (profile_id >= KS_MAX_PROFILES || profile_id == KS_PROFILE_NONE)
+      throw Error("tunnel for an invalid profile id " + std::to_string(profile_id));
+    std::size_t& n = used[profile_id];
+    if (n == KS_MAX_TUNNELS_PER_PROFILE)
+      throw Error("more than " + std::to_string(KS_MAX_TUNNELS_PER_PROFILE) +
+                  " tunnels for profile id " + std::to_string(profile_id));
+    sets[profile_id].ifindex[n++] = ifindex;
+  }
+  // One array element per profile, written whole: a reader sees each slot old or new, and
+  // an old slot only names a tunnel that was usable an instant ago.
+  for (const auto& [id, set] : sets) {
+    ks_tunnel_set have{};
+    if (bpf_map_lookup_elem(fd, &id, &have) == 0 && std::memcmp(&have, &set, sizeof(set)) == 0)
+      continue;
+    if (bpf_map_update_elem(fd, &id, &set, BPF_ANY) != 0)
+      throw_errno("cannot write ks_tunnel_sets");
   }
 }
 
@@ -309,25 +338,33 @@ Counters sum_percpu(int fd, const void* key) {
   std::vector<ks_counters> values(static_cast<std::size_t>(ncpus));
   Counters sum;
   if (bpf_map_lookup_elem(fd, key, values.data()) != 0) return sum;
-  for (const auto& v : values) {
-    sum.allowed_packets += v.allowed_packets;
-    sum.allowed_bytes += v.allowed_bytes;
-    sum.blocked_packets += v.blocked_packets;
-    sum.blocked_bytes += v.blocked_bytes;
-    sum.blocked_connects += v.blocked_connects;
-    sum.events_dropped += v.events_dropped;
-  }
+  for (const auto& v : values) sum += v;
   return sum;
 }
 }  // namespace
 
 Counters Enforcement::totals() const {
-  std::uint32_t zero = 0;
-  return sum_percpu(map_fd("ks_totals"), &zero);
+  // Every count lands in exactly one profile's entry (index 0: no profile), so the sum
+  // over profiles is the total; the programs keep no separate totals (a lookup per packet).
+  const int fd = map_fd("ks_profile_counters");
+  Counters sum;
+  for (std::uint32_t id = 0; id < KS_MAX_PROFILES; ++id) sum += sum_percpu(fd, &id);
+  return sum;
 }
 
-Counters Enforcement::counters_of(std::uint64_t id) const {
-  return sum_percpu(map_fd("ks_counters"), &id);
+Counters Enforcement::counters_of(std::uint64_t id, std::uint32_t app_slot) const {
+  Counters sum = sum_percpu(map_fd("ks_counters"), &id);
+  if (app_slot != 0 && app_slot < KS_MAX_APP_SLOTS)
+    sum += sum_percpu(map_fd("ks_app_counters"), &app_slot);
+  return sum;
+}
+
+void Enforcement::reset_app_counters(std::uint32_t app_slot) {
+  int ncpus = libbpf_num_possible_cpus();
+  if (ncpus <= 0) throw Error("cannot count possible CPUs");
+  std::vector<ks_counters> zeros(static_cast<std::size_t>(ncpus));
+  if (bpf_map_update_elem(map_fd("ks_app_counters"), &app_slot, zeros.data(), BPF_ANY) != 0)
+    throw_errno("cannot reset ks_app_counters");
 }
 
 Counters Enforcement::profile_counters(std::uint32_t profile_id) const {

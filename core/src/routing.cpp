@@ -86,7 +86,7 @@ Message rule_message(std::uint16_t type, std::uint16_t flags, const RuleSpec& r)
   m.add_u32(FRA_PRIORITY, r.priority);
   if (r.mark != 0) {
     m.add_u32(FRA_FWMARK, r.mark);
-    m.add_u32(FRA_FWMASK, 0xffffffffu);
+    m.add_u32(FRA_FWMASK, r.mark_mask);
   }
   if (r.src_len > 0) m.add(FRA_SRC, r.src.data(), address_length(r.family));
   if (r.action == FR_ACT_TO_TBL) m.add_u32(FRA_TABLE, r.table);
@@ -114,8 +114,8 @@ std::string RouteSpec::describe() const {
 }
 
 std::string RuleSpec::describe() const {
-  char mark_text[16];
-  std::snprintf(mark_text, sizeof(mark_text), "0x%x", mark);
+  char mark_text[32];
+  std::snprintf(mark_text, sizeof(mark_text), "0x%x/0x%x", mark, mark_mask);
   std::string s = std::string(family_name(family)) + " pref " + std::to_string(priority) +
                   (mark ? std::string(" fwmark ") + mark_text : std::string());
   if (src_len > 0) {
@@ -148,6 +148,7 @@ std::vector<RuleSpec> plan_rules(std::uint32_t profile_id, const Profile* profil
       lan.family = c.address.family;
       lan.priority = kLanRulePriority;
       lan.mark = mark;
+      lan.mark_mask = KS_MARK_RULE_MASK;
       lan.action = FR_ACT_TO_TBL;
       lan.table = RT_TABLE_MAIN;
       std::memcpy(lan.dst.data(), c.address.bytes.data(), address_length(lan.family));
@@ -160,6 +161,7 @@ std::vector<RuleSpec> plan_rules(std::uint32_t profile_id, const Profile* profil
     table.family = family;
     table.priority = kTableRulePriority;
     table.mark = mark;
+    table.mark_mask = KS_MARK_RULE_MASK;
     table.action = FR_ACT_TO_TBL;
     table.table = table_for_profile(profile_id);
     rules.push_back(table);
@@ -167,6 +169,7 @@ std::vector<RuleSpec> plan_rules(std::uint32_t profile_id, const Profile* profil
     unreachable.family = family;
     unreachable.priority = kUnreachableRulePriority;
     unreachable.mark = mark;
+    unreachable.mark_mask = KS_MARK_RULE_MASK;
     unreachable.action = FR_ACT_UNREACHABLE;
     rules.push_back(unreachable);
   }
@@ -265,7 +268,6 @@ std::vector<RuleSpec> PolicyRouting::our_rules() {
       r.dst_len = hdr->dst_len;
       r.src_len = hdr->src_len;
       r.table = hdr->table;
-      std::uint32_t mask = 0;
       std::uint8_t protocol = 0;
       bool other_selector = false;  // iif, oif, src, uid range, ports, ...: not a rule of ours
       int len = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof(*hdr)));
@@ -274,7 +276,7 @@ std::vector<RuleSpec> PolicyRouting::our_rules() {
            RTA_OK(a, len); a = RTA_NEXT(a, len)) {
         if (a->rta_type == FRA_PRIORITY) std::memcpy(&r.priority, RTA_DATA(a), 4);
         if (a->rta_type == FRA_FWMARK) std::memcpy(&r.mark, RTA_DATA(a), 4);
-        if (a->rta_type == FRA_FWMASK) std::memcpy(&mask, RTA_DATA(a), 4);
+        if (a->rta_type == FRA_FWMASK) std::memcpy(&r.mark_mask, RTA_DATA(a), 4);
         if (a->rta_type == FRA_TABLE) std::memcpy(&r.table, RTA_DATA(a), 4);
         if (a->rta_type == FRA_DST)
           std::memcpy(r.dst.data(), RTA_DATA(a), std::min<std::size_t>(RTA_PAYLOAD(a), 16));
@@ -307,8 +309,9 @@ std::vector<RuleSpec> PolicyRouting::our_rules() {
           r.priority == kSourceRulePriority || r.priority == kSourceUnreachableRulePriority;
       bool ours = protocol == kRouteProtocol && !other_selector && hdr->tos == 0 &&
                   !(hdr->flags & FIB_RULE_INVERT) &&
-                  ((mark_rule && mask == 0xffffffffu && hdr->src_len == 0 &&
-                    (r.mark & 0xffff0000u) == KS_MARK_BASE) ||
+                  // Exact marks (0xffffffff) are an older ksd's rules: ours to replace.
+                  ((mark_rule && (r.mark_mask == KS_MARK_RULE_MASK || r.mark_mask == 0xffffffffu) &&
+                    hdr->src_len == 0 && (r.mark & KS_MARK_TAG_MASK) == KS_MARK_BASE) ||
                    (source_rule && r.mark == 0 && hdr->src_len > 0 && hdr->dst_len == 0));
       if (ours) out.push_back(r);
     });

@@ -5,9 +5,9 @@
 //
 // Observed on Linux 6.18 (and asserted below):
 //  * `ip rule` (and `ip -6 rule`) print our rules as
-//      "89:\tfrom all to 192.168.1.0/24 fwmark 0x4b530001 lookup main proto 75"
-//      "90:\tfrom all fwmark 0x4b530001 lookup 1263730689 proto 75"
-//      "91:\tfrom all fwmark 0x4b530001 unreachable proto 75"
+//      "89:\tfrom all to 192.168.1.0/24 fwmark 0x4b530001/0xffff003f lookup main proto 75"
+//      "90:\tfrom all fwmark 0x4b530001/0xffff003f lookup 1263730689 proto 75"
+//      "91:\tfrom all fwmark 0x4b530001/0xffff003f unreachable proto 75"
 //    A fresh namespace has 3 IPv4 rules (local, main, default) and 2 IPv6 ones.
 //  * The table holds "default dev tun0 proto 75 scope link metric 1" (IPv4) and
 //    "default dev tun0 proto 75 metric 1 pref medium" (IPv6).
@@ -60,10 +60,12 @@ static_assert(kMark == 0x4b530001u);
 static_assert(kTable == kMark);
 
 // `ip rule` lines of profile 1 (see the top comment).
-const std::string kTableRuleLine = "90:\tfrom all fwmark 0x4b530001 lookup 1263730689 proto 75";
-const std::string kUnreachableRuleLine = "91:\tfrom all fwmark 0x4b530001 unreachable proto 75";
+const std::string kTableRuleLine =
+    "90:\tfrom all fwmark 0x4b530001/0xffff003f lookup 1263730689 proto 75";
+const std::string kUnreachableRuleLine =
+    "91:\tfrom all fwmark 0x4b530001/0xffff003f unreachable proto 75";
 std::string LanRuleLine(const std::string& cidr) {
-  return "89:\tfrom all to " + cidr + " fwmark 0x4b530001 lookup main proto 75";
+  return "89:\tfrom all to " + cidr + " fwmark 0x4b530001/0xffff003f lookup main proto 75";
 }
 
 // `ip route show table 1263730689` lines of a tunnel route.
@@ -204,6 +206,7 @@ class Changes {
          RTA_OK(a, len); a = RTA_NEXT(a, len)) {
       if (a->rta_type == FRA_PRIORITY) std::memcpy(&r.priority, RTA_DATA(a), 4);
       if (a->rta_type == FRA_FWMARK) std::memcpy(&r.mark, RTA_DATA(a), 4);
+      if (a->rta_type == FRA_FWMASK) std::memcpy(&r.mark_mask, RTA_DATA(a), 4);
       if (a->rta_type == FRA_TABLE) std::memcpy(&r.table, RTA_DATA(a), 4);
       if (a->rta_type == FRA_DST)
         std::memcpy(r.dst.data(), RTA_DATA(a), std::min<std::size_t>(RTA_PAYLOAD(a), 16));
@@ -439,11 +442,11 @@ TEST_F(RoutingTest, SyncRulesOfSeveralProfiles) {
                            plan_rules(KS_MAX_PROFILES - 1, nullptr));
   ASSERT_NO_FATAL_FAILURE(SyncRules(plan));
   const std::vector<std::string> none = {
-      "90:\tfrom all fwmark 0x4b530000 lookup 1263730688 proto 75",
-      "91:\tfrom all fwmark 0x4b530000 unreachable proto 75"};
+      "90:\tfrom all fwmark 0x4b530000/0xffff003f lookup 1263730688 proto 75",
+      "91:\tfrom all fwmark 0x4b530000/0xffff003f unreachable proto 75"};
   const std::vector<std::string> last = {
-      "90:\tfrom all fwmark 0x4b53003f lookup 1263730751 proto 75",
-      "91:\tfrom all fwmark 0x4b53003f unreachable proto 75"};
+      "90:\tfrom all fwmark 0x4b53003f/0xffff003f lookup 1263730751 proto 75",
+      "91:\tfrom all fwmark 0x4b53003f/0xffff003f unreachable proto 75"};
   const std::vector<std::string> one = {kTableRuleLine, kUnreachableRuleLine};
   EXPECT_EQ(Rules("-4"), Plus(Plus(Plus(v4_rules_before_, none), Plus(one, last)),
                               {LanRuleLine("192.168.1.0/24")}));
@@ -467,8 +470,9 @@ TEST_F(RoutingTest, SecondSyncChangesNothing) {
   // The listener does see real changes (otherwise the check above proves nothing).
   const Profile less = ProfileWithLan({"192.168.1.0/24", "fd00::/8"});
   ASSERT_NO_FATAL_FAILURE(SyncRules(Concat(plan_rules(kProfile, &less), plan_rules(2, nullptr))));
-  EXPECT_EQ(changes->Take(), std::vector<std::string>{"del rule IPv4 pref 89 fwmark 0x4b530001 "
-                                                      "to 10.0.0.0/8 lookup 254"});
+  EXPECT_EQ(changes->Take(),
+            std::vector<std::string>{"del rule IPv4 pref 89 fwmark 0x4b530001/0xffff003f "
+                                     "to 10.0.0.0/8 lookup 254"});
 }
 
 TEST_F(RoutingTest, StaleRulesAreDeletedAfterNewOnesAreAdded) {
@@ -490,15 +494,16 @@ TEST_F(RoutingTest, StaleRulesAreDeletedAfterNewOnesAreAdded) {
   const auto events = changes->Take();
   std::vector<std::string> sorted = events;
   std::sort(sorted.begin(), sorted.end());
-  EXPECT_EQ(sorted, (std::vector<std::string>{
-                        "del rule IPv4 pref 89 fwmark 0x4b530001 to 192.168.1.0/24 lookup 254",
-                        "del rule IPv4 pref 90 fwmark 0x4b530002 lookup 1263730690",
-                        "del rule IPv4 pref 91 fwmark 0x4b530002 unreachable",
-                        "del rule IPv6 pref 89 fwmark 0x4b530001 to fd00::/8 lookup 254",
-                        "del rule IPv6 pref 90 fwmark 0x4b530002 lookup 1263730690",
-                        "del rule IPv6 pref 91 fwmark 0x4b530002 unreachable",
-                        "new rule IPv6 pref 89 fwmark 0x4b530001 to fd01::/16 lookup 254",
-                    }));
+  EXPECT_EQ(sorted,
+            (std::vector<std::string>{
+                "del rule IPv4 pref 89 fwmark 0x4b530001/0xffff003f to 192.168.1.0/24 lookup 254",
+                "del rule IPv4 pref 90 fwmark 0x4b530002/0xffff003f lookup 1263730690",
+                "del rule IPv4 pref 91 fwmark 0x4b530002/0xffff003f unreachable",
+                "del rule IPv6 pref 89 fwmark 0x4b530001/0xffff003f to fd00::/8 lookup 254",
+                "del rule IPv6 pref 90 fwmark 0x4b530002/0xffff003f lookup 1263730690",
+                "del rule IPv6 pref 91 fwmark 0x4b530002/0xffff003f unreachable",
+                "new rule IPv6 pref 89 fwmark 0x4b530001/0xffff003f to fd01::/16 lookup 254",
+            }));
   EXPECT_LT(Last(events, "new "), First(events, "del ")) << ::testing::PrintToString(events);
 
   // The profile loses its configuration (removed profile): only table and unreachable.
@@ -545,6 +550,18 @@ TEST_F(RoutingTest, ForeignRulesAreIgnoredAndUntouched) {
   ASSERT_NO_THROW(routing_->remove_all());
   EXPECT_EQ(Rules("-4"), foreign_v4);
   EXPECT_EQ(Rules("-6"), foreign_v6);
+}
+
+// An older ksd matched exact marks (no app slot bits): its rules are ours, and replaced by
+// the masked ones, additions first.
+TEST_F(RoutingTest, ExactMarkRulesOfAnOlderKsdAreReplaced) {
+  ASSERT_TRUE(Run("ip rule add pref 90 fwmark 0x4b530001 lookup 1263730689 proto 75"));
+  ASSERT_TRUE(Run("ip rule add pref 91 fwmark 0x4b530001 unreachable proto 75"));
+  const auto old_rules = OurRules();
+  ASSERT_EQ(old_rules.size(), 2u);
+  EXPECT_EQ(old_rules[0].mark_mask, 0xffffffffu);
+  ASSERT_NO_FATAL_FAILURE(SyncRules(plan_rules(kProfile, nullptr)));
+  EXPECT_EQ(Rules("-4"), Plus(v4_rules_before_, {kTableRuleLine, kUnreachableRuleLine}));
 }
 
 // A rule with our mark, priority and protocol but a selector we never use (iif) is
@@ -829,6 +846,17 @@ TEST_F(SteeringTest, MarkedSocketsFollowTheTable) {
   // Another profile's mark has no rules here: main table.
   EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, kV4Internet, KS_MARK_BASE | 2), kV4Eth));
   EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET6, kV6Internet, KS_MARK_BASE | 2), kV6Eth));
+  // An app's counter slot in the mark (bits 6-15) does not change the route: the rules
+  // match tag and profile only. The highest slot too.
+  for (std::uint32_t slot : {1u, 5u, KS_MAX_APP_SLOTS - 1u}) {
+    const std::uint32_t slotted = kMark | slot << KS_MARK_SLOT_SHIFT;
+    SCOPED_TRACE("mark " + std::to_string(slotted));
+    EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, kV4Internet, slotted), kV4Tun));
+    EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET6, kV6Internet, slotted), kV6Tun));
+    EXPECT_TRUE(RoutedFrom(ConnectUdp(AF_INET, kV4Lan, slotted), kV4Eth));
+    EXPECT_TRUE(RoutedFrom(
+        ConnectUdp(AF_INET, kV4Internet, (KS_MARK_BASE | 2) | slot << KS_MARK_SLOT_SHIFT), kV4Eth));
+  }
 
   // Tunnel gone: marked sockets fail at once with ENETUNREACH, the LAN and loopback
   // still work, unmarked sockets are unaffected.

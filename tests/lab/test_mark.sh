@@ -5,7 +5,8 @@
 # nothing leaves through eth0: a mark that is not ours sends the egress program to the
 # socket's storage (still the protected profile, so only the tunnel), a mark of ours naming
 # no profile is refused. Positive control: the same process unprotected, with the mark 0,
-# leaks. And the mark sock_create gave is there, and works through the tunnel.
+# leaks. And the mark sock_create gave is there (tag, profile, the app's counter slot),
+# works through the tunnel, and the app's packets are counted by that slot.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/killswitch.sh"
@@ -22,7 +23,7 @@ marked() {
   local name=$1 mark=$2 protect=$3
   lab_spawn_client "$name" sh -c 'while [ ! -e "$1" ]; do sleep 0.05; done; exec python3 -c "$2" "$3" "$4" "$5"' \
     sh "$LAB_DIR/go.$name" '
-import errno, socket, sys
+import errno, socket, sys, time
 SO_MARK = 36
 mark, dst, port = int(sys.argv[1], 0), sys.argv[2], int(sys.argv[3])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -36,8 +37,10 @@ for _ in range(5):
         out.append("sent")
     except OSError as e:
         out.append(errno.errorcode[e.errno])
-print(hex(created), " ".join(out), flush=True)' "$mark" "$LAB_NET_IP4" "$LAB_ECHO_PORT"
+print(hex(created), " ".join(out), flush=True)
+time.sleep(60)  # stays listed by ksctl list (lab_down ends it)' "$mark" "$LAB_NET_IP4" "$LAB_ECHO_PORT"
   local pid=$LAB_LAST_PID
+  MARKED_PID=$pid
   if ((protect)); then ks_ctl protect --pid "$pid" >/dev/null; fi
   capture_start "$name"
   touch "$LAB_DIR/go.$name"
@@ -50,19 +53,30 @@ result() { grep '^0x' "$LAB_DIR/$1.log"; }
 marked control 0 0
 assert_eq "$(result control)" "0x0 sent sent sent sent sent" "control: the unprotected sends went out"
 assert_ge "$(leak_count)" 5 "positive control: the detector sees the unprotected sends"
+lab_stop "$MARKED_PID" KILL 5
 
-mark_of_default=$(printf '0x%x' $((0x4b530000 | $(ks_status_field /profiles/default/id))))
+default_id=$(ks_status_field /profiles/default/id)
 marked asis -1 1
-assert_eq "$(result asis)" "$mark_of_default sent sent sent sent sent" \
-  "protected: the socket carries the default profile's mark, and sends through the tunnel"
+read -r created sends <<<"$(result asis)"
+assert_eq "$(printf '0x%x' $((created & 0xffff003f)))" "$(printf '0x%x' $((0x4b530000 | default_id)))" \
+  "protected: the socket carries our tag and the default profile's id"
+slot=$(((created & 0xffc0) >> 6))
+assert_ge "$slot" 1 "... and its app's counter slot"
+assert_eq "$sends" "sent sent sent sent sent" "... and sends through the tunnel"
 assert_eq "$(leak_count)" 0 "... nothing on eth0"
+# Its packets are counted by slot (ks_app_counters), and ksctl list adds them to the app.
+assert_ge "$(ks_app_counter "$MARKED_PID" allowed_packets)" 5 \
+  "ksctl list counts the app's packets (counted by its slot)"
+lab_stop "$MARKED_PID" KILL 5
 
 for case in "zero 0" "foreign 0x12345678" "ours-no-profile 0x4b530000" "ours-unknown-profile 0x4b53003f"; do
   read -r name mark <<<"$case"
   marked "$name" "$mark" 1
   res=$(result "$name")
-  [[ $res == "$mark_of_default "* && $res != *sent* ]] ||
-    fail "SO_MARK $mark: a send was not refused: $res"
+  read -r created sends <<<"$res"
+  (((created & 0xffff003f) == (0x4b530000 | default_id))) || fail "$name: created with mark $created"
+  [[ $sends != *sent* ]] || fail "SO_MARK $mark: a send was not refused: $res"
   pass "SO_MARK $mark ($name): every send refused (${res#* })"
   assert_eq "$(leak_count)" 0 "SO_MARK $mark ($name): nothing on eth0"
+  lab_stop "$MARKED_PID" KILL 5
 done

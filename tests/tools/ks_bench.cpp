@@ -11,7 +11,7 @@
 //                                (a fork of this one, so thousands start in seconds); exits
 //                                once all are in place (the apps stay; cgroup.kill ends them)
 //   connect-rate --dst IP:PORT --count N   TCP connect()+close() N times; per-second rate
-//   send-rate --dst IP:PORT --count N      UDP sendto() N times (errors counted); rate
+//   send-rate --dst IP:PORT --count N [--mark M]  UDP sendto() N times (errors counted); rate
 //
 // Every subcommand prints one JSON line.
 #include <arpa/inet.h>
@@ -187,9 +187,13 @@ int connect_rate(const std::string& dst, unsigned n) {
   return ok == n ? 0 : 1;
 }
 
-int send_rate(const std::string& dst, unsigned n) {
+int send_rate(const std::string& dst, unsigned n, unsigned mark) {
   sockaddr_in a = parse_v4(dst);
   int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
+  // An unprotected socket with a protected socket's mark takes the same policy rules
+  // without any program: what routing alone adds to a send (needs CAP_NET_ADMIN).
+  if (mark != 0 && ::setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) != 0)
+    throw ks::Error(std::string("SO_MARK: ") + std::strerror(errno));
   unsigned ok = 0;
   char payload[32] = {};
   auto t0 = Clock::now();
@@ -237,6 +241,8 @@ int main(int argc, char** argv) {
   auto* sr = app.add_subcommand("send-rate", "UDP sendto loop");
   sr->add_option("--dst", dst)->required();
   sr->add_option("--count", n)->required();
+  unsigned mark = 0;
+  sr->add_option("--mark", mark, "SO_MARK the socket first (0: leave it)");
   CLI11_PARSE(app, argc, argv);
   try {
     if (*ae) return attach_empty(cgroup, pin);
@@ -245,7 +251,7 @@ int main(int argc, char** argv) {
     if (*so) return sockets(n, ready_file);
     if (*ap) return apps(cgroup, n);
     if (*cr) return connect_rate(dst, n);
-    if (*sr) return send_rate(dst, n);
+    if (*sr) return send_rate(dst, n, mark);
   } catch (const std::exception& e) {
     std::cerr << "ks-bench: " << e.what() << "\n";
     return 2;

@@ -1,4 +1,4 @@
-// (configuration, interface states) -> BPF map contents: profile ids, ks_tunnels,
+// (configuration, interface states) -> BPF map contents: profile ids, ks_tunnel_sets,
 // ks_profiles, status, and the ks_lan LPM keys.
 #include "killswitch/policy_plan.hpp"
 
@@ -275,7 +275,7 @@ TEST(PlanPolicy, TunnelUpFamilies) {
       {"IPv4 only", true, false, KS_FAMILY_V4, 7, 0},
       {"IPv6 only", false, true, KS_FAMILY_V6, 0, 7},
       {"dual stack", true, true, KS_FAMILY_V4 | KS_FAMILY_V6, 7, 7},
-      // Up but no address: usable for the egress rule (present in ks_tunnels) but never a
+      // Up but no address: usable for the egress rule (present in ks_tunnel_sets) but never a
       // bind target, so connect() fails fast instead of pinning to a dead end.
       {"no addresses", false, false, 0, 0, 0},
   };

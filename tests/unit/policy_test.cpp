@@ -131,7 +131,7 @@ const std::vector<PacketCase> kPacketCases = {
      KS_REASON_ALLOW_TUNNEL},
     {"lan peer off the tunnel", {kEth, kProfile, 1, 0, 0, 1, 0}, KS_REASON_ALLOW_LAN},
     {"physical link, not lan", {kEth, kProfile, 1, 0, 0, 0, 0}, KS_REASON_BLOCK_NOT_TUNNEL},
-    {"another profile's tunnel (not in ks_tunnels for this one)",
+    {"another profile's tunnel (not in this one's ks_tunnel_sets entry)",
      {kWg, 2, 1, 0, 0, 0, 0},
      KS_REASON_BLOCK_NOT_TUNNEL},
     {"ifindex 0 (no device)", {0, kProfile, 1, 0, 0, 0, 0}, KS_REASON_BLOCK_NOT_TUNNEL},

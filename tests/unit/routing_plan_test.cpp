@@ -77,6 +77,7 @@ RuleSpec TableRule(int family, std::uint32_t id = kProfile) {
   r.family = family;
   r.priority = 90;
   r.mark = KS_MARK_BASE | id;
+  r.mark_mask = KS_MARK_RULE_MASK;
   r.action = FR_ACT_TO_TBL;
   r.table = KS_MARK_BASE | id;
   return r;
@@ -88,6 +89,7 @@ RuleSpec UnreachableRule(int family, std::uint32_t id = kProfile) {
   r.family = family;
   r.priority = 91;
   r.mark = KS_MARK_BASE | id;
+  r.mark_mask = KS_MARK_RULE_MASK;
   r.action = FR_ACT_UNREACHABLE;
   return r;
 }
@@ -98,6 +100,7 @@ RuleSpec LanRule(int family, const char* dst, std::uint8_t len, std::uint32_t id
   r.family = family;
   r.priority = 89;
   r.mark = KS_MARK_BASE | id;
+  r.mark_mask = KS_MARK_RULE_MASK;
   r.action = FR_ACT_TO_TBL;
   r.table = RT_TABLE_MAIN;
   r.dst = Addr(family, dst);
@@ -122,7 +125,7 @@ std::vector<RouteSpec> Sorted(std::vector<RouteSpec> routes) {
 
 std::vector<RuleSpec> Sorted(std::vector<RuleSpec> rules) {
   auto key = [](const RuleSpec& r) {
-    return std::tie(r.family, r.priority, r.mark, r.action, r.table, r.dst, r.dst_len);
+    return std::tie(r.family, r.priority, r.mark, r.mark_mask, r.action, r.table, r.dst, r.dst_len);
   };
   std::sort(rules.begin(), rules.end(),
             [&](const RuleSpec& a, const RuleSpec& b) { return key(a) < key(b); });
@@ -231,6 +234,7 @@ TEST(RulePlan, TableAndUnreachableFields) {
     ASSERT_TRUE(r.family == AF_INET || r.family == AF_INET6);
     const int f = r.family == AF_INET ? 0 : 1;
     EXPECT_EQ(r.mark, kMark);
+    EXPECT_EQ(r.mark_mask, 0xffff003fu) << "tag and profile: the app slot bits are free";
     EXPECT_EQ(r.dst, (std::array<std::uint8_t, 16>{}));
     EXPECT_EQ(r.dst_len, 0);
     if (r.action == FR_ACT_TO_TBL) {
@@ -311,16 +315,20 @@ TEST(RulePlan, LanRuleFields) {
 }
 
 TEST(RulePlan, RuleDescribe) {
-  EXPECT_EQ(TableRule(AF_INET).describe(), "IPv4 pref 90 fwmark 0x4b530001 lookup 1263730689");
-  EXPECT_EQ(TableRule(AF_INET6).describe(), "IPv6 pref 90 fwmark 0x4b530001 lookup 1263730689");
-  EXPECT_EQ(UnreachableRule(AF_INET).describe(), "IPv4 pref 91 fwmark 0x4b530001 unreachable");
-  EXPECT_EQ(UnreachableRule(AF_INET6, 0).describe(), "IPv6 pref 91 fwmark 0x4b530000 unreachable");
+  EXPECT_EQ(TableRule(AF_INET).describe(),
+            "IPv4 pref 90 fwmark 0x4b530001/0xffff003f lookup 1263730689");
+  EXPECT_EQ(TableRule(AF_INET6).describe(),
+            "IPv6 pref 90 fwmark 0x4b530001/0xffff003f lookup 1263730689");
+  EXPECT_EQ(UnreachableRule(AF_INET).describe(),
+            "IPv4 pref 91 fwmark 0x4b530001/0xffff003f unreachable");
+  EXPECT_EQ(UnreachableRule(AF_INET6, 0).describe(),
+            "IPv6 pref 91 fwmark 0x4b530000/0xffff003f unreachable");
   EXPECT_EQ(LanRule(AF_INET, "192.168.1.0", 24).describe(),
-            "IPv4 pref 89 fwmark 0x4b530001 to 192.168.1.0/24 lookup 254");
+            "IPv4 pref 89 fwmark 0x4b530001/0xffff003f to 192.168.1.0/24 lookup 254");
   EXPECT_EQ(LanRule(AF_INET6, "fd00::", 8).describe(),
-            "IPv6 pref 89 fwmark 0x4b530001 to fd00::/8 lookup 254");
+            "IPv6 pref 89 fwmark 0x4b530001/0xffff003f to fd00::/8 lookup 254");
   EXPECT_EQ(LanRule(AF_INET, "192.168.1.10", 32).describe(),
-            "IPv4 pref 89 fwmark 0x4b530001 to 192.168.1.10/32 lookup 254");
+            "IPv4 pref 89 fwmark 0x4b530001/0xffff003f to 192.168.1.10/32 lookup 254");
   // Every rule of a plan describes itself distinctly.
   const Profile lan = WithLan({"192.168.1.0/24", "10.0.0.0/8", "fd00::/8"});
   std::vector<std::string> texts;

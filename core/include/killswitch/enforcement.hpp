@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,16 @@ struct Counters {
   std::uint64_t blocked_connects = 0;
   std::uint64_t events_dropped = 0;  // blocked attempts without an event (rate limit, ring full)
   std::uint64_t blocked() const { return blocked_packets + blocked_connects; }
+  template <typename C>  // Counters, or the kernel's ks_counters (one CPU's share)
+  Counters& operator+=(const C& c) {
+    allowed_packets += c.allowed_packets;
+    allowed_bytes += c.allowed_bytes;
+    blocked_packets += c.blocked_packets;
+    blocked_bytes += c.blocked_bytes;
+    blocked_connects += c.blocked_connects;
+    events_dropped += c.events_dropped;
+    return *this;
+  }
 };
 
 struct SkeletonDeleter {
@@ -62,18 +73,25 @@ class Enforcement {
   void write_config(const ks_config& config);
   ks_profile read_profile(std::uint32_t id) const;
   void write_profile(std::uint32_t id, const ks_profile& profile);
-  void set_cgroup(std::uint64_t cgroup_id, std::uint32_t profile_id);
+  // Classifies a cgroup: its profile and, for apps, their counter slot (AppSlots).
+  void set_cgroup(std::uint64_t cgroup_id, std::uint32_t profile_id, std::uint32_t app_slot = 0);
   void remove_cgroup(std::uint64_t cgroup_id);
+  // The classification map, read in batches: cgroup id -> profile (and slot).
+  std::map<std::uint64_t, ks_cgroup_value> cgroup_entries() const;
   std::map<std::uint64_t, std::uint32_t> cgroups() const;
-  // Replaces the whole tunnel set: stale entries are deleted first (fail closed), then
-  // new ones are added.
+  // Replaces every profile's tunnel set ((profile, ifindex) -> families, as planned; the
+  // kernel side keeps only the ifindexes). Throws when a profile has too many.
   void replace_tunnels(
       const std::map<std::pair<std::uint32_t, std::uint32_t>, std::uint32_t>& want);
-  std::map<std::pair<std::uint32_t, std::uint32_t>, std::uint32_t> tunnels() const;
+  // The (profile, ifindex) pairs egress lets through.
+  std::set<std::pair<std::uint32_t, std::uint32_t>> tunnels() const;
   // Replaces the allow_lan entries of every profile.
   void replace_lan(const std::vector<ks_lan_key>& want);
   Counters totals() const;
-  Counters counters_of(std::uint64_t cgroup_id) const;
+  // An app's counters: by cgroup id, plus its slot's (packets of its marked sockets).
+  Counters counters_of(std::uint64_t cgroup_id, std::uint32_t app_slot = 0) const;
+  // Zeroes a slot's counters before a new app gets it.
+  void reset_app_counters(std::uint32_t app_slot);
   Counters profile_counters(std::uint32_t profile_id) const;
   int events_fd() const { return map_fd("ks_events"); }
   void remove_counters(std::uint64_t cgroup_id);

@@ -1,12 +1,14 @@
 // Policy routing that steers protected sockets into their tunnel.
 //
 // cgroup/sock_create marks every protected socket with its profile's mark
-// (KS_MARK_BASE | profile id). For each profile id and family ksd keeps three kinds of
-// rules and one table (number = mark):
+// (KS_MARK_BASE | app slot << 6 | profile id; the rules match MARK = KS_MARK_BASE | profile
+// id under the mask KS_MARK_RULE_MASK 0xffff003f, so the app slot does not matter to them).
+// For each profile id and family ksd keeps three kinds of rules and one table (number =
+// MARK):
 //
-//   pref 89  fwmark MARK to <allow_lan cidr> lookup main   (one per CIDR: the LAN)
-//   pref 90  fwmark MARK lookup MARK                       table: default dev <tunnel>
-//   pref 91  fwmark MARK unreachable                       ENETUNREACH when the table is empty
+//   pref 89  fwmark MARK/MASK to <allow_lan cidr> lookup main  (one per CIDR: the LAN)
+//   pref 90  fwmark MARK/MASK lookup MARK                      table: default dev <tunnel>
+//   pref 91  fwmark MARK/MASK unreachable                      ENETUNREACH when the table is empty
 //   pref 92  from <tunnel address> lookup MARK             kernel-made replies (RST, ICMP)
 //   pref 93  from <tunnel address> unreachable             ... never leave outside the tunnel
 //
@@ -63,8 +65,9 @@ struct RuleSpec {
   int family = 0;
   std::uint32_t priority = 0;
   std::uint32_t mark = 0;
-  std::uint8_t action = 0;  // FR_ACT_TO_TBL or FR_ACT_UNREACHABLE
-  std::uint32_t table = 0;  // FR_ACT_TO_TBL only
+  std::uint32_t mark_mask = 0;  // KS_MARK_RULE_MASK for ours (0xffffffff: an older ksd's)
+  std::uint8_t action = 0;      // FR_ACT_TO_TBL or FR_ACT_UNREACHABLE
+  std::uint32_t table = 0;      // FR_ACT_TO_TBL only
   std::array<std::uint8_t, 16> dst{};
   std::uint8_t dst_len = 0;
   std::array<std::uint8_t, 16> src{};  // source rules (92, 93) only; mark is 0 there
