@@ -274,23 +274,34 @@ struct ks_class {
 	__u32 app_slot;
 };
 
+static __always_inline struct ks_class class_of(const struct ks_cgroup_value *v)
+{
+	struct ks_class c = {.profile_id = v->profile_id,
+			     .app_slot = v->app_slot < KS_MAX_APP_SLOTS ? v->app_slot : 0};
+
+	return c;
+}
+
 static __always_inline struct ks_class classify_current_task(void)
 {
+	/* The common case first: the task sits in its app's own cgroup. (The walk below
+	 * starts at the deepest possible level, a helper call for each level that does not
+	 * exist: tens of them per socket.) */
+	__u64 own = bpf_get_current_cgroup_id();
+	const struct ks_cgroup_value *v = bpf_map_lookup_elem(&ks_cgroups, &own);
+
+	if (v)
+		return class_of(v);
 	/* Deepest known ancestor wins: an app cgroup, else its profile slice, else the
 	 * tree root (which ksd maps to the default profile, or to nothing). */
 	for (int level = KS_MAX_CGROUP_DEPTH - 1; level >= 0; level--) {
 		__u64 id = bpf_get_current_ancestor_cgroup_id(level);
-		const struct ks_cgroup_value *v;
 
 		if (!id)
 			continue;
 		v = bpf_map_lookup_elem(&ks_cgroups, &id);
-		if (v) {
-			struct ks_class c = {.profile_id = v->profile_id,
-					     .app_slot =
-						 v->app_slot < KS_MAX_APP_SLOTS ? v->app_slot : 0};
-			return c;
-		}
+		if (v)
+			return class_of(v);
 	}
 	return (struct ks_class){.profile_id = KS_PROFILE_NONE};
 }
@@ -417,6 +428,21 @@ static __always_inline int redirect_dns(struct bpf_sock_addr *ctx, struct ks_dst
 	return 0;
 }
 
+/* The profile and app slot a socket's mark names, if it is one of ours and names a real
+ * profile. Reading the mark costs a load from the socket, already in cache on this path;
+ * the socket-storage lookup it replaces measured ~60 ns per packet here (docs/benchmarks.md). */
+static __always_inline int class_from_mark(__u32 mark, struct ks_class *class)
+{
+	__u32 id = mark & KS_MARK_PROFILE_MASK;
+
+	if ((mark & KS_MARK_TAG_MASK) != KS_MARK_BASE || id == KS_PROFILE_NONE ||
+	    id >= KS_MAX_PROFILES)
+		return 0;
+	class->profile_id = id;
+	class->app_slot = (mark & KS_MARK_SLOT_MASK) >> KS_MARK_SLOT_SHIFT;
+	return 1;
+}
+
 enum ks_sock_addr_hook { KS_HOOK_CONNECT, KS_HOOK_SENDMSG };
 
 /* Refuses the calling task's operation with -err, counted and reported. `ev` carries
@@ -435,33 +461,54 @@ static __always_inline int refuse(struct ks_event *ev, enum ks_reason reason, in
 
 /* connect() and unconnected sendmsg(): refuse at once what egress would drop, so
  * applications get ENETUNREACH instead of a stalled connection. */
+/* Refuses a connect or send to `asked` (the destination as the app gave it). The event is
+ * built only here: allowed operations, the common case, pay nothing for it. */
+static __always_inline int refuse_addr(struct bpf_sock_addr *ctx, const struct ks_dst *asked,
+				       enum ks_sock_addr_hook hook, const int family,
+				       __u32 profile_id, enum ks_reason reason, int err)
+{
+	struct ks_event ev = {};
+
+	ev.profile_id = profile_id;
+	ev.hook = hook == KS_HOOK_CONNECT ? (family == AF_INET ? KS_EV_CONNECT4 : KS_EV_CONNECT6)
+					  : (family == AF_INET ? KS_EV_SENDMSG4 : KS_EV_SENDMSG6);
+	ev.protocol = ctx->protocol;
+	ev.family = asked->is_v4 ? 4 : 6;
+	ev.port = asked->port;
+	__builtin_memcpy(ev.addr, asked->addr, 16);
+	return refuse(&ev, reason, err);
+}
+
 static __always_inline int judge_sock_addr(struct bpf_sock_addr *ctx, struct ks_dst *dst,
 					   enum ks_sock_addr_hook hook, const int family)
 {
-	struct ks_event ev = {};
+	const struct ks_dst asked = *dst; /* redirect_dns may rewrite dst */
 	struct ks_connect_facts facts = {};
 	struct ks_connect_verdict verdict;
 	const struct ks_profile *p = 0;
 	struct ks_sk_state *state = 0;
 	struct bpf_sock *sk = ctx->sk;
+	struct ks_class class;
 
-	if (sk)
-		state = bpf_sk_storage_get(&ks_sk_state, sk, 0, 0);
-	if (state) {
-		facts.profile_id = state->profile_id;
-		facts.foreign_netns = state->reserved & KS_SK_FOREIGN_NETNS;
-		p = profile_of(state->profile_id);
+	/* The socket's mark names its profile (see KS_MARK_BASE), a load instead of a
+	 * socket-storage lookup; DNS needs the storage anyway (it remembers the server the
+	 * app asked), and so does a socket whose mark is not ours. */
+	if (sk && dst->port != KS_DNS_PORT && class_from_mark(sk->mark, &class)) {
+		facts.profile_id = class.profile_id;
+	} else {
+		if (sk)
+			state = bpf_sk_storage_get(&ks_sk_state, sk, 0, 0);
+		if (state) {
+			facts.profile_id = state->profile_id;
+			facts.foreign_netns = state->reserved & KS_SK_FOREIGN_NETNS;
+		}
 	}
+	if (facts.profile_id != KS_PROFILE_NONE)
+		p = profile_of(facts.profile_id);
 	facts.profile_valid = p != 0;
-	ev.profile_id = facts.profile_id;
-	ev.hook = hook == KS_HOOK_CONNECT ? (family == AF_INET ? KS_EV_CONNECT4 : KS_EV_CONNECT6)
-					  : (family == AF_INET ? KS_EV_SENDMSG4 : KS_EV_SENDMSG6);
-	ev.protocol = ctx->protocol;
-	ev.family = dst->is_v4 ? 4 : 6;
-	ev.port = dst->port;
-	__builtin_memcpy(ev.addr, dst->addr, 16);
 	if (p && state && !facts.foreign_netns && redirect_dns(ctx, dst, state, p, family))
-		return refuse(&ev, KS_REASON_BLOCK_DNS, ENETUNREACH);
+		return refuse_addr(ctx, &asked, hook, family, facts.profile_id, KS_REASON_BLOCK_DNS,
+				   ENETUNREACH);
 	facts.dst_is_loopback = dst->is_loopback;
 	/* The connect canary is TCP only: ksrun's UDP canary must get through connect to
 	 * reach the egress program. */
@@ -479,8 +526,8 @@ static __always_inline int judge_sock_addr(struct bpf_sock_addr *ctx, struct ks_
 	verdict = ks_judge_connect(&facts);
 	if (ks_reason_allows(verdict.reason))
 		return KS_PASS;
-	return refuse(&ev, verdict.reason,
-		      verdict.reason == KS_REASON_BLOCK_CANARY ? KS_CANARY_ERRNO : ENETUNREACH);
+	return refuse_addr(ctx, &asked, hook, family, facts.profile_id, verdict.reason,
+			   verdict.reason == KS_REASON_BLOCK_CANARY ? KS_CANARY_ERRNO : ENETUNREACH);
 }
 
 static __always_inline void dst_from_v4(struct ks_dst *dst, __u32 addr_be, __u32 port_be)
@@ -727,21 +774,6 @@ static __always_inline int tunnel_set_has(const struct ks_tunnel_set *set, __u32
 	for (int i = 0; i < KS_MAX_TUNNELS_PER_PROFILE; i++)
 		found |= set->ifindex[i] == ifindex;
 	return found && ifindex != 0;
-}
-
-/* The profile and app slot a socket's mark names, if it is one of ours and names a real
- * profile. Reading the mark costs a load from the socket, already in cache on this path;
- * the socket-storage lookup it replaces measured ~60 ns per packet here (docs/benchmarks.md). */
-static __always_inline int class_from_mark(__u32 mark, struct ks_class *class)
-{
-	__u32 id = mark & KS_MARK_PROFILE_MASK;
-
-	if ((mark & KS_MARK_TAG_MASK) != KS_MARK_BASE || id == KS_PROFILE_NONE ||
-	    id >= KS_MAX_PROFILES)
-		return 0;
-	class->profile_id = id;
-	class->app_slot = (mark & KS_MARK_SLOT_MASK) >> KS_MARK_SLOT_SHIFT;
-	return 1;
 }
 
 static __always_inline int judge_skb(struct __sk_buff *skb, int egress)
