@@ -16,11 +16,13 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <functional>
 #include <sstream>
+#include <unordered_map>
 
 #include "killswitch/cgroup.hpp"
 #include "killswitch/error.hpp"
@@ -676,6 +678,12 @@ void Daemon::watch_scopes_fd() {
 
 nlohmann::json Daemon::finish_launch(const ipc::Request& request, const ipc::PeerCred& peer,
                                      const App& app) {
+  // What ksrun is about to exec (until then /proc shows ksrun itself), for `ksctl list`.
+  if (auto tracked = apps_.find(app.cgroup_id); tracked != apps_.end()) {
+    std::string command;
+    for (const auto& arg : request.argv) command += (command.empty() ? "" : " ") + arg;
+    tracked->second.command = command;
+  }
   UniqueFd cg = open_cgroup(app.path);
   ProgramIds ids = enforcement_.program_ids();
   std::string missing = check_effective(cg.get(), ids);
@@ -880,15 +888,34 @@ nlohmann::json Daemon::status_json() {
   }
   j["profiles"] = profiles;
 
+  // With only known cgroups in the tree, the tracked apps are the count (one that emptied
+  // leaves at the next sweep, within a second): no walk and no read per app, which with
+  // 10,000 apps cost 0.4 s per status. Anything unknown in the tree: walk and look.
   std::size_t protected_apps = 0;
-  walk_cgroups(root_cgroup_, [&](const std::string& cg) {
-    if (!cgroup_pids(cg).empty()) ++protected_apps;
-  });
+  if (tree_holds_only_known_cgroups()) {
+    protected_apps = apps_.size();
+    for (const auto& p : config_.profiles)
+      if (!cgroup_pids(profile_slice_path(p.name)).empty()) ++protected_apps;
+  } else {
+    walk_cgroups(root_cgroup_, [&](const std::string& cg) {
+      if (!cgroup_pids(cg).empty()) ++protected_apps;
+    });
+  }
   j["protected_apps"] = protected_apps;
   Counters totals = enforcement_.totals();
   j["blocked_total"] = totals.blocked_packets + totals.blocked_connects;
   j["counters"] = counters_json(totals);
   return j;
+}
+
+bool Daemon::tree_holds_only_known_cgroups() const {
+  // cgroup.stat counts the live descendants: equal to the profile slices plus the tracked
+  // apps means there is nothing else (a service's own sub-cgroups, a directory someone
+  // made, an app that vanished before the sweep saw it).
+  std::size_t known = apps_.size();
+  for (const auto& p : config_.profiles)
+    if (::access(profile_slice_path(p.name).c_str(), F_OK) == 0) ++known;
+  return cgroup_descendants(root_cgroup_) == known;
 }
 
 nlohmann::json Daemon::list_json() {
@@ -899,25 +926,52 @@ nlohmann::json Daemon::list_json() {
   const auto entries = enforcement_.cgroup_entries();
   std::map<std::uint64_t, std::uint32_t> known;
   for (const auto& [id, value] : entries) known[id] = value.profile_id;
-  walk_cgroups(root_cgroup_, [&](const std::string& cg) {
+  // The apps ksd tracks need no stat, no walk up the tree and no /proc read: their id,
+  // profile and command are known (with 10,000 apps, that was most of the time).
+  std::unordered_map<std::string, App*> tracked;
+  for (auto& [id, app] : apps_) tracked[app.path] = &app;
+  const auto by_cgroup = enforcement_.all_counters_by_cgroup();
+  const auto by_slot = enforcement_.all_counters_by_slot();
+  // Only known cgroups in the tree: those are the ones to list, no directory walk (three
+  // syscalls per app). Anything else and the walk finds it.
+  std::vector<std::string> cgroups;
+  if (tree_holds_only_known_cgroups()) {
+    for (const auto& p : config_.profiles) cgroups.push_back(profile_slice_path(p.name));
+    for (const auto& [id, app] : apps_) cgroups.push_back(app.path);
+  } else {
+    walk_cgroups(root_cgroup_, [&](const std::string& cg) { cgroups.push_back(cg); });
+  }
+  for (const std::string& cg : cgroups) {
     auto pids = cgroup_pids(cg);
-    if (pids.empty()) return;
+    if (pids.empty()) continue;
     nlohmann::json a;
-    std::uint64_t id = cgroup_id(cg);
-    std::uint32_t profile = profile_of_cgroup(cg, known);
+    auto app = tracked.find(cg);
+    const bool is_app = app != tracked.end();
+    std::uint64_t id = is_app ? app->second->cgroup_id : cgroup_id(cg);
+    std::uint32_t profile = KS_PROFILE_NONE;
+    if (auto entry = known.find(id); is_app && entry != known.end())
+      profile = entry->second;
+    else
+      profile = profile_of_cgroup(cg, known);
     a["cgroup"] = relative(cg);
     a["cgroup_id"] = id;
     a["profile"] = names.count(profile) ? names[profile] : "(none: blocked)";
     a["pids"] = pids;
-    a["command"] = read_cmdline(pids.front());
-    auto entry = entries.find(id);
-    Counters c = enforcement_.counters_of(id, entry != entries.end() ? entry->second.app_slot : 0);
+    if (is_app && app->second->command.empty()) app->second->command = read_cmdline(pids.front());
+    a["command"] = is_app ? app->second->command : read_cmdline(pids.front());
+    Counters c;
+    if (auto it = by_cgroup.find(id); it != by_cgroup.end()) c += it->second;
+    if (auto entry = entries.find(id); entry != entries.end() && entry->second.app_slot != 0 &&
+                                       entry->second.app_slot < by_slot.size())
+      c += by_slot[entry->second.app_slot];
     a["allowed_packets"] = c.allowed_packets;
     a["blocked_packets"] = c.blocked_packets;
     a["counters"] = counters_json(c);
-    apps.push_back(a);
-  });
-  return {{"ok", true}, {"apps", apps}};
+    apps.push_back(std::move(a));
+  }
+  nlohmann::json reply = {{"ok", true}};
+  reply["apps"] = std::move(apps);  // (an initializer list would copy all of it)
+  return reply;
 }
 
 // ---- events ----

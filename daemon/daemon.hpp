@@ -51,7 +51,8 @@ class Daemon {
     // Made by ksd (ksd removes it when it empties); false for systemd's units, which
     // systemd removes itself.
     bool owned = true;
-    std::uint32_t slot = 0;  // counter slot (AppSlots), 0: none
+    std::uint32_t slot = 0;    // counter slot (AppSlots), 0: none
+    std::string command = {};  // what it was started as (read once: `ksctl list` shows it)
   };
 
   void setup_cgroups();
@@ -88,6 +89,8 @@ class Daemon {
   void register_app(App app);
   // An app's counters, wherever the kernel keeps them.
   Counters app_counters(std::uint64_t cgroup_id) const;
+  // True when the protected tree has exactly the profile slices and the tracked apps.
+  bool tree_holds_only_known_cgroups() const;
   nlohmann::json reload();
   std::string profile_slice_path(const std::string& profile) const;
   std::string relative(const std::string& absolute_cgroup) const;

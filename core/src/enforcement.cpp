@@ -359,6 +359,55 @@ Counters Enforcement::counters_of(std::uint64_t id, std::uint32_t app_slot) cons
   return sum;
 }
 
+namespace {
+
+// BPF_MAP_LOOKUP_BATCH over a per-CPU map of ks_counters: fn(key, summed counters).
+template <typename Key, typename Fn>
+void for_each_percpu_counters(int fd, const char* name, Fn fn) {
+  const int ncpus = libbpf_num_possible_cpus();
+  if (ncpus <= 0) throw Error("cannot count possible CPUs");
+  constexpr __u32 kBatch = 1024;
+  std::vector<Key> keys(kBatch);
+  std::vector<ks_counters> values(kBatch * static_cast<std::size_t>(ncpus));
+  std::uint64_t in_batch = 0, out_batch = 0;
+  bool first = true;
+  for (;;) {
+    __u32 count = kBatch;
+    int err = bpf_map_lookup_batch(fd, first ? nullptr : &in_batch, &out_batch, keys.data(),
+                                   values.data(), &count, nullptr);
+    if (err != 0 && errno != ENOENT) throw_errno(std::string("cannot read ") + name);
+    for (__u32 i = 0; i < count; ++i) {
+      Counters sum;
+      for (int cpu = 0; cpu < ncpus; ++cpu)
+        sum += values[static_cast<std::size_t>(i) * static_cast<std::size_t>(ncpus) +
+                      static_cast<std::size_t>(cpu)];
+      fn(keys[i], sum);
+    }
+    if (err != 0) break;  // ENOENT: that was the last batch
+    in_batch = out_batch;
+    first = false;
+  }
+}
+
+}  // namespace
+
+std::map<std::uint64_t, Counters> Enforcement::all_counters_by_cgroup() const {
+  std::map<std::uint64_t, Counters> out;
+  for_each_percpu_counters<std::uint64_t>(
+      map_fd("ks_counters"), "ks_counters",
+      [&](std::uint64_t id, const Counters& c) { out[id] = c; });
+  return out;
+}
+
+std::vector<Counters> Enforcement::all_counters_by_slot() const {
+  std::vector<Counters> out(KS_MAX_APP_SLOTS);
+  for_each_percpu_counters<std::uint32_t>(map_fd("ks_app_counters"), "ks_app_counters",
+                                          [&](std::uint32_t slot, const Counters& c) {
+                                            if (slot < out.size()) out[slot] = c;
+                                          });
+  return out;
+}
+
 void Enforcement::reset_app_counters(std::uint32_t app_slot) {
   int ncpus = libbpf_num_possible_cpus();
   if (ncpus <= 0) throw Error("cannot count possible CPUs");

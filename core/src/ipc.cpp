@@ -171,16 +171,17 @@ UniqueFd connect_to(const std::string& path) {
 
 namespace {
 
-// A reply larger than this (ksctl list with thousands of apps) goes as a sequence of
-// {"fragment": "<part of the JSON text>", "more": true|false} messages: one SOCK_SEQPACKET
-// message must fit the socket buffer (about 200 KiB by default).
-constexpr std::size_t kFragmentBytes = 32 * 1024;
+// A reply larger than this (ksctl list with thousands of apps) goes as a header message
+// {"fragments": N, "bytes": B} followed by N raw messages holding the JSON text's bytes
+// (one SOCK_SEQPACKET message must fit the socket buffer, about 200 KiB by default). Raw,
+// not JSON strings: the text is written once and parsed once.
+constexpr std::size_t kFragmentBytes = 64 * 1024;
 constexpr std::size_t kMaxAssembledBytes = 64 * 1024 * 1024;
 constexpr int kSendTimeoutMs = 5000;
 
 using Deadline = std::chrono::steady_clock::time_point;
 
-void send_one(int fd, const std::string& text, Deadline deadline) {
+void send_one(int fd, std::string_view text, Deadline deadline) {
   for (;;) {
     ssize_t n = ::send(fd, text.data(), text.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n == static_cast<ssize_t>(text.size())) return;
@@ -211,45 +212,57 @@ void send_message(int fd, const nlohmann::json& message) {
       std::chrono::steady_clock::now() + std::chrono::milliseconds(kSendTimeoutMs);
   if (text.size() <= kFragmentBytes) return send_one(fd, text, deadline);
   if (text.size() > kMaxAssembledBytes) throw Error("message too large");
-  for (std::size_t at = 0; at < text.size(); at += kFragmentBytes) {
-    bool more = at + kFragmentBytes < text.size();
-    send_one(fd,
-             nlohmann::json{{"fragment", text.substr(at, kFragmentBytes)}, {"more", more}}.dump(),
-             deadline);
-  }
+  const std::size_t count = (text.size() + kFragmentBytes - 1) / kFragmentBytes;
+  send_one(fd, nlohmann::json{{"fragments", count}, {"bytes", text.size()}}.dump(), deadline);
+  for (std::size_t at = 0; at < text.size(); at += kFragmentBytes)
+    send_one(fd, std::string_view(text).substr(at, kFragmentBytes), deadline);
 }
 
+namespace {
+
+// One message into `out` (replacing its contents); throws on timeout, error or EOF.
+void receive_one(int fd, int timeout_ms, std::string& out) {
+  pollfd p{fd, POLLIN, 0};
+  int r;
+  do r = ::poll(&p, 1, timeout_ms);
+  while (r < 0 && errno == EINTR);
+  if (r < 0) throw_errno("poll");
+  if (r == 0) throw Error("no answer within " + std::to_string(timeout_ms) + " ms");
+  out.resize(kMaxMessageBytes);
+  ssize_t n = ::recv(fd, out.data(), out.size(), 0);
+  if (n < 0) throw_errno("cannot read the answer");
+  if (n == 0) throw Error("the other side closed the connection");
+  out.resize(static_cast<std::size_t>(n));
+}
+
+}  // namespace
+
 nlohmann::json receive_message(int fd, int timeout_ms) {
+  std::string buf;
+  receive_one(fd, timeout_ms, buf);
+  nlohmann::json j = nlohmann::json::parse(buf, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) throw Error("malformed answer (not a JSON object)");
+  auto fragments = j.find("fragments");
+  if (fragments == j.end() || j.size() != 2) return j;
+  auto bytes = j.find("bytes");
+  if (!fragments->is_number_unsigned() || bytes == j.end() || !bytes->is_number_unsigned())
+    throw Error("malformed answer (bad fragment header)");
+  const auto count = fragments->get<std::size_t>();
+  const auto total = bytes->get<std::size_t>();
+  if (total > kMaxAssembledBytes || count != (total + kFragmentBytes - 1) / kFragmentBytes)
+    throw Error("malformed answer (bad fragment header)");
   std::string assembled;
-  for (;;) {
-    pollfd p{fd, POLLIN, 0};
-    int r;
-    do r = ::poll(&p, 1, timeout_ms);
-    while (r < 0 && errno == EINTR);
-    if (r < 0) throw_errno("poll");
-    if (r == 0) throw Error("no answer within " + std::to_string(timeout_ms) + " ms");
-    std::string buf(kMaxMessageBytes, '\0');
-    ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
-    if (n < 0) throw_errno("cannot read the answer");
-    if (n == 0) throw Error("the other side closed the connection");
-    buf.resize(static_cast<std::size_t>(n));
-    nlohmann::json j = nlohmann::json::parse(buf, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) throw Error("malformed answer (not a JSON object)");
-    auto fragment = j.find("fragment");
-    if (fragment == j.end()) {
-      if (!assembled.empty()) throw Error("malformed answer (fragment sequence interrupted)");
-      return j;
-    }
-    if (!fragment->is_string()) throw Error("malformed answer (bad fragment)");
-    assembled += fragment->get<std::string>();
-    if (assembled.size() > kMaxAssembledBytes) throw Error("answer too large");
-    if (!j.value("more", false)) {
-      nlohmann::json whole = nlohmann::json::parse(assembled, nullptr, false);
-      if (whole.is_discarded() || !whole.is_object())
-        throw Error("malformed answer (fragments are not a JSON object)");
-      return whole;
-    }
+  assembled.reserve(total);
+  for (std::size_t i = 0; i < count; ++i) {
+    receive_one(fd, timeout_ms, buf);
+    assembled += buf;
+    if (assembled.size() > total) throw Error("malformed answer (more bytes than announced)");
   }
+  if (assembled.size() != total) throw Error("malformed answer (fewer bytes than announced)");
+  nlohmann::json whole = nlohmann::json::parse(assembled, nullptr, false);
+  if (whole.is_discarded() || !whole.is_object())
+    throw Error("malformed answer (fragments are not a JSON object)");
+  return whole;
 }
 
 nlohmann::json call(const std::string& socket_path, const nlohmann::json& request, int timeout_ms) {

@@ -355,6 +355,36 @@ TEST(IpcMessages, LargeMessageArrivesWhole) {
   EXPECT_EQ(ks::ipc::receive_message(b.get(), 1000), (nlohmann::json{{"ok", true}}));
 }
 
+// Fragment headers that do not add up are refused, never waited on or over-read.
+TEST(IpcMessages, BadFragmentHeadersAreRefused) {
+  auto receive_after = [](const std::vector<std::string>& messages) -> std::string {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return "socketpair";
+    ks::UniqueFd a(sv[0]), b(sv[1]);
+    for (const auto& m : messages) ::send(a.get(), m.data(), m.size(), 0);
+    try {
+      ks::ipc::receive_message(b.get(), 200);
+    } catch (const ks::Error& e) {
+      return e.what();
+    }
+    return "accepted";
+  };
+  const std::string chunk(64 * 1024, ' ');
+  EXPECT_NE(receive_after({R"({"fragments":2,"bytes":10})"}).find("bad fragment header"),
+            std::string::npos);
+  EXPECT_NE(receive_after({R"({"fragments":"x","bytes":10})"}).find("bad fragment header"),
+            std::string::npos);
+  EXPECT_NE(receive_after({R"({"fragments":1,"bytes":999999999999})"}).find("bad fragment header"),
+            std::string::npos);
+  EXPECT_NE(receive_after({R"({"fragments":2,"bytes":70000})", chunk, chunk}).find("more bytes"),
+            std::string::npos);
+  EXPECT_NE(receive_after({R"({"fragments":2,"bytes":70000})", chunk}).find("no answer"),
+            std::string::npos)
+      << "a missing fragment ends in the timeout";
+  EXPECT_NE(receive_after({R"({"fragments":2,"bytes":131072})", chunk, chunk}).find("not a JSON"),
+            std::string::npos);
+}
+
 // A peer that stops reading cannot hold the sender forever.
 TEST(IpcMessages, SendToAPeerThatDoesNotReadTimesOut) {
   int sv[2];

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,9 @@ void move_pid_to_cgroup(const std::string& cgroup_path, pid_t pid);
 // Pids in this cgroup only (not descendants).
 std::vector<pid_t> cgroup_pids(const std::string& cgroup_path);
 // True when this cgroup or a descendant holds a process (cgroup.events "populated 1").
+// nr_descendants from the cgroup's cgroup.stat (live descendant cgroups), if readable.
+std::optional<std::size_t> cgroup_descendants(const std::string& cgroup_path);
+
 bool cgroup_populated(const std::string& cgroup_path);
 // Removes an empty cgroup and its empty descendants, deepest first. Returns false when
 // something was still populated (and so was left in place).

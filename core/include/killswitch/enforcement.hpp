@@ -90,6 +90,10 @@ class Enforcement {
   Counters totals() const;
   // An app's counters: by cgroup id, plus its slot's (packets of its marked sockets).
   Counters counters_of(std::uint64_t cgroup_id, std::uint32_t app_slot = 0) const;
+  // Every app's counters at once (a few batch reads instead of two lookups per app):
+  // by cgroup id, and by slot (index = slot).
+  std::map<std::uint64_t, Counters> all_counters_by_cgroup() const;
+  std::vector<Counters> all_counters_by_slot() const;
   // Zeroes a slot's counters before a new app gets it.
   void reset_app_counters(std::uint32_t app_slot);
   Counters profile_counters(std::uint32_t profile_id) const;
