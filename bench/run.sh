@@ -6,6 +6,7 @@
 #   sudo bench/run.sh [--quick] [--only NAME[,NAME...]]
 #
 # NAME: per_packet throughput connect_rate launch recovery flap scale
+# (launch also boots the systemd test container: bench/systemd_launch.sh)
 # Results: a table on stdout and JSON lines in $KS_BENCH_OUT (default build/bench-results.jsonl).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -228,7 +229,17 @@ if wanted launch; then
   added=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", (b - a) / 1000 }')
   row launch_ksrun_true "p50 $(awk -v b="$b" 'BEGIN { printf "%.2f ms", b / 1000 }')" \
     "true: $(awk -v a="$a" 'BEGIN { printf "%.2f ms", a / 1000 }')" "+$added ms" "<= 2 ms" \
-    "$(verdict "$added <= 2") (direct cgroup path; systemd hosts: docs/benchmarks.md)"
+    "$(verdict "$added <= 2") (direct cgroup path: no systemd here)"
+  # The systemd path and systemd's own transient scope, in the tests' systemd container.
+  sd=$("$HERE/systemd_launch.sh" "$(q 30 200)" 2>"$LAB_DIR/systemd_launch.log") ||
+    fail "systemd launch benchmark failed: $(tail -5 "$LAB_DIR/systemd_launch.log")"
+  t=$(json_get "$sd" /true_p50_us) sc=$(json_get "$sd" /scope_p50_us) kr=$(json_get "$sd" /ksrun_p50_us)
+  added=$(awk -v a="$t" -v b="$kr" 'BEGIN { printf "%.2f", (b - a) / 1000 }')
+  faster=$(awk -v s="$sc" -v k="$kr" 'BEGIN { printf "%.1f", s / k }')
+  row launch_systemd_ksrun_true "p50 $(awk -v b="$kr" 'BEGIN { printf "%.2f ms", b / 1000 }')" \
+    "true $(awk -v a="$t" 'BEGIN { printf "%.2f", a / 1000 }') ms; systemd-run --scope true $(awk -v a="$sc" 'BEGIN { printf "%.2f", a / 1000 }') ms" \
+    "+$added ms; ${faster}x faster than systemd-run --scope" "<= 2 ms; >= 10x" \
+    "$(verdict "$added <= 2 && $faster >= 10") (systemd 252 in a container: ksd asks it for a transient scope per launch)"
 fi
 
 # ---- 5+6. recovery latency and flap storm ------------------------------------------------------------
