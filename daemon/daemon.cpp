@@ -227,12 +227,13 @@ void Daemon::adopt_existing_apps() {
       } catch (const Error&) {
         continue;
       }
+      // An app keeps the slot an earlier ksd gave it (its sockets carry it). One found
+      // without a slot (made while no ksd ran) gets none: its sockets so far carry none
+      // either, and the slots stay for the apps ksd launches, which are the ones about to
+      // open sockets. It is counted by cgroup id, as exactly, at the old per-packet price.
       auto entry = entries.find(app.cgroup_id);
-      if (entry != entries.end() && app_slots_.claim(entry->second.app_slot)) {
+      if (entry != entries.end() && app_slots_.claim(entry->second.app_slot))
         app.slot = entry->second.app_slot;
-      } else if ((app.slot = app_slots_.take()) != 0) {
-        enforcement_.reset_app_counters(app.slot);  // apply_policy classifies it
-      }
       apps_[app.cgroup_id] = app;
     }
     ::closedir(d);
