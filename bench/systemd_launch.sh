@@ -22,14 +22,9 @@ ct_on_exit() {
 ct_cleanup_on_exit "$CT"
 CT_NETNS=/run/netns/$LAB_NS_C ct_start "$CT"
 in_ct() { ct_exec "$CT" "$@"; }
+ct_install_killswitch "$CT"
 in_ct sh -c '
   set -e
-  ln -s /ks/build/ksd /usr/local/sbin/ksd
-  ln -s /ks/build/ksctl /usr/local/bin/ksctl
-  ln -s /ks/build/ksrun /usr/local/bin/ksrun
-  cp /ks/build/systemd/ksd.service /ks/build/systemd/killswitch-early.service \
-     /ks/build/systemd/killswitch.slice /etc/systemd/system/
-  mkdir -p /etc/killswitch
   printf "[profiles.default]\ntunnels = [\"wg0\"]\n" > /etc/killswitch/config.toml
   systemctl daemon-reload
   systemctl start ksd.service'

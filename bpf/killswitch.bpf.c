@@ -443,6 +443,28 @@ static __always_inline int class_from_mark(__u32 mark, struct ks_class *class)
 	return 1;
 }
 
+/* A socket's profile (and app slot): from its mark when `use_mark` and the mark is ours,
+ * else from its storage (returned, or 0), which also knows whether it was created in
+ * another network namespace. A mark that is not ours: foreign netns, unclassified, or
+ * rewritten by someone with CAP_NET_ADMIN; the storage has the whole story. */
+static __always_inline struct ks_sk_state *
+classify_socket(struct bpf_sock *sk, int use_mark, struct ks_class *class, __u32 *foreign_netns)
+{
+	struct ks_sk_state *state = 0;
+
+	class->profile_id = KS_PROFILE_NONE;
+	class->app_slot = 0;
+	if (sk && use_mark && class_from_mark(sk->mark, class))
+		return 0;
+	if (sk)
+		state = bpf_sk_storage_get(&ks_sk_state, sk, 0, 0);
+	if (state) {
+		class->profile_id = state->profile_id;
+		*foreign_netns = state->reserved & KS_SK_FOREIGN_NETNS;
+	}
+	return state;
+}
+
 enum ks_sock_addr_hook { KS_HOOK_CONNECT, KS_HOOK_SENDMSG };
 
 /* Refuses the calling task's operation with -err, counted and reported. `ev` carries
@@ -490,19 +512,10 @@ static __always_inline int judge_sock_addr(struct bpf_sock_addr *ctx, struct ks_
 	struct bpf_sock *sk = ctx->sk;
 	struct ks_class class;
 
-	/* The socket's mark names its profile (see KS_MARK_BASE), a load instead of a
-	 * socket-storage lookup; DNS needs the storage anyway (it remembers the server the
-	 * app asked), and so does a socket whose mark is not ours. */
-	if (sk && dst->port != KS_DNS_PORT && class_from_mark(sk->mark, &class)) {
-		facts.profile_id = class.profile_id;
-	} else {
-		if (sk)
-			state = bpf_sk_storage_get(&ks_sk_state, sk, 0, 0);
-		if (state) {
-			facts.profile_id = state->profile_id;
-			facts.foreign_netns = state->reserved & KS_SK_FOREIGN_NETNS;
-		}
-	}
+	/* DNS needs the socket's storage even with a mark: it remembers the server the app
+	 * asked there. */
+	state = classify_socket(sk, dst->port != KS_DNS_PORT, &class, &facts.foreign_netns);
+	facts.profile_id = class.profile_id;
 	if (facts.profile_id != KS_PROFILE_NONE)
 		p = profile_of(facts.profile_id);
 	facts.profile_valid = p != 0;
@@ -527,7 +540,8 @@ static __always_inline int judge_sock_addr(struct bpf_sock_addr *ctx, struct ks_
 	if (ks_reason_allows(verdict.reason))
 		return KS_PASS;
 	return refuse_addr(ctx, &asked, hook, family, facts.profile_id, verdict.reason,
-			   verdict.reason == KS_REASON_BLOCK_CANARY ? KS_CANARY_ERRNO : ENETUNREACH);
+			   verdict.reason == KS_REASON_BLOCK_CANARY ? KS_CANARY_ERRNO
+								    : ENETUNREACH);
 }
 
 static __always_inline void dst_from_v4(struct ks_dst *dst, __u32 addr_be, __u32 port_be)
@@ -780,7 +794,6 @@ static __always_inline int judge_skb(struct __sk_buff *skb, int egress)
 {
 	struct ks_packet_facts facts = {.ifindex = skb->ifindex};
 	struct ks_pkt pkt = {};
-	struct ks_sk_state *state = 0;
 	struct bpf_sock *sk = skb->sk;
 	struct ks_class class = {};
 	enum ks_reason reason;
@@ -789,18 +802,8 @@ static __always_inline int judge_skb(struct __sk_buff *skb, int egress)
 
 	if (sk)
 		sk = bpf_sk_fullsock(sk);
-	if (sk && class_from_mark(sk->mark, &class)) {
-		facts.profile_id = class.profile_id;
-	} else {
-		/* No mark of ours: foreign netns, unclassified, or a mark someone with
-		 * CAP_NET_ADMIN changed; the socket's storage has the whole story. */
-		if (sk)
-			state = bpf_sk_storage_get(&ks_sk_state, sk, 0, 0);
-		if (state) {
-			facts.profile_id = state->profile_id;
-			facts.foreign_netns = state->reserved & KS_SK_FOREIGN_NETNS;
-		}
-	}
+	classify_socket(sk, 1, &class, &facts.foreign_netns);
+	facts.profile_id = class.profile_id;
 
 	/* Every load here is a likely cache miss on the per-packet path (docs/benchmarks.md):
 	 * the common case, a packet of a marked socket through its profile's tunnel, costs one

@@ -238,25 +238,37 @@ void Enforcement::remove_cgroup(std::uint64_t id) {
     throw_errno("cannot delete from ks_cgroups");
 }
 
-std::map<std::uint64_t, ks_cgroup_value> Enforcement::cgroup_entries() const {
-  std::map<std::uint64_t, ks_cgroup_value> out;
-  const int fd = map_fd("ks_cgroups");
-  // BPF_MAP_LOOKUP_BATCH: a few syscalls for 10,000 apps instead of two per entry.
-  constexpr __u32 kBatch = 4096;
-  std::vector<std::uint64_t> keys(kBatch);
-  std::vector<ks_cgroup_value> values(kBatch);
-  std::uint64_t in_batch = 0, out_batch = 0;
+namespace {
+
+// BPF_MAP_LOOKUP_BATCH over a whole map: a few system calls for thousands of entries
+// instead of two per entry. fn(key, values) gets `per_key` values for each key (a per-CPU
+// map has one per possible CPU).
+template <typename Key, typename Value, typename Fn>
+void for_each_in_batches(int fd, const std::string& name, std::size_t per_key, Fn fn) {
+  constexpr __u32 kBatch = 1024;
+  std::vector<Key> keys(kBatch);
+  std::vector<Value> values(kBatch * per_key);
+  std::uint64_t in_batch = 0, out_batch = 0;  // opaque position, at least a key wide
   bool first = true;
   for (;;) {
     __u32 count = kBatch;
     int err = bpf_map_lookup_batch(fd, first ? nullptr : &in_batch, &out_batch, keys.data(),
                                    values.data(), &count, nullptr);
-    if (err != 0 && errno != ENOENT) throw_errno("cannot read ks_cgroups");
-    for (__u32 i = 0; i < count; ++i) out[keys[i]] = values[i];
+    if (err != 0 && errno != ENOENT) throw_errno("cannot read " + name);
+    for (__u32 i = 0; i < count; ++i) fn(keys[i], &values[static_cast<std::size_t>(i) * per_key]);
     if (err != 0) break;  // ENOENT: that was the last batch
     in_batch = out_batch;
     first = false;
   }
+}
+
+}  // namespace
+
+std::map<std::uint64_t, ks_cgroup_value> Enforcement::cgroup_entries() const {
+  std::map<std::uint64_t, ks_cgroup_value> out;
+  for_each_in_batches<std::uint64_t, ks_cgroup_value>(
+      map_fd("ks_cgroups"), "ks_cgroups", 1,
+      [&](std::uint64_t id, const ks_cgroup_value* v) { out[id] = *v; });
   return out;
 }
 
@@ -361,32 +373,17 @@ Counters Enforcement::counters_of(std::uint64_t id, std::uint32_t app_slot) cons
 
 namespace {
 
-// BPF_MAP_LOOKUP_BATCH over a per-CPU map of ks_counters: fn(key, summed counters).
+// A per-CPU map of ks_counters, read in batches: fn(key, counters summed over CPUs).
 template <typename Key, typename Fn>
 void for_each_percpu_counters(int fd, const char* name, Fn fn) {
   const int ncpus = libbpf_num_possible_cpus();
   if (ncpus <= 0) throw Error("cannot count possible CPUs");
-  constexpr __u32 kBatch = 1024;
-  std::vector<Key> keys(kBatch);
-  std::vector<ks_counters> values(kBatch * static_cast<std::size_t>(ncpus));
-  std::uint64_t in_batch = 0, out_batch = 0;
-  bool first = true;
-  for (;;) {
-    __u32 count = kBatch;
-    int err = bpf_map_lookup_batch(fd, first ? nullptr : &in_batch, &out_batch, keys.data(),
-                                   values.data(), &count, nullptr);
-    if (err != 0 && errno != ENOENT) throw_errno(std::string("cannot read ") + name);
-    for (__u32 i = 0; i < count; ++i) {
-      Counters sum;
-      for (int cpu = 0; cpu < ncpus; ++cpu)
-        sum += values[static_cast<std::size_t>(i) * static_cast<std::size_t>(ncpus) +
-                      static_cast<std::size_t>(cpu)];
-      fn(keys[i], sum);
-    }
-    if (err != 0) break;  // ENOENT: that was the last batch
-    in_batch = out_batch;
-    first = false;
-  }
+  for_each_in_batches<Key, ks_counters>(fd, name, static_cast<std::size_t>(ncpus),
+                                        [&](Key key, const ks_counters* per_cpu) {
+                                          Counters sum;
+                                          for (int cpu = 0; cpu < ncpus; ++cpu) sum += per_cpu[cpu];
+                                          fn(key, sum);
+                                        });
 }
 
 }  // namespace

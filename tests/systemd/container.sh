@@ -519,6 +519,20 @@ ct_exec() {
     "${args[@]}" -- "$@"
 }
 
+# ct_install_killswitch NAME: the build tree's ksd, ksctl, ksrun and unit files installed
+# in the container the way `cmake --install` lays them out (links into /ks/build), and an
+# empty /etc/killswitch; the caller writes the configuration.
+ct_install_killswitch() {
+  ct_exec "$1" sh -c '
+    set -e
+    ln -s /ks/build/ksd /usr/local/sbin/ksd
+    ln -s /ks/build/ksctl /usr/local/bin/ksctl
+    ln -s /ks/build/ksrun /usr/local/bin/ksrun
+    cp /ks/build/systemd/ksd.service /ks/build/systemd/killswitch-early.service \
+       /ks/build/systemd/killswitch.slice /etc/systemd/system/
+    mkdir -p /etc/killswitch'
+}
+
 ct_sh() {
   local name=${1:-} pid
   shift || true

@@ -48,14 +48,9 @@ ksd_restarted() {
 }
 
 # ---- install, the way `cmake --install` lays it out --------------------------------------------
+ct_install_killswitch "$CT"
 in_ct sh -c '
   set -e
-  ln -s /ks/build/ksd /usr/local/sbin/ksd
-  ln -s /ks/build/ksctl /usr/local/bin/ksctl
-  ln -s /ks/build/ksrun /usr/local/bin/ksrun
-  cp /ks/build/systemd/ksd.service /ks/build/systemd/killswitch-early.service \
-     /ks/build/systemd/killswitch.slice /etc/systemd/system/
-  mkdir -p /etc/killswitch
   # "other": a second profile whose tunnel never exists (section 5: its units must never
   # end up using the wg0 of the default profile).
   printf "[profiles.default]\ntunnels = [\"wg0\"]\n[profiles.other]\ntunnels = [\"wg9\"]\n" \
