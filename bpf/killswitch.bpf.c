@@ -215,7 +215,7 @@ static __always_inline void count(__u64 cgroup_id, __u32 profile_id, enum ks_rea
 				  __u64 bytes, int is_packet)
 {
 	if (reason == KS_REASON_BLOCK_CANARY)
-		return;
+		return; /* (before the hash entry would be made) */
 	count_in(counters_by_cgroup(cgroup_id), profile_id, reason, bytes, is_packet);
 }
 
@@ -481,8 +481,6 @@ static __always_inline int refuse(struct ks_event *ev, enum ks_reason reason, in
 	return KS_DROP;
 }
 
-/* connect() and unconnected sendmsg(): refuse at once what egress would drop, so
- * applications get ENETUNREACH instead of a stalled connection. */
 /* Refuses a connect or send to `asked` (the destination as the app gave it). The event is
  * built only here: allowed operations, the common case, pay nothing for it. */
 static __always_inline int refuse_addr(struct bpf_sock_addr *ctx, const struct ks_dst *asked,
@@ -501,6 +499,8 @@ static __always_inline int refuse_addr(struct bpf_sock_addr *ctx, const struct k
 	return refuse(&ev, reason, err);
 }
 
+/* connect() and unconnected sendmsg(): refuse at once what egress would drop, so
+ * applications get ENETUNREACH instead of a stalled connection. */
 static __always_inline int judge_sock_addr(struct bpf_sock_addr *ctx, struct ks_dst *dst,
 					   enum ks_sock_addr_hook hook, const int family)
 {
