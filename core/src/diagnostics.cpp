@@ -114,8 +114,41 @@ Diagnosis check_bpf() {
   need_map(BPF_MAP_TYPE_SK_STORAGE, "socket storage maps");
   need_map(BPF_MAP_TYPE_RINGBUF, "ring buffers");
   need_map(BPF_MAP_TYPE_LPM_TRIE, "LPM tries");
-  if (libbpf_probe_bpf_helper(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_set_retval, nullptr) != 1)
-    missing += (missing.empty() ? "" : ", ") + std::string("bpf_set_retval");
+  // Every helper the programs call, in the program types that call it: a kernel that
+  // refuses one would refuse to load the object, and this says which, before libbpf does.
+  struct HelperUse {
+    bpf_prog_type type;
+    bpf_func_id helper;
+    const char* name;
+  };
+  static const HelperUse kHelpers[] = {
+      {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_set_retval, "bpf_set_retval"},
+      {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_get_current_pid_tgid,
+       "bpf_get_current_pid_tgid (sock_addr)"},
+      {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_get_current_comm,
+       "bpf_get_current_comm (sock_addr)"},
+      {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_get_current_cgroup_id,
+       "bpf_get_current_cgroup_id (sock_addr)"},
+      {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_sk_storage_get, "bpf_sk_storage_get (sock_addr)"},
+      {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_ringbuf_output, "bpf_ringbuf_output (sock_addr)"},
+      {BPF_PROG_TYPE_CGROUP_SOCK, BPF_FUNC_get_current_cgroup_id,
+       "bpf_get_current_cgroup_id (sock_create)"},
+      {BPF_PROG_TYPE_CGROUP_SOCK, BPF_FUNC_get_current_ancestor_cgroup_id,
+       "bpf_get_current_ancestor_cgroup_id (sock_create)"},
+      {BPF_PROG_TYPE_CGROUP_SOCK, BPF_FUNC_get_netns_cookie, "bpf_get_netns_cookie (sock_create)"},
+      {BPF_PROG_TYPE_CGROUP_SOCK, BPF_FUNC_sk_storage_get, "bpf_sk_storage_get (sock_create)"},
+      {BPF_PROG_TYPE_CGROUP_SKB, BPF_FUNC_sk_fullsock, "bpf_sk_fullsock (cgroup_skb)"},
+      {BPF_PROG_TYPE_CGROUP_SKB, BPF_FUNC_sk_storage_get, "bpf_sk_storage_get (cgroup_skb)"},
+      {BPF_PROG_TYPE_CGROUP_SKB, BPF_FUNC_skb_cgroup_id, "bpf_skb_cgroup_id (cgroup_skb)"},
+      {BPF_PROG_TYPE_CGROUP_SKB, BPF_FUNC_ringbuf_output, "bpf_ringbuf_output (cgroup_skb)"},
+      {BPF_PROG_TYPE_CGROUP_SKB, BPF_FUNC_skb_load_bytes, "bpf_skb_load_bytes (cgroup_skb)"},
+      {BPF_PROG_TYPE_CGROUP_SKB, BPF_FUNC_ktime_get_boot_ns, "bpf_ktime_get_boot_ns (cgroup_skb)"},
+      {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_ktime_get_boot_ns,
+       "bpf_ktime_get_boot_ns (sock_addr)"},
+  };
+  for (const HelperUse& use : kHelpers)
+    if (libbpf_probe_bpf_helper(use.type, use.helper, nullptr) != 1)
+      missing += (missing.empty() ? "" : ", ") + std::string(use.name);
   if (!missing.empty()) {
     if (::geteuid() != 0)
       return make("bpf", "warn", "cannot probe BPF without privileges (missing: " + missing + ")",
@@ -127,7 +160,7 @@ Diagnosis check_bpf() {
   }
   return make("bpf", "ok",
               "bpf() works; cgroup_skb, sock_create and sock_addr programs, socket storage, ring "
-              "buffers and bpf_set_retval are available");
+              "buffers, bpf_set_retval and every other helper the programs call are available");
 }
 
 Diagnosis check_cgroup2() {
