@@ -456,6 +456,9 @@ void Daemon::run() {
           log_error(std::string("periodic work failed (will retry): ") + e.what());
           policy_stale_ = true;
         }
+        // The ring buffer wakes us only when we had caught up with it (adaptive
+        // notification); reading it here too bounds any missed wakeup to one sweep.
+        consume_events();
       } else if (fd == tree_watch_fd_.get()) {
         alignas(inotify_event) char events_buf[4096];
         while (::read(tree_watch_fd_.get(), events_buf, sizeof(events_buf)) > 0) {
@@ -468,11 +471,7 @@ void Daemon::run() {
           policy_stale_ = true;
         }
       } else if (fd == events_->fd()) {
-        try {
-          events_->consume();
-        } catch (const std::exception& e) {
-          log_error(e.what());
-        }
+        consume_events();
       } else if (fd == scopes_fd_ && scopes_) {
         scopes_->process();
       } else if (fd == listen_fd_.get()) {
@@ -1003,6 +1002,14 @@ std::string Daemon::cgroup_path_of(std::uint64_t id) {
   });
   if (found.empty()) return "(cgroup " + std::to_string(id) + ", gone)";
   return cgroup_paths_[id] = found;
+}
+
+void Daemon::consume_events() {
+  try {
+    events_->consume();
+  } catch (const std::exception& e) {
+    log_error(e.what());
+  }
 }
 
 void Daemon::on_event(const ks_event& event) {

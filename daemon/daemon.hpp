@@ -69,6 +69,7 @@ class Daemon {
                                        const ipc::PeerCred& peer);
   nlohmann::json status_json();
   nlohmann::json events_json(int fd, const ipc::Request& request);
+  void consume_events();  // reads the events ring; failures are logged
   void on_event(const ks_event& event);
   void log_event_summary();
   std::string cgroup_path_of(std::uint64_t id);

@@ -9,4 +9,7 @@ build=${KS_BUILD_DIR:-$root/build}
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cmake --build "$build" -j"$(nproc)"
 cd "$build"
-ctest --output-on-failure "$@"
+status=0
+ctest --output-on-failure "$@" || status=$?
+if ((status != 0)); then "$root/scripts/failure-digest.sh" "$build"; fi
+exit "$status"

@@ -182,8 +182,13 @@ EventReader::~EventReader() { ring_buffer__free(ring_); }
 int EventReader::fd() const { return ring_buffer__epoll_fd(ring_); }
 
 int EventReader::consume() {
+  failed_ = 0;
+  first_failure_.clear();
   int n = ring_buffer__consume(ring_);
   if (n < 0) throw Error("cannot read the events ring buffer: " + std::string(std::strerror(-n)));
+  if (failed_ > 0)
+    throw Error("could not handle " + std::to_string(failed_) + " of " + std::to_string(n) +
+                " event(s): " + first_failure_);
   return n;
 }
 
@@ -191,7 +196,12 @@ int EventReader::on_record(void* self, void* data, std::size_t size) {
   if (size < sizeof(ks_event)) return 0;  // not ours; skip it
   ks_event event;
   std::memcpy(&event, data, sizeof(event));
-  static_cast<EventReader*>(self)->on_event_(event);
+  auto* reader = static_cast<EventReader*>(self);
+  try {
+    reader->on_event_(event);
+  } catch (const std::exception& e) {
+    if (reader->failed_++ == 0) reader->first_failure_ = e.what();
+  }
   return 0;
 }
 

@@ -61,6 +61,8 @@
 
 #include "killswitch/cgroup.hpp"
 #include "killswitch/enforcement.hpp"
+#include "killswitch/error.hpp"
+#include "killswitch/events.hpp"
 #include "killswitch/fd.hpp"
 #include "killswitch_abi.h"
 #include "netns_fixture.hpp"
@@ -553,6 +555,36 @@ TEST_F(BpfEgressTest, CanaryIsNotCounted) {
                    Verdict::kCanary};
   RunTable(egress_.get(), {v4, v6, v4});
   ExpectCounters(enforcement_->totals(), Counters{}, "totals after three canaries");
+}
+
+// Drops make events in the ring buffer, which EventReader hands over one by one. A
+// callback that throws must not stop the stream: the record it threw on is consumed all
+// the same (not handed over again and again), the others still arrive, and consume()
+// reports the failure afterwards.
+TEST_F(BpfEgressTest, EventReaderSurvivesACallbackThatThrows) {
+  std::vector<std::uint16_t> ports;
+  EventReader reader(enforcement_->events_fd(), [&](const ks_event& e) {
+    ports.push_back(e.port);
+    if (ports.size() == 1) throw Error("the first event is bad");
+  });
+  ASSERT_EQ(reader.consume(), 0) << "the ring starts empty";
+  for (std::uint16_t port : std::vector<std::uint16_t>{1001, 1002, 1003}) {
+    const Case drop = {"v4 UDP to the internet via a non-tunnel device",
+                       V4(Ipv4("10.1.0.2", "203.0.113.9", kUdp, Udp(40000, port))), Dev::kOther,
+                       Verdict::kDrop};
+    RunTable(egress_.get(), {drop});
+  }
+  try {
+    reader.consume();
+    ADD_FAILURE() << "consume() did not report the callback's failure";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("could not handle 1 of 3 event(s): the first event is bad"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(ports, (std::vector<std::uint16_t>{1001, 1002, 1003}));
+  EXPECT_EQ(reader.consume(), 0) << "a record the callback threw on came back";
+  EXPECT_EQ(ports.size(), 3u);
 }
 
 // Updating the maps between runs is seen by the very next run (no caching in the

@@ -131,7 +131,9 @@ except OSError as e:
     print(e.errno)' "$eth0" "$LAB_NET_IP4" "$LAB_ECHO_PORT")
 assert_eq "$out" 1 "a protected send forced out of eth0 gets EPERM (dropped by egress)"
 got_egress() { events_after "$seq0" | py "len([e for e in d['events'] if e['hook'] == 'egress'])" | grep -qv '^0$'; }
-_lab_wait_until 5 got_egress || fail "no egress event: $(events_after "$seq0")"
+_lab_wait_until 5 got_egress ||
+  fail "no egress event: $(events_after "$seq0" | tr -d '\n' | cut -c1-600)" \
+    "(profile counters: $(ks_ctl status --json | py "d['profiles']['default']['counters']"))"
 ev=$(events_after "$seq0")
 e="[e for e in d['events'] if e['hook'] == 'egress'][0]"
 assert_eq "$(py "$e['reason']" <<<"$ev")" not_tunnel "egress event: reason"

@@ -51,12 +51,18 @@ class EventReader {
   EventReader& operator=(const EventReader&) = delete;
 
   int fd() const;  // epoll fd of the ring buffer: readable when records are waiting
-  // Reads everything that is there now; returns the number of records (or throws).
+  // Reads everything that is there now; returns the number of records. Throws ks::Error
+  // when the ring cannot be read, or after reading it when the callback threw for some
+  // records (those are consumed all the same: one bad record must not stop the stream).
   int consume();
 
  private:
   static int on_record(void* self, void* data, std::size_t size);
   Callback on_event_;
+  // The callback's failures during one consume(): an exception must not unwind through
+  // libbpf's C frames (it would also leave the record unconsumed, to fail again forever).
+  int failed_ = 0;
+  std::string first_failure_;
   ring_buffer* ring_ = nullptr;
 };
 
