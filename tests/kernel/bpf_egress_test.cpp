@@ -578,8 +578,9 @@ TEST_F(BpfEgressTest, EventReaderSurvivesACallbackThatThrows) {
     reader.consume();
     ADD_FAILURE() << "consume() did not report the callback's failure";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("could not handle 1 of 3 event(s): the first event is bad"),
-              std::string::npos)
+    EXPECT_NE(
+        std::string(e.what()).find("could not handle 1 of 3 event(s): the first event is bad"),
+        std::string::npos)
         << e.what();
   }
   EXPECT_EQ(ports, (std::vector<std::uint16_t>{1001, 1002, 1003}));
