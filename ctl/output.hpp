@@ -15,7 +15,9 @@ namespace ksctl {
 
 // One JSON document: indented for a person at a terminal, one line for scripts.
 inline std::string json_text(const nlohmann::json& j) {
-  return ::isatty(STDOUT_FILENO) ? j.dump(2) : j.dump();
+  // Invalid UTF-8 (a command line can hold any bytes) becomes U+FFFD, not an exception.
+  return j.dump(::isatty(STDOUT_FILENO) ? 2 : -1, ' ', false,
+                nlohmann::json::error_handler_t::replace);
 }
 
 inline bool color_enabled() { return ::isatty(STDOUT_FILENO) && !std::getenv("NO_COLOR"); }

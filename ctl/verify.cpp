@@ -118,7 +118,7 @@ nlohmann::json probe_traffic(bool with_connect) {
   } catch (const std::exception& e) {
     result = {{"error", e.what()}};
   }
-  std::string line = result.dump() + "\n";
+  std::string line = ks::ipc::message_text(result) + "\n";
   (void)!::write(out_fd, line.data(), line.size());
   char c;
   (void)!::read(in_fd, &c, 1);  // until the parent has read our counters

@@ -35,6 +35,9 @@ namespace {
 constexpr int kSweepIntervalSeconds = 1;
 constexpr std::size_t kMaxClients = 256;
 constexpr std::size_t kEventsKept = 4096;
+// Apps whose cgroup.events is watched are read only this often (a lost inotify event,
+// a full queue: the safety net).
+constexpr unsigned kFullSweepEverySweeps = 60;
 constexpr unsigned kSummaryEverySweeps = 10;  // a journal line per app at most every 10 s
 constexpr std::size_t kSummaryMaxApps = 10;
 
@@ -390,9 +393,13 @@ void Daemon::run() {
   tree_watch_fd_ = UniqueFd(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
   if (!tree_watch_fd_) log_warning(std::string("inotify_init1: ") + std::strerror(errno));
   watch_tree();
+  app_watch_fd_ = UniqueFd(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+  if (!app_watch_fd_)
+    log_warning(std::string("inotify_init1 (apps read every second instead): ") +
+                std::strerror(errno));
 
   for (int fd : {listen_fd_.get(), signal_fd_.get(), timer_fd_.get(), links_.fd(),
-                 tree_watch_fd_.get(), events_->fd()}) {
+                 tree_watch_fd_.get(), events_->fd(), app_watch_fd_.get()}) {
     if (fd < 0) continue;
     epoll_event ev{};
     ev.events = EPOLLIN;
@@ -449,7 +456,9 @@ void Daemon::run() {
           }
           if (scopes_) scopes_->expire(std::chrono::steady_clock::now());
           guard_tree();
-          sweep_apps();
+          const bool full = ++sweeps_since_full_sweep_ >= kFullSweepEverySweeps;
+          if (full) sweeps_since_full_sweep_ = 0;
+          sweep_apps(full);
           if (++sweeps_since_summary_ >= kSummaryEverySweeps) log_event_summary();
           if (watchdog_) sd_notify(0, "WATCHDOG=1");
         } catch (const std::exception& e) {
@@ -459,6 +468,8 @@ void Daemon::run() {
         // The ring buffer wakes us only when we had caught up with it (adaptive
         // notification); reading it here too bounds any missed wakeup to one sweep.
         consume_events();
+      } else if (fd == app_watch_fd_.get()) {
+        on_app_watch_events();
       } else if (fd == tree_watch_fd_.get()) {
         alignas(inotify_event) char events_buf[4096];
         while (::read(tree_watch_fd_.get(), events_buf, sizeof(events_buf)) > 0) {
@@ -515,7 +526,7 @@ void Daemon::on_client(int fd) {
                             "connection"}});
     return;
   }
-  nlohmann::json reply;
+  std::string reply;  // JSON text
   try {
     ipc::PeerCred peer = ipc::peer_credentials(fd);
     std::string error;
@@ -527,45 +538,49 @@ void Daemon::on_client(int fd) {
       request = ipc::parse_request(buf, error);
     }
     if (!request) {
-      reply = {{"ok", false}, {"error", error}};
+      reply = ipc::message_text({{"ok", false}, {"error", error}});
     } else if (ipc::op_changes_state(request->op) && !ipc::may_change(peer, admin_gid_)) {
-      reply = {{"ok", false},
-               {"error", std::string("permission denied: this request needs root or membership "
-                                     "in the group ") +
-                             ipc::kAdminGroup}};
+      reply = ipc::message_text(
+          {{"ok", false},
+           {"error", std::string("permission denied: this request needs root or membership "
+                                 "in the group ") +
+                         ipc::kAdminGroup}});
     } else {
-      std::optional<nlohmann::json> now = handle(fd, *request, peer);
+      std::optional<std::string> now = handle(fd, *request, peer);
       if (!now) return;  // answered when systemd has made the scope
       reply = std::move(*now);
     }
   } catch (const std::exception& e) {
-    reply = {{"ok", false}, {"error", e.what()}};
+    reply = ipc::message_text({{"ok", false}, {"error", e.what()}});
   }
   try {
-    ipc::send_message(fd, reply);
+    ipc::send_text(fd, reply);
   } catch (const Error&) {
     ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
     clients_.erase(fd);
   }
 }
 
-std::optional<nlohmann::json> Daemon::handle(int fd, const ipc::Request& request,
-                                             const ipc::PeerCred& peer) {
+std::optional<std::string> Daemon::handle(int fd, const ipc::Request& request,
+                                          const ipc::PeerCred& peer) {
   switch (request.op) {
     case ipc::Op::kStatus:
-      return status_json();
+      return ipc::message_text(status_json());
     case ipc::Op::kList:
-      return list_json();
+      return list_text();
     case ipc::Op::kReload:
-      return reload();
-    case ipc::Op::kLaunch:
-      return launch(fd, request, peer);
+      return ipc::message_text(reload());
+    case ipc::Op::kLaunch: {
+      std::optional<nlohmann::json> reply = launch(fd, request, peer);
+      if (!reply) return std::nullopt;
+      return ipc::message_text(*reply);
+    }
     case ipc::Op::kProtect:
-      return protect(request);
+      return ipc::message_text(protect(request));
     case ipc::Op::kEvents:
-      return events_json(fd, request);
+      return ipc::message_text(events_json(fd, request));
   }
-  return nlohmann::json{{"ok", false}, {"error", "unhandled request"}};
+  return ipc::message_text({{"ok", false}, {"error", "unhandled request"}});
 }
 
 nlohmann::json Daemon::unknown_profile(const std::string& profile) const {
@@ -797,22 +812,63 @@ void Daemon::watch_tree() {
                   "); a re-created slice is noticed within 1 s instead");
 }
 
-void Daemon::sweep_apps() {
-  for (auto it = apps_.begin(); it != apps_.end();) {
-    const App& app = it->second;
-    if (cgroup_populated(app.path)) {
-      ++it;
-      continue;
-    }
-    if (!app.owned || remove_cgroup_tree(app.path)) {
-      enforcement_.remove_cgroup(app.cgroup_id);
-      enforcement_.remove_counters(app.cgroup_id);
-      app_slots_.release(app.slot);
-      it = apps_.erase(it);
-    } else {
-      ++it;
+void Daemon::on_app_watch_events() {
+  alignas(inotify_event) char buf[4096];
+  ssize_t got;
+  while ((got = ::read(app_watch_fd_.get(), buf, sizeof(buf))) > 0) {
+    for (ssize_t at = 0; at < got;) {
+      const auto* ev = reinterpret_cast<const inotify_event*>(buf + at);
+      at += static_cast<ssize_t>(sizeof(inotify_event) + ev->len);
+      auto watched = app_watches_.find(ev->wd);
+      if (watched == app_watches_.end()) continue;
+      const std::uint64_t id = watched->second;
+      if (ev->mask & IN_IGNORED) {
+        // The file is gone (the cgroup was removed): swept by reading again.
+        app_watches_.erase(watched);
+        if (auto app = apps_.find(id); app != apps_.end()) app->second.watch = -1;
+      }
+      try {
+        retire_app_if_empty(id);
+      } catch (const std::exception& e) {
+        log_error(std::string("cannot retire an emptied app (will retry): ") + e.what());
+      }
     }
   }
+}
+
+void Daemon::sweep_apps(bool all) {
+  std::vector<std::uint64_t> ids;
+  for (const auto& [id, app] : apps_)
+    if (all || app.watch < 0) ids.push_back(id);
+  for (std::uint64_t id : ids) retire_app_if_empty(id);
+}
+
+bool Daemon::app_is_empty(App& app) {
+  if (!cgroup_populated(app.path)) return true;
+  if (app.watch >= 0 || !app_watch_fd_) return false;
+  // Populated: from now on its cgroup.events says when it empties. (Not watched from its
+  // creation: an app whose process never arrives would never change the file.) Read once
+  // more after adding the watch: it may have emptied in between.
+  app.watch =
+      ::inotify_add_watch(app_watch_fd_.get(), (app.path + "/cgroup.events").c_str(), IN_MODIFY);
+  if (app.watch >= 0) app_watches_[app.watch] = app.cgroup_id;
+  return !cgroup_populated(app.path);
+}
+
+void Daemon::retire_app_if_empty(std::uint64_t cgroup_id) {
+  auto it = apps_.find(cgroup_id);
+  if (it == apps_.end()) return;
+  App& app = it->second;
+  if (!app_is_empty(app)) return;
+  if (app.owned && !remove_cgroup_tree(app.path)) return;  // tried again at the next sweep
+  enforcement_.remove_cgroup(app.cgroup_id);
+  enforcement_.remove_counters(app.cgroup_id);
+  app_slots_.release(app.slot);
+  if (app.watch >= 0) {
+    ::inotify_rm_watch(app_watch_fd_.get(), app.watch);  // (gone with the cgroup already)
+    app_watches_.erase(app.watch);
+  }
+  apps_.erase(it);
 }
 
 std::uint32_t Daemon::profile_of_cgroup(const std::string& absolute_cgroup,
@@ -918,8 +974,60 @@ bool Daemon::tree_holds_only_known_cgroups() const {
   return cgroup_descendants(root_cgroup_) == known;
 }
 
-nlohmann::json Daemon::list_json() {
-  nlohmann::json apps = nlohmann::json::array();
+namespace {
+
+// JSON text, written directly: `ksctl list` with 10,000 apps is about 4 MB of it, and
+// building a JSON tree first cost more than reading every app's cgroup.procs.
+void append_json_string(std::string& out, std::string_view s) {
+  if (std::any_of(s.begin(), s.end(), [](char c) { return (c & 0x80) != 0; })) {
+    out += ipc::message_text(nlohmann::json(s));  // not ASCII: validated, U+FFFD if need be
+    return;
+  }
+  out += '"';
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char esc[8];
+      std::snprintf(esc, sizeof(esc), "\\u%04x", static_cast<unsigned>(c));
+      out += esc;
+    } else {
+      out += c;
+    }
+  }
+  out += '"';
+}
+
+void append_member(std::string& out, const char* key, std::uint64_t value) {
+  out += '"';
+  out += key;
+  out += "\":";
+  out += std::to_string(value);
+}
+
+// counters_json's fields, as text.
+void append_counters(std::string& out, const Counters& c) {
+  out += '{';
+  append_member(out, "allowed_packets", c.allowed_packets);
+  out += ',';
+  append_member(out, "allowed_bytes", c.allowed_bytes);
+  out += ',';
+  append_member(out, "blocked_packets", c.blocked_packets);
+  out += ',';
+  append_member(out, "blocked_bytes", c.blocked_bytes);
+  out += ',';
+  append_member(out, "blocked_connects", c.blocked_connects);
+  out += ',';
+  append_member(out, "blocked", c.blocked());
+  out += ',';
+  append_member(out, "events_dropped", c.events_dropped);
+  out += '}';
+}
+
+}  // namespace
+
+std::string Daemon::list_text() {
   std::map<std::uint32_t, std::string> names;
   for (const auto& [name, id] : profile_ids_) names[id] = name;
   // One read of the classification map for the whole list, not one per app.
@@ -941,10 +1049,12 @@ nlohmann::json Daemon::list_json() {
   } else {
     walk_cgroups(root_cgroup_, [&](const std::string& cg) { cgroups.push_back(cg); });
   }
+  std::string out = R"({"ok":true,"apps":[)";
+  out.reserve(cgroups.size() * 400);
+  bool first = true;
   for (const std::string& cg : cgroups) {
     auto pids = cgroup_pids(cg);
     if (pids.empty()) continue;
-    nlohmann::json a;
     auto app = tracked.find(cg);
     const bool is_app = app != tracked.end();
     std::uint64_t id = is_app ? app->second->cgroup_id : cgroup_id(cg);
@@ -953,25 +1063,38 @@ nlohmann::json Daemon::list_json() {
       profile = entry->second;
     else
       profile = profile_of_cgroup(cg, known);
-    a["cgroup"] = relative(cg);
-    a["cgroup_id"] = id;
-    a["profile"] = names.count(profile) ? names[profile] : "(none: blocked)";
-    a["pids"] = pids;
     if (is_app && app->second->command.empty()) app->second->command = read_cmdline(pids.front());
-    a["command"] = is_app ? app->second->command : read_cmdline(pids.front());
     Counters c;
     if (auto it = by_cgroup.find(id); it != by_cgroup.end()) c += it->second;
     if (auto entry = entries.find(id); entry != entries.end() && entry->second.app_slot != 0 &&
                                        entry->second.app_slot < by_slot.size())
       c += by_slot[entry->second.app_slot];
-    a["allowed_packets"] = c.allowed_packets;
-    a["blocked_packets"] = c.blocked_packets;
-    a["counters"] = counters_json(c);
-    apps.push_back(std::move(a));
+
+    out += first ? "{" : ",{";
+    first = false;
+    out += R"("cgroup":)";
+    append_json_string(out, relative(cg));
+    out += ',';
+    append_member(out, "cgroup_id", id);
+    out += R"(,"profile":)";
+    append_json_string(out, names.count(profile) ? names[profile] : "(none: blocked)");
+    out += R"(,"pids":[)";
+    for (std::size_t i = 0; i < pids.size(); ++i) {
+      if (i) out += ',';
+      out += std::to_string(pids[i]);
+    }
+    out += R"(],"command":)";
+    append_json_string(out, is_app ? app->second->command : read_cmdline(pids.front()));
+    out += ',';
+    append_member(out, "allowed_packets", c.allowed_packets);
+    out += ',';
+    append_member(out, "blocked_packets", c.blocked_packets);
+    out += R"(,"counters":)";
+    append_counters(out, c);
+    out += '}';
   }
-  nlohmann::json reply = {{"ok", true}};
-  reply["apps"] = std::move(apps);  // (an initializer list would copy all of it)
-  return reply;
+  out += "]}";
+  return out;
 }
 
 // ---- events ----

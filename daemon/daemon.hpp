@@ -9,6 +9,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <unordered_map>
 
 #include "killswitch/app_slots.hpp"
 #include "killswitch/config.hpp"
@@ -53,6 +54,7 @@ class Daemon {
     bool owned = true;
     std::uint32_t slot = 0;    // counter slot (AppSlots), 0: none
     std::string command = {};  // what it was started as (read once: `ksctl list` shows it)
+    int watch = -1;            // inotify watch on its cgroup.events, once seen populated
   };
 
   void setup_cgroups();
@@ -60,13 +62,16 @@ class Daemon {
   void apply_policy(const char* why);
   void adopt_existing_apps();
   void listen_socket();
-  void sweep_apps();
+  // Retires the apps that emptied: every app when `all`, else those without a watch.
+  void sweep_apps(bool all);
+  bool app_is_empty(App& app);  // also starts watching a populated app's cgroup.events
+  void retire_app_if_empty(std::uint64_t cgroup_id);
+  void on_app_watch_events();  // an app's cgroup.events changed (or went away)
   void guard_tree();
   void watch_tree();
   void on_client(int fd);
   // The reply, or nothing when it comes later (a launch waiting for systemd).
-  std::optional<nlohmann::json> handle(int fd, const ipc::Request& request,
-                                       const ipc::PeerCred& peer);
+  std::optional<std::string> handle(int fd, const ipc::Request& request, const ipc::PeerCred& peer);
   nlohmann::json status_json();
   nlohmann::json events_json(int fd, const ipc::Request& request);
   void consume_events();  // reads the events ring; failures are logged
@@ -74,7 +79,7 @@ class Daemon {
   void log_event_summary();
   std::string cgroup_path_of(std::uint64_t id);
   std::string profile_name(std::uint32_t profile_id) const;
-  nlohmann::json list_json();
+  std::string list_text();  // the reply as JSON text (see there)
   std::optional<nlohmann::json> launch(int fd, const ipc::Request& request,
                                        const ipc::PeerCred& peer);
   nlohmann::json finish_launch(const ipc::Request& request, const ipc::PeerCred& peer,
@@ -117,6 +122,11 @@ class Daemon {
   // inotify on the tree root and its parent: systemd removing or re-creating a slice's
   // cgroup is seen at once, not at the next sweep.
   UniqueFd tree_watch_fd_;
+  // cgroup.events of every populated app: "populated 0" arrives as IN_MODIFY, so the 1 s
+  // sweep need not read thousands of files (10,000 reads a second at 10,000 apps).
+  UniqueFd app_watch_fd_;
+  std::unordered_map<int, std::uint64_t> app_watches_;  // watch -> app's cgroup id
+  unsigned sweeps_since_full_sweep_ = 0;
   std::map<int, UniqueFd> clients_;
   // Transient scopes for ksrun (systemd hosts only; null: ksd makes the cgroups itself).
   std::unique_ptr<systemd::TransientScopes> scopes_;

@@ -11,6 +11,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
+#include <string_view>
+#include <utility>
 
 #include "killswitch/config.hpp"
 #include "killswitch/error.hpp"
@@ -206,8 +209,7 @@ void send_one(int fd, std::string_view text, Deadline deadline) {
 
 }  // namespace
 
-void send_message(int fd, const nlohmann::json& message) {
-  std::string text = message.dump();
+void send_text(int fd, std::string_view text) {
   const Deadline deadline =
       std::chrono::steady_clock::now() + std::chrono::milliseconds(kSendTimeoutMs);
   if (text.size() <= kFragmentBytes) return send_one(fd, text, deadline);
@@ -215,8 +217,16 @@ void send_message(int fd, const nlohmann::json& message) {
   const std::size_t count = (text.size() + kFragmentBytes - 1) / kFragmentBytes;
   send_one(fd, nlohmann::json{{"fragments", count}, {"bytes", text.size()}}.dump(), deadline);
   for (std::size_t at = 0; at < text.size(); at += kFragmentBytes)
-    send_one(fd, std::string_view(text).substr(at, kFragmentBytes), deadline);
+    send_one(fd, text.substr(at, kFragmentBytes), deadline);
 }
+
+std::string message_text(const nlohmann::json& value) {
+  // Strings from the system need not be UTF-8 (a command line, a task name): JSON text
+  // must be, and nlohmann-json would throw. Replace what is not (U+FFFD), never fail.
+  return value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+void send_message(int fd, const nlohmann::json& message) { send_text(fd, message_text(message)); }
 
 namespace {
 
@@ -235,15 +245,15 @@ void receive_one(int fd, int timeout_ms, std::string& out) {
   out.resize(static_cast<std::size_t>(n));
 }
 
-}  // namespace
-
-nlohmann::json receive_message(int fd, int timeout_ms) {
-  std::string buf;
-  receive_one(fd, timeout_ms, buf);
-  nlohmann::json j = nlohmann::json::parse(buf, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) throw Error("malformed answer (not a JSON object)");
+// The first message of a reply, when it is a fragment header: the number of fragments and
+// of bytes it announces (checked against each other and the limit).
+std::optional<std::pair<std::size_t, std::size_t>> fragment_header(const std::string& first) {
+  // A header is a few dozen bytes; anything longer is a whole reply (not parsed here).
+  if (first.size() > 100 || first.find("\"fragments\"") == std::string::npos) return std::nullopt;
+  nlohmann::json j = nlohmann::json::parse(first, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return std::nullopt;
   auto fragments = j.find("fragments");
-  if (fragments == j.end() || j.size() != 2) return j;
+  if (fragments == j.end() || j.size() != 2) return std::nullopt;
   auto bytes = j.find("bytes");
   if (!fragments->is_number_unsigned() || bytes == j.end() || !bytes->is_number_unsigned())
     throw Error("malformed answer (bad fragment header)");
@@ -251,6 +261,17 @@ nlohmann::json receive_message(int fd, int timeout_ms) {
   const auto total = bytes->get<std::size_t>();
   if (total > kMaxAssembledBytes || count != (total + kFragmentBytes - 1) / kFragmentBytes)
     throw Error("malformed answer (bad fragment header)");
+  return std::pair{count, total};
+}
+
+}  // namespace
+
+std::string receive_text(int fd, int timeout_ms) {
+  std::string buf;
+  receive_one(fd, timeout_ms, buf);
+  const auto header = fragment_header(buf);
+  if (!header) return buf;
+  const auto [count, total] = *header;
   std::string assembled;
   assembled.reserve(total);
   for (std::size_t i = 0; i < count; ++i) {
@@ -259,10 +280,20 @@ nlohmann::json receive_message(int fd, int timeout_ms) {
     if (assembled.size() > total) throw Error("malformed answer (more bytes than announced)");
   }
   if (assembled.size() != total) throw Error("malformed answer (fewer bytes than announced)");
-  nlohmann::json whole = nlohmann::json::parse(assembled, nullptr, false);
-  if (whole.is_discarded() || !whole.is_object())
-    throw Error("malformed answer (fragments are not a JSON object)");
-  return whole;
+  return assembled;
+}
+
+nlohmann::json receive_message(int fd, int timeout_ms) {
+  nlohmann::json j = nlohmann::json::parse(receive_text(fd, timeout_ms), nullptr, false);
+  if (j.is_discarded() || !j.is_object()) throw Error("malformed answer (not a JSON object)");
+  return j;
+}
+
+std::string call_text(const std::string& socket_path, const nlohmann::json& request,
+                      int timeout_ms) {
+  UniqueFd fd = connect_to(socket_path);
+  send_message(fd.get(), request);
+  return receive_text(fd.get(), timeout_ms);
 }
 
 nlohmann::json call(const std::string& socket_path, const nlohmann::json& request, int timeout_ms) {

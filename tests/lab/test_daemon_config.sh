@@ -81,6 +81,38 @@ assert_eq "$(ks_status_field /profiles/default/tunnels/0/ifindex)" "$(tunnel_ifi
   "status reports wg0's real ifindex"
 pass "ksctl status --json has the contract's fields"
 
+# ---- a command line that is not UTF-8 (any bytes are allowed there) ---------------------------
+# JSON text must be UTF-8: ksd writes U+FFFD for such bytes, in lists and events, and keeps
+# serving (an exception there once could have ended it).
+ks_spawn_protected notutf8 sh -c 'sleep 30' $'bad\xff\xfename'
+notutf8=$LAB_LAST_PID
+listed_notutf8() { ks_ctl list --json | grep -qF $'bad\xef\xbf\xbd\xef\xbf\xbdname'; }
+_lab_wait_until 5 listed_notutf8 || fail "ksctl list --json: $(ks_ctl list --json 2>&1 | head -c 600)"
+pass "ksctl list --json shows the command with U+FFFD for the bytes that are not UTF-8"
+[[ $(ks_ctl list) == *"sleep 30"* ]] || fail "ksctl list (table) failed: $(ks_ctl list 2>&1)"
+pass "ksctl list (table) shows it too"
+assert_eq "$(ks_ctl status --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["daemon"])')" \
+  running "ksd keeps serving"
+lab_stop "$notutf8" KILL 5
+# A task name that is not UTF-8, in a blocked-attempt event (IPv6: this lab's tunnel has
+# none, so the send is refused and reported).
+# shellcheck disable=SC2016
+out=$(ks_run_client python3 -c '
+import ctypes, socket, sys
+ctypes.CDLL(None).prctl(15, b"bad\xff\xfecomm", 0, 0, 0)  # PR_SET_NAME
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+try:
+    s.sendto(b"x", (sys.argv[1], int(sys.argv[2])))
+    print("sent")
+except OSError as e:
+    print(e.errno)' "$LAB_NET_IP6" "$LAB_ECHO_PORT")
+assert_eq "$out" 101 "the IPv6 send of the task named with bytes that are not UTF-8 is refused"
+named_event() { ks_ctl events --json | grep -qF $'bad\xef\xbf\xbd\xef\xbf\xbdcomm'; }
+_lab_wait_until 5 named_event || fail "ksctl events --json: $(ks_ctl events --json 2>&1 | tail -c 600)"
+pass "ksctl events --json shows the task name with U+FFFD"
+assert_eq "$(ks_ctl status --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["daemon"])')" \
+  running "ksd keeps serving after that event"
+
 # ---- stopping ksd does not lift protection; ksctl status says so -----------------------------
 ks_stop
 set +e

@@ -146,12 +146,26 @@ for d in setsid subshell escaper; do
 done
 assert_eq "$(lab_cgroup_of "${PID[escaper]}")" "$ESC_CG" "escaper: still in its protected cgroup"
 
+declare -A APP_CG
+for d in setsid subshell escaper; do APP_CG[$d]=$(lab_cgroup_of "${PID[$d]}"); done
 T_STOP=$(lab_now)
 for d in setsid subshell escaper control; do kill -TERM "${PID[$d]}"; done
 for d in setsid subshell escaper control; do
   _lab_wait_until 5 _lab_gone "${PID[$d]}" || fail "$d: pid ${PID[$d]} did not stop on SIGTERM"
 done
 capture_stop
+
+# Emptied apps leave: ksd removes their cgroups (told by inotify on cgroup.events, or by
+# its sweep) and the classification with them.
+apps_gone() {
+  local d
+  for d in setsid subshell escaper; do [[ ! -d $CG2${APP_CG[$d]} ]] || return 1; done
+  ! ks_ctl list --json | grep -q '"ksrun-'
+}
+t_gone=${EPOCHREALTIME/./}
+_lab_wait_until 5 apps_gone || fail "the emptied apps' cgroups are still there: $(ks_ctl list --json)"
+pass "ksd removed the emptied apps' cgroups; ksctl list shows none" \
+  "($((($(date +%s%6N) - t_gone) / 1000)) ms after the last process was gone)"
 lab_log "timeline (ms from start at $T0): tunnel kill $(((${T_KILL/./} - ${T0/./}) / 1000))" \
   "(gone +$(((${T_GONE/./} - ${T_KILL/./}) / 1000))), stop $(((${T_STOP/./} - ${T0/./}) / 1000))"
 

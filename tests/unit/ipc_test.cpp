@@ -355,6 +355,34 @@ TEST(IpcMessages, LargeMessageArrivesWhole) {
   EXPECT_EQ(ks::ipc::receive_message(b.get(), 1000), (nlohmann::json{{"ok", true}}));
 }
 
+// Text written without a JSON tree (ksd's list) travels the same way and arrives as it was
+// sent; receive_text hands it over unparsed.
+TEST(IpcMessages, LargeTextArrivesAsSent) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+  ks::UniqueFd a(sv[0]), b(sv[1]);
+  std::string text = R"({"ok":true,"apps":[)";
+  for (int i = 0; i < 20000; ++i) text += (i ? ",\"" : "\"") + std::string(60, 'y') + "\"";
+  text += "]}";
+  std::thread sender([&] { ks::ipc::send_text(a.get(), text); });
+  const std::string got = ks::ipc::receive_text(b.get(), 5000);
+  sender.join();
+  EXPECT_EQ(got, text);
+}
+
+// Strings from the system need not be UTF-8 (command lines, task names): a message with
+// such bytes is still sent, with U+FFFD in their place, instead of an exception (which
+// once ended ksd when `ksctl events` met such a task name).
+TEST(IpcMessages, BytesThatAreNotUtf8BecomeReplacementCharacters) {
+  const nlohmann::json message = {{"command", std::string("bad\xff\xfename")}};
+  EXPECT_EQ(ks::ipc::message_text(message), "{\"command\":\"bad\xef\xbf\xbd\xef\xbf\xbdname\"}");
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+  ks::UniqueFd a(sv[0]), b(sv[1]);
+  ASSERT_NO_THROW(ks::ipc::send_message(a.get(), message));
+  EXPECT_EQ(ks::ipc::receive_message(b.get(), 1000)["command"], "bad\uFFFD\uFFFDname");
+}
+
 // Fragment headers that do not add up are refused, never waited on or over-read.
 TEST(IpcMessages, BadFragmentHeadersAreRefused) {
   auto receive_after = [](const std::vector<std::string>& messages) -> std::string {

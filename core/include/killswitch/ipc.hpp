@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "killswitch/fd.hpp"
@@ -64,9 +65,18 @@ bool op_changes_state(Op op);
 // Client side.
 UniqueFd connect_to(const std::string& path);  // throws ks::Error naming the path
 void send_message(int fd, const nlohmann::json& message);
+// A message already written as JSON text (a large reply, built without a JSON tree).
+void send_text(int fd, std::string_view text);
+// The JSON text of a message: strings that are not UTF-8 get U+FFFD instead of an exception.
+std::string message_text(const nlohmann::json& value);
 // Waits up to timeout_ms; throws ks::Error on timeout, EOF or a non-JSON message.
 nlohmann::json receive_message(int fd, int timeout_ms);
+// The reply's text as it came, fragments assembled (not parsed: for a caller that passes
+// a large document through). Throws ks::Error on timeout, EOF or bad fragments.
+std::string receive_text(int fd, int timeout_ms);
 nlohmann::json call(const std::string& socket_path, const nlohmann::json& request,
                     int timeout_ms = 10000);
+std::string call_text(const std::string& socket_path, const nlohmann::json& request,
+                      int timeout_ms = 10000);
 
 }  // namespace ks::ipc
