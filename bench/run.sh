@@ -370,11 +370,18 @@ if wanted scale; then
     list_ms+=($(((${EPOCHREALTIME/./} - t0) / 1000)))
   done
   lm=$(printf '%s\n' "${list_ms[@]}" | median)
+  # ksd's CPU time while nothing happens (its 1 s timer runs), over 5 s.
+  cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$KS_DAEMON_PID/stat"; }
+  c0=$(cpu_ticks)
+  sleep 5
+  idle_ms=$((($(cpu_ticks) - c0) * 1000 / $(getconf CLK_TCK) / 5))
   row scale_ksd_startup "$startup_ms ms" "($APPS apps to adopt)" "$startup_ms ms" "< 1000 ms" \
     "$(verdict "$startup_ms < 1000") (incl. waiting for the socket)"
   row scale_ksd_rss "$((rss_kib / 1024)) MiB" "($APPS apps, $SOCKS sockets)" "$rss_kib KiB" "<= 16 MiB" \
     "$(verdict "$rss_kib <= 16384")"
   row scale_ksctl_list "$lm ms" "($APPS apps)" "$lm ms" "< 200 ms" "$(verdict "$lm < 200")"
+  row scale_ksd_idle_cpu "$idle_ms ms/s" "($APPS apps)" "$idle_ms ms CPU per s" "—" \
+    "informational"
   # Per-packet cost with the maps full: the same measurement as benchmark 1.
   if wanted per_packet; then
     pin=/sys/fs/bpf/ksbench-empty2-$LAB_ID

@@ -1052,8 +1052,18 @@ std::string Daemon::list_text() {
   std::string out = R"({"ok":true,"apps":[)";
   out.reserve(cgroups.size() * 400);
   bool first = true;
+  // Apps share their slice: open it once and read each app's cgroup.procs relative to it
+  // (sorted, so that each slice's apps come together).
+  std::sort(cgroups.begin(), cgroups.end());
+  std::string parent_path;
+  UniqueFd parent;
   for (const std::string& cg : cgroups) {
-    auto pids = cgroup_pids(cg);
+    const std::size_t slash = cg.find_last_of('/');
+    if (std::string_view(cg).substr(0, slash) != parent_path) {
+      parent_path = cg.substr(0, slash);
+      parent = UniqueFd(::open(parent_path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    }
+    auto pids = parent ? cgroup_pids_at(parent.get(), cg.substr(slash + 1)) : cgroup_pids(cg);
     if (pids.empty()) continue;
     auto app = tracked.find(cg);
     const bool is_app = app != tracked.end();

@@ -112,10 +112,14 @@ void move_pid_to_cgroup(const std::string& cgroup_path, pid_t pid) {
 }
 
 std::vector<pid_t> cgroup_pids(const std::string& cgroup_path) {
+  return cgroup_pids_at(AT_FDCWD, cgroup_path);
+}
+
+std::vector<pid_t> cgroup_pids_at(int dir_fd, const std::string& cgroup_path) {
   // Plain read(2) into a buffer: `ksctl list` reads this for every app (an ifstream
   // cost several times as much per file).
   std::vector<pid_t> pids;
-  UniqueFd fd(::open((cgroup_path + "/cgroup.procs").c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd fd(::openat(dir_fd, (cgroup_path + "/cgroup.procs").c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return pids;
   char buf[4096];
   long pid = 0;

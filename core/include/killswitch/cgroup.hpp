@@ -34,6 +34,9 @@ bool ensure_cgroup_dir(const std::string& path);
 void move_pid_to_cgroup(const std::string& cgroup_path, pid_t pid);
 // Pids in this cgroup only (not descendants).
 std::vector<pid_t> cgroup_pids(const std::string& cgroup_path);
+// The same, with cgroup_path relative to the directory dir_fd (or AT_FDCWD): with
+// thousands of apps in one slice, the kernel then walks one name instead of the whole path.
+std::vector<pid_t> cgroup_pids_at(int dir_fd, const std::string& cgroup_path);
 // True when this cgroup or a descendant holds a process (cgroup.events "populated 1").
 // nr_descendants from the cgroup's cgroup.stat (live descendant cgroups), if readable.
 std::optional<std::size_t> cgroup_descendants(const std::string& cgroup_path);
