@@ -54,7 +54,9 @@ if [[ -n ${_KS_LAB_LIB_SOURCED:-} ]]; then return 0; fi
 _KS_LAB_SOURCED_FROM=${BASH_SOURCE[1]:-$0}
 _KS_LAB_LIB_SOURCED=1
 
-KS_BUILD_DIR=${KS_BUILD_DIR:-/work/main/build}
+# ctest sets both; run by hand, a scenario uses the checkout it is in and its build/.
+KS_SOURCE_DIR=${KS_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+KS_BUILD_DIR=${KS_BUILD_DIR:-$KS_SOURCE_DIR/build}
 KS_PROBE=${KS_PROBE:-$KS_BUILD_DIR/tests/ks-probe}
 KS_KSD=$KS_BUILD_DIR/ksd        # not checked by the preflight: scenarios that need them do
 KS_KSRUN=$KS_BUILD_DIR/ksrun
