@@ -813,6 +813,8 @@ void Daemon::watch_tree() {
 }
 
 void Daemon::on_app_watch_events() {
+  // Events the apps' last moments produced first, while ksd still knows the apps.
+  consume_events();
   alignas(inotify_event) char buf[4096];
   ssize_t got;
   while ((got = ::read(app_watch_fd_.get(), buf, sizeof(buf))) > 0) {
@@ -868,6 +870,9 @@ void Daemon::retire_app_if_empty(std::uint64_t cgroup_id) {
     ::inotify_rm_watch(app_watch_fd_.get(), app.watch);  // (gone with the cgroup already)
     app_watches_.erase(app.watch);
   }
+  // Its events may still be in the ring: they keep naming the app (a bounded cache).
+  if (cgroup_paths_.size() > 4 * kEventsKept) cgroup_paths_.clear();
+  cgroup_paths_[app.cgroup_id] = relative(app.path);
   apps_.erase(it);
 }
 
