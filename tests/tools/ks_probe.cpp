@@ -39,6 +39,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -885,6 +886,9 @@ int prog_query(const std::string& cgroup, unsigned attach_type, bool effective) 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Pacing: with the default 50 us timer slack, every wait of a sender paced at tens of
+  // microseconds (the flap storm's 10,000+ packets per second) would stretch by that much.
+  ::prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
   CLI::App app{"ks-probe: network probes for the Killswitch leak lab"};
   app.require_subcommand(1);
 
