@@ -821,6 +821,13 @@ void Daemon::on_app_watch_events() {
     for (ssize_t at = 0; at < got;) {
       const auto* ev = reinterpret_cast<const inotify_event*>(buf + at);
       at += static_cast<ssize_t>(sizeof(inotify_event) + ev->len);
+      if (ev->mask & IN_Q_OVERFLOW) {
+        // Changes were lost (thousands of apps ending at once): read them all at the next
+        // sweep, within a second.
+        log_info("inotify queue overflowed: every app is read at the next sweep");
+        sweeps_since_full_sweep_ = kFullSweepEverySweeps;
+        continue;
+      }
       auto watched = app_watches_.find(ev->wd);
       if (watched == app_watches_.end()) continue;
       const std::uint64_t id = watched->second;
