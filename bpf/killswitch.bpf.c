@@ -221,26 +221,33 @@ static __always_inline void count(__u64 cgroup_id, __u32 profile_id, enum ks_rea
 
 /* ---- events: one per blocked attempt, rate-limited per app ---- */
 
-/* A fixed window per cgroup. Updates race between CPUs; the limit is then off by at most
- * the number of CPUs, which is all a flood guard needs. */
-static __always_inline int event_budget_left(__u64 cgroup_id, __u64 now)
+/* A fixed window per cgroup, with one count per kind of attempt (network or unix socket,
+ * see killswitch_abi.h). Updates race between CPUs; the limit is then off by at most the
+ * number of CPUs, which is all a flood guard needs. */
+static __always_inline int event_budget_left(__u64 cgroup_id, __u64 now, int local)
 {
 	struct ks_event_budget *b = bpf_map_lookup_elem(&ks_event_budget, &cgroup_id);
+	__u32 *sent;
 
 	if (!b) {
-		struct ks_event_budget fresh = {.window_start_ns = now, .sent = 1};
+		struct ks_event_budget fresh = {.window_start_ns = now};
 
+		if (local)
+			fresh.sent_local = 1;
+		else
+			fresh.sent = 1;
 		bpf_map_update_elem(&ks_event_budget, &cgroup_id, &fresh, BPF_ANY);
 		return 1;
 	}
 	if (now - b->window_start_ns >= KS_EVENT_WINDOW_NS) {
 		b->window_start_ns = now;
-		b->sent = 1;
-		return 1;
+		b->sent = 0;
+		b->sent_local = 0;
 	}
-	if (b->sent >= KS_EVENTS_PER_WINDOW)
+	sent = local ? &b->sent_local : &b->sent;
+	if (*sent >= KS_EVENTS_PER_WINDOW)
 		return 0;
-	b->sent++;
+	(*sent)++;
 	return 1;
 }
 
@@ -261,7 +268,7 @@ static __always_inline void report(struct ks_event *ev)
 	if (ev->reason == KS_REASON_BLOCK_CANARY)
 		return;
 	ev->time_ns = bpf_ktime_get_boot_ns();
-	if (!event_budget_left(ev->cgroup_id, ev->time_ns) ||
+	if (!event_budget_left(ev->cgroup_id, ev->time_ns, ev->hook == KS_EV_CONNECT_UNIX) ||
 	    bpf_ringbuf_output(&ks_events, ev, sizeof(*ev), 0) != 0)
 		count_dropped_event(ev->cgroup_id, ev->profile_id);
 }

@@ -179,6 +179,11 @@ struct ks_counters {
  * most KS_EVENTS_PER_WINDOW per app (cgroup) per KS_EVENT_WINDOW_NS (ks_event_budget), so
  * a flood cannot hurt the system. Counters stay exact whatever is dropped; the number of
  * attempts without an event is counted in events_dropped.
+ *
+ * Two budgets per app, each KS_EVENTS_PER_WINDOW: network attempts (the inet hooks,
+ * egress, ingress) and unix-socket attempts (connect_unix). glibc asks nscd for user and
+ * group names too, so ordinary programs (ls -l, id, bash without $SHELL) make refused
+ * connect_unix attempts; those must never use up the budget of a real network attempt.
  */
 #define KS_EVENTS_PER_WINDOW 20
 #define KS_EVENT_WINDOW_NS 1000000000ull
@@ -211,11 +216,12 @@ struct ks_event {
 	char comm[16]; /* task name; empty when pid is 0 */
 };
 
-/* ks_event_budget: per cgroup, the current window of the rate limit. */
+/* ks_event_budget: per cgroup, the current window of the rate limit. (sent_local was a
+ * reserved zero before; the layout is unchanged, so pinned maps stay valid.) */
 struct ks_event_budget {
 	ks_u64 window_start_ns;
-	ks_u32 sent;
-	ks_u32 reserved;
+	ks_u32 sent;	   /* network events in this window */
+	ks_u32 sent_local; /* connect_unix events in this window */
 };
 
 /* Why a verdict was reached; in counters and events. */

@@ -73,10 +73,10 @@ int events_command(const EventsOptions& options) {
     }
     std::uint64_t dropped = reply.value("events_dropped", std::uint64_t{0});
     std::printf(
-        "\n%llu blocked attempt(s) in total; %llu without an event (rate limit: %d per app "
-        "per second)\n",
+        "\n%llu blocked attempt(s) in total; %llu without an event (rate limit per app and "
+        "second: %d network and %d unix-socket attempts)\n",
         static_cast<unsigned long long>(reply.value("blocked_total", std::uint64_t{0})),
-        static_cast<unsigned long long>(dropped), KS_EVENTS_PER_WINDOW);
+        static_cast<unsigned long long>(dropped), KS_EVENTS_PER_WINDOW, KS_EVENTS_PER_WINDOW);
     return kOk;
   }
 

@@ -9,7 +9,10 @@
 #   4. `ksctl list` shows a protected app with its command, pids and counters;
 #   5. ksd's log gets one summary line for the flood, not 100,000 lines;
 #   6. tunnel back, a protected send forced out of eth0 (IP_UNICAST_IF) is dropped by the
-#      egress program: an "egress" event with the interface, "not_tunnel".
+#      egress program: an "egress" event with the interface, "not_tunnel";
+#   7. an app whose programs first make 100 refused connects to nscd's socket (glibc does
+#      that for user names: ls -l, id, bash without $SHELL) still gets the event for its
+#      blocked network send: the two kinds have separate budgets.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/killswitch.sh"
@@ -141,3 +144,34 @@ assert_eq "$(py "$e['ifindex']" <<<"$ev")" "$eth0" "egress event: the interface 
 assert_eq "$(py "$e['destination']" <<<"$ev")" "$LAB_TARGET4" "egress event: destination"
 assert_eq "$(py "$e['protocol']" <<<"$ev")" udp "egress event: protocol"
 assert_eq "$(py "$e['pid']" <<<"$ev")" 0 "egress event: no pid (the hook may run outside the task)"
+
+# ---- 7. unix-socket attempts cannot use up the budget of network attempts ----------------------
+seq0=$(next_seq)
+# shellcheck disable=SC2016
+out=$(ks_run_client python3 -c '
+import socket, struct, sys
+refused = 0
+for _ in range(100):
+    u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        u.connect("/run/nscd/socket")
+    except PermissionError:
+        refused += 1
+    except OSError:
+        pass
+    u.close()
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, 50, struct.pack("!I", int(sys.argv[1])))  # IP_UNICAST_IF
+try:
+    s.sendto(b"x", (sys.argv[2], int(sys.argv[3])))
+    print(refused, "sent")
+except OSError as e:
+    print(refused, e.errno)' "$eth0" "$LAB_NET_IP4" "$LAB_ECHO_PORT")
+assert_eq "$out" "100 1" "100 connects to nscd's socket refused (EPERM), then the send out of eth0 too"
+_lab_wait_until 5 got_egress ||
+  fail "no egress event after 100 unix-socket attempts: $(events_after "$seq0" | tr -d '\n' | cut -c1-600)"
+pass "the network attempt still has its event"
+local_events=$(events_after "$seq0" | py "len([e for e in d['events'] if e['hook'] == 'connect_unix'])")
+assert_ge "$local_events" 1 "the unix-socket attempts have events"
+# (The attempts may straddle the end of a window: two windows at most.)
+assert_le "$local_events" "$((2 * KS_EVENTS_PER_WINDOW_MAX))" "... bounded by their own budget"
