@@ -239,6 +239,15 @@ enum ks_reason {
 	    9, /* unix socket of a resolving service (resolved, nscd) */
 };
 
+/* One record of the task iterator in task_cgroups.bpf.c (read by ksd for `ksctl list`):
+ * a process and the cgroup v2 cgroup it is in. Not pinned, not part of the enforcement
+ * ABI. */
+struct ks_task_cgroup {
+	ks_u64 cgroup_id; /* kernfs id: the cgroup directory's inode number */
+	ks_u32 pid;	  /* thread group id, in the initial pid namespace */
+	ks_u32 reserved;
+};
+
 #ifdef __cplusplus
 static_assert(sizeof(struct ks_config) == 16, "ks_config layout");
 static_assert(KS_MAX_PROFILES - 1 <= KS_MARK_PROFILE_MASK, "profile ids fit the mark");
@@ -253,6 +262,7 @@ static_assert(sizeof(struct ks_sk_state) == 40, "ks_sk_state layout");
 static_assert(sizeof(struct ks_counters) == 48, "ks_counters layout");
 static_assert(sizeof(struct ks_event) == 72, "ks_event layout");
 static_assert(sizeof(struct ks_event_budget) == 16, "ks_event_budget layout");
+static_assert(sizeof(struct ks_task_cgroup) == 16, "ks_task_cgroup layout");
 #else
 _Static_assert(sizeof(struct ks_config) == 16, "ks_config layout");
 _Static_assert(sizeof(struct ks_profile) == 16 + 16 * KS_MAX_DNS + KS_PROFILE_NAME_MAX,
@@ -262,6 +272,7 @@ _Static_assert(sizeof(struct ks_lan_key) == 24, "ks_lan_key layout");
 _Static_assert(sizeof(struct ks_counters) == 48, "ks_counters layout");
 _Static_assert(sizeof(struct ks_event) == 72, "ks_event layout");
 _Static_assert(sizeof(struct ks_event_budget) == 16, "ks_event_budget layout");
+_Static_assert(sizeof(struct ks_task_cgroup) == 16, "ks_task_cgroup layout");
 #endif
 
 #endif /* KILLSWITCH_ABI_H */

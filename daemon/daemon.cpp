@@ -218,6 +218,10 @@ void Daemon::adopt_existing_apps() {
     std::string slice = profile_slice_path(p.name);
     DIR* d = ::opendir(slice.c_str());
     if (!d) continue;
+    // A cgroup's id is its kernfs inode number, which readdir reports too: no stat per
+    // app (with 10,000 apps, a tenth of a second of start-up). The first app of each
+    // slice is checked against stat; should a kernel ever differ, every app is stat'ed.
+    bool trust_d_ino = false, checked = false;
     while (dirent* e = ::readdir(d)) {
       std::string name = e->d_name;
       if (e->d_type != DT_DIR || name == "." || name == "..") continue;
@@ -226,7 +230,13 @@ void Daemon::adopt_existing_apps() {
       bool owned = name.starts_with("protect-") || (name.starts_with("ksrun-") && !scopes_);
       App app{slice + "/" + name, p.name, 0, owned};
       try {
-        app.cgroup_id = cgroup_id(app.path);
+        if (trust_d_ino) {
+          app.cgroup_id = e->d_ino;
+        } else {
+          app.cgroup_id = cgroup_id(app.path);
+          if (!checked) trust_d_ino = app.cgroup_id == e->d_ino;
+          checked = true;
+        }
       } catch (const Error&) {
         continue;
       }
@@ -1039,6 +1049,22 @@ void append_counters(std::string& out, const Counters& c) {
 
 }  // namespace
 
+std::optional<std::unordered_map<std::uint64_t, std::vector<pid_t>>> Daemon::pids_by_cgroup() {
+  if (!task_cgroups_tried_) {
+    task_cgroups_tried_ = true;
+    std::string why_not;
+    task_cgroups_ = TaskCgroups::load(why_not);
+    if (!task_cgroups_) log_info("ksctl list reads every app's cgroup.procs: " + why_not);
+  }
+  if (!task_cgroups_) return std::nullopt;
+  try {
+    return task_cgroups_->read();
+  } catch (const Error& e) {
+    log_warning(std::string("ksctl list falls back to cgroup.procs: ") + e.what());
+    return std::nullopt;
+  }
+}
+
 std::string Daemon::list_text() {
   std::map<std::uint32_t, std::string> names;
   for (const auto& [name, id] : profile_ids_) names[id] = name;
@@ -1064,28 +1090,48 @@ std::string Daemon::list_text() {
   std::string out = R"({"ok":true,"apps":[)";
   out.reserve(cgroups.size() * 400);
   bool first = true;
-  // Apps share their slice: open it once and read each app's cgroup.procs relative to it
-  // (sorted, so that each slice's apps come together).
+  const auto all_pids = pids_by_cgroup();
+  const std::vector<pid_t> no_pids;
+  // Without the iterator: apps share their slice, so open it once and read each app's
+  // cgroup.procs relative to it (sorted, so that each slice's apps come together).
   std::sort(cgroups.begin(), cgroups.end());
   std::string parent_path;
   UniqueFd parent;
   for (const std::string& cg : cgroups) {
-    const std::size_t slash = cg.find_last_of('/');
-    if (std::string_view(cg).substr(0, slash) != parent_path) {
-      parent_path = cg.substr(0, slash);
-      parent = UniqueFd(::open(parent_path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-    }
-    auto pids = parent ? cgroup_pids_at(parent.get(), cg.substr(slash + 1)) : cgroup_pids(cg);
-    if (pids.empty()) continue;
     auto app = tracked.find(cg);
     const bool is_app = app != tracked.end();
-    std::uint64_t id = is_app ? app->second->cgroup_id : cgroup_id(cg);
+    // The id of a cgroup ksd does not track needs a stat; 0 when it is gone meanwhile.
+    auto id_of = [&]() -> std::uint64_t {
+      if (is_app) return app->second->cgroup_id;
+      try {
+        return cgroup_id(cg);
+      } catch (const Error&) {
+        return 0;
+      }
+    };
+    std::vector<pid_t> read_pids;
+    const std::vector<pid_t>* pids = &read_pids;
+    std::uint64_t id = 0;
+    if (all_pids) {
+      if ((id = id_of()) == 0) continue;
+      auto found = all_pids->find(id);
+      pids = found != all_pids->end() ? &found->second : &no_pids;
+    } else {
+      const std::size_t slash = cg.find_last_of('/');
+      if (std::string_view(cg).substr(0, slash) != parent_path) {
+        parent_path = cg.substr(0, slash);
+        parent = UniqueFd(::open(parent_path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+      }
+      read_pids = parent ? cgroup_pids_at(parent.get(), cg.substr(slash + 1)) : cgroup_pids(cg);
+    }
+    if (pids->empty()) continue;
+    if (!all_pids && (id = id_of()) == 0) continue;  // (a stat: only for cgroups with processes)
     std::uint32_t profile = KS_PROFILE_NONE;
     if (auto entry = known.find(id); is_app && entry != known.end())
       profile = entry->second;
     else
       profile = profile_of_cgroup(cg, known);
-    if (is_app && app->second->command.empty()) app->second->command = read_cmdline(pids.front());
+    if (is_app && app->second->command.empty()) app->second->command = read_cmdline(pids->front());
     Counters c;
     if (auto it = by_cgroup.find(id); it != by_cgroup.end()) c += it->second;
     if (auto entry = entries.find(id); entry != entries.end() && entry->second.app_slot != 0 &&
@@ -1101,12 +1147,12 @@ std::string Daemon::list_text() {
     out += R"(,"profile":)";
     append_json_string(out, names.count(profile) ? names[profile] : "(none: blocked)");
     out += R"(,"pids":[)";
-    for (std::size_t i = 0; i < pids.size(); ++i) {
+    for (std::size_t i = 0; i < pids->size(); ++i) {
       if (i) out += ',';
-      out += std::to_string(pids[i]);
+      out += std::to_string((*pids)[i]);
     }
     out += R"(],"command":)";
-    append_json_string(out, is_app ? app->second->command : read_cmdline(pids.front()));
+    append_json_string(out, is_app ? app->second->command : read_cmdline(pids->front()));
     out += ',';
     append_member(out, "allowed_packets", c.allowed_packets);
     out += ',';

@@ -20,6 +20,7 @@
 #include "killswitch/links.hpp"
 #include "killswitch/policy_plan.hpp"
 #include "killswitch/routing.hpp"
+#include "killswitch/task_cgroups.hpp"
 #include "killswitch/transient_scopes.hpp"
 
 namespace ks {
@@ -80,6 +81,9 @@ class Daemon {
   std::string cgroup_path_of(std::uint64_t id);
   std::string profile_name(std::uint32_t profile_id) const;
   std::string list_text();  // the reply as JSON text (see there)
+  // Every process's pids by cgroup id in one read (the task iterator, loaded on the first
+  // list); nullopt where it cannot be used: then each app's cgroup.procs is read.
+  std::optional<std::unordered_map<std::uint64_t, std::vector<pid_t>>> pids_by_cgroup();
   std::optional<nlohmann::json> launch(int fd, const ipc::Request& request,
                                        const ipc::PeerCred& peer);
   nlohmann::json finish_launch(const ipc::Request& request, const ipc::PeerCred& peer,
@@ -138,6 +142,8 @@ class Daemon {
   // Blocked-attempt events: the newest kEventsKept, numbered from 1; clients that follow
   // them get each one pushed.
   std::unique_ptr<EventReader> events_;
+  std::unique_ptr<TaskCgroups> task_cgroups_;  // for list; null when it cannot load
+  bool task_cgroups_tried_ = false;
   std::deque<nlohmann::json> recent_events_;
   std::uint64_t next_event_seq_ = 1;
   std::set<int> followers_;

@@ -37,10 +37,9 @@ std::vector<pid_t> cgroup_pids(const std::string& cgroup_path);
 // The same, with cgroup_path relative to the directory dir_fd (or AT_FDCWD): with
 // thousands of apps in one slice, the kernel then walks one name instead of the whole path.
 std::vector<pid_t> cgroup_pids_at(int dir_fd, const std::string& cgroup_path);
-// True when this cgroup or a descendant holds a process (cgroup.events "populated 1").
 // nr_descendants from the cgroup's cgroup.stat (live descendant cgroups), if readable.
 std::optional<std::size_t> cgroup_descendants(const std::string& cgroup_path);
-
+// True when this cgroup or a descendant holds a process (cgroup.events "populated 1").
 bool cgroup_populated(const std::string& cgroup_path);
 // Removes an empty cgroup and its empty descendants, deepest first. Returns false when
 // something was still populated (and so was left in place).

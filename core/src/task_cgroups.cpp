@@ -1,0 +1,80 @@
+#include "killswitch/task_cgroups.hpp"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "killswitch/error.hpp"
+#include "killswitch/fd.hpp"
+#include "killswitch_abi.h"
+#include "task_cgroups.skel.h"
+
+namespace ks {
+
+void TaskCgroupsSkeletonDeleter::operator()(task_cgroups_bpf* skel) const {
+  task_cgroups_bpf__destroy(skel);
+}
+
+bool in_initial_pid_namespace() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("NSpid:", 0) != 0) continue;
+    std::istringstream numbers(line.substr(6));
+    int count = 0;
+    for (long pid; numbers >> pid;) ++count;
+    return count == 1;
+  }
+  return true;  // no NSpid line: a kernel without pid namespaces
+}
+
+std::unique_ptr<TaskCgroups> TaskCgroups::load(std::string& why_not) {
+  if (!in_initial_pid_namespace()) {
+    why_not = "ksd runs in a pid namespace of its own";
+    return nullptr;
+  }
+  std::unique_ptr<task_cgroups_bpf, TaskCgroupsSkeletonDeleter> skel(
+      task_cgroups_bpf__open_and_load());
+  if (!skel) {
+    why_not = std::string("cannot load the task iterator: ") + std::strerror(errno);
+    return nullptr;
+  }
+  if (int err = task_cgroups_bpf__attach(skel.get()); err != 0) {
+    why_not = std::string("cannot attach the task iterator: ") + std::strerror(-err);
+    return nullptr;
+  }
+  return std::unique_ptr<TaskCgroups>(new TaskCgroups(std::move(skel)));
+}
+
+std::unordered_map<std::uint64_t, std::vector<pid_t>> TaskCgroups::read() const {
+  // Each read of a new iterator fd walks all tasks once; records never straddle reads
+  // that end early, but a short read may end anywhere, so bytes are collected first.
+  UniqueFd fd(bpf_iter_create(bpf_link__fd(skel_->links.ks_task_cgroups)));
+  if (!fd) throw_errno("cannot create the task iterator");
+  std::vector<char> bytes;
+  std::size_t used = 0;
+  for (;;) {
+    if (bytes.size() - used < 65536) bytes.resize(bytes.size() + 262144);
+    ssize_t n = ::read(fd.get(), bytes.data() + used, bytes.size() - used);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno("cannot read the task iterator");
+    if (n == 0) break;
+    used += static_cast<std::size_t>(n);
+  }
+  std::unordered_map<std::uint64_t, std::vector<pid_t>> pids;
+  for (std::size_t at = 0; at + sizeof(ks_task_cgroup) <= used; at += sizeof(ks_task_cgroup)) {
+    ks_task_cgroup rec;
+    std::memcpy(&rec, bytes.data() + at, sizeof(rec));
+    pids[rec.cgroup_id].push_back(static_cast<pid_t>(rec.pid));
+  }
+  for (auto& [id, list] : pids) std::sort(list.begin(), list.end());
+  return pids;
+}
+
+}  // namespace ks

@@ -1,0 +1,97 @@
+// The task iterator behind `ksctl list` (bpf/task_cgroups.bpf.c), against the real kernel:
+// it must report exactly what cgroup.procs reports, one pid per process (not per thread).
+#include "killswitch/task_cgroups.hpp"
+
+#include <dirent.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <thread>
+#include <vector>
+
+#include "killswitch/cgroup.hpp"
+
+namespace ks {
+namespace {
+
+// A throw-away cgroup with three paused children in it, one of them with a second
+// thread; everything is removed again, also when an assertion fails.
+class TaskCgroupsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    path_ = find_cgroup2_mount() + "/kstest-task-cgroups-" + std::to_string(::getpid());
+    ASSERT_TRUE(ensure_cgroup_dir(path_));
+    for (int i = 0; i < 3; ++i) {
+      pid_t pid = ::fork();
+      ASSERT_GE(pid, 0);
+      if (pid == 0) {
+        if (i == 0) std::thread([] { ::pause(); }).detach();
+        ::pause();
+        ::_exit(0);
+      }
+      children_.push_back(pid);
+      move_pid_to_cgroup(path_, pid);
+    }
+    std::sort(children_.begin(), children_.end());
+  }
+  void TearDown() override {
+    for (pid_t pid : children_) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+    remove_cgroup_tree(path_);
+  }
+  std::string path_;
+  std::vector<pid_t> children_;
+};
+
+TEST_F(TaskCgroupsTest, ReportsWhatCgroupProcsReports) {
+  std::string why_not;
+  auto iterator = TaskCgroups::load(why_not);
+  ASSERT_TRUE(iterator) << why_not;
+  // The second thread of the first child needs a moment to exist; cgroup.procs lists
+  // processes either way.
+  const auto all = iterator->read();
+  auto it = all.find(cgroup_id(path_));
+  ASSERT_NE(it, all.end()) << "no record for " << path_;
+  EXPECT_EQ(it->second, children_);
+  EXPECT_EQ(it->second, cgroup_pids(path_));
+  // And this test process is listed under its own cgroup.
+  auto own = all.find(cgroup_id(find_cgroup2_mount() + cgroup_of_pid(::getpid())));
+  ASSERT_NE(own, all.end());
+  EXPECT_TRUE(std::binary_search(own->second.begin(), own->second.end(), ::getpid()));
+}
+
+TEST_F(TaskCgroupsTest, EachReadIsFresh) {
+  std::string why_not;
+  auto iterator = TaskCgroups::load(why_not);
+  ASSERT_TRUE(iterator) << why_not;
+  ASSERT_EQ(iterator->read()[cgroup_id(path_)].size(), 3u);
+  ::kill(children_.back(), SIGKILL);
+  ::waitpid(children_.back(), nullptr, 0);
+  children_.pop_back();
+  EXPECT_EQ(iterator->read()[cgroup_id(path_)], children_);
+}
+
+// ksd adopts apps at start-up by the inode numbers readdir reports (no stat per app); it
+// checks the first of each slice against stat, and this checks the assumption itself.
+TEST_F(TaskCgroupsTest, ReaddirReportsEachCgroupsId) {
+  for (const char* name : {"a", "b", "c"}) ASSERT_TRUE(ensure_cgroup_dir(path_ + "/" + name));
+  DIR* dir = ::opendir(path_.c_str());
+  ASSERT_NE(dir, nullptr);
+  int seen = 0;
+  while (dirent* e = ::readdir(dir)) {
+    const std::string name = e->d_name;
+    if (e->d_type != DT_DIR || name == "." || name == "..") continue;
+    EXPECT_EQ(e->d_ino, cgroup_id(path_ + "/" + name)) << name;
+    ++seen;
+  }
+  ::closedir(dir);
+  EXPECT_EQ(seen, 3);
+}
+
+}  // namespace
+}  // namespace ks
