@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <string_view>
 #include <utility>
@@ -215,6 +216,13 @@ void send_text(int fd, std::string_view text) {
   if (text.size() <= kFragmentBytes) return send_one(fd, text, deadline);
   if (text.size() > kMaxAssembledBytes) throw Error("message too large");
   const std::size_t count = (text.size() + kFragmentBytes - 1) / kFragmentBytes;
+  // Room for a dozen fragments in flight (the receiver's queue holds about that many,
+  // net.unix.max_dgram_qlen): fewer round trips of "buffer full, wait for the reader".
+  // SO_SNDBUFFORCE needs CAP_NET_ADMIN (ksd has it); SO_SNDBUF is capped by
+  // net.core.wmem_max. Either may fail: the default buffer only means more waits.
+  const int buffer_bytes = static_cast<int>(16 * kFragmentBytes);
+  if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &buffer_bytes, sizeof(buffer_bytes)) != 0)
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer_bytes, sizeof(buffer_bytes));
   send_one(fd, nlohmann::json{{"fragments", count}, {"bytes", text.size()}}.dump(), deadline);
   for (std::size_t at = 0; at < text.size(); at += kFragmentBytes)
     send_one(fd, text.substr(at, kFragmentBytes), deadline);
@@ -230,19 +238,20 @@ void send_message(int fd, const nlohmann::json& message) { send_text(fd, message
 
 namespace {
 
-// One message into `out` (replacing its contents); throws on timeout, error or EOF.
-void receive_one(int fd, int timeout_ms, std::string& out) {
+// One message into buf (kMaxMessageBytes long); returns its length. Throws on timeout,
+// error or EOF. (One buffer for all fragments: resizing a string to the maximum for each
+// would zero-fill it each time.)
+std::size_t receive_one(int fd, int timeout_ms, char* buf) {
   pollfd p{fd, POLLIN, 0};
   int r;
   do r = ::poll(&p, 1, timeout_ms);
   while (r < 0 && errno == EINTR);
   if (r < 0) throw_errno("poll");
   if (r == 0) throw Error("no answer within " + std::to_string(timeout_ms) + " ms");
-  out.resize(kMaxMessageBytes);
-  ssize_t n = ::recv(fd, out.data(), out.size(), 0);
+  ssize_t n = ::recv(fd, buf, kMaxMessageBytes, 0);
   if (n < 0) throw_errno("cannot read the answer");
   if (n == 0) throw Error("the other side closed the connection");
-  out.resize(static_cast<std::size_t>(n));
+  return static_cast<std::size_t>(n);
 }
 
 // The first message of a reply, when it is a fragment header: the number of fragments and
@@ -267,16 +276,15 @@ std::optional<std::pair<std::size_t, std::size_t>> fragment_header(const std::st
 }  // namespace
 
 std::string receive_text(int fd, int timeout_ms) {
-  std::string buf;
-  receive_one(fd, timeout_ms, buf);
-  const auto header = fragment_header(buf);
-  if (!header) return buf;
+  std::unique_ptr<char[]> buf(new char[kMaxMessageBytes]);
+  std::string first(buf.get(), receive_one(fd, timeout_ms, buf.get()));
+  const auto header = fragment_header(first);
+  if (!header) return first;
   const auto [count, total] = *header;
   std::string assembled;
   assembled.reserve(total);
   for (std::size_t i = 0; i < count; ++i) {
-    receive_one(fd, timeout_ms, buf);
-    assembled += buf;
+    assembled.append(buf.get(), receive_one(fd, timeout_ms, buf.get()));
     if (assembled.size() > total) throw Error("malformed answer (more bytes than announced)");
   }
   if (assembled.size() != total) throw Error("malformed answer (fewer bytes than announced)");
