@@ -329,7 +329,7 @@ expected = rate * up_s
 print("%d %.2f %.2f %d %.3f %.0f" % (len(lat), pct(0.5), pct(0.99), flowed,
       flowed / expected if expected else 0, rate))
 PY
-  read -r n p50 p99 flowed frac pps <"$LAB_DIR/recovery.txt"
+  read -r n p50 p99 _flowed_packets frac pps <"$LAB_DIR/recovery.txt"
   if wanted recovery; then
     row recovery_link_up_ms "p50 $p50 ms, p99 $p99 ms" "($n link-ups)" "p99 $p99 ms" "p99 <= 10 ms" \
       "$(verdict "$p99 <= 10")"
@@ -375,6 +375,9 @@ if wanted scale; then
     list_ms+=($(((${EPOCHREALTIME/./} - t0) / 1000)))
   done
   lm=$(printf '%s\n' "${list_ms[@]}" | median)
+  # Again after the lists (the first loads the task iterator): the larger of the two.
+  rss_after=$(awk '/VmRSS/ { print $2 }' "/proc/$KS_DAEMON_PID/status")
+  if ((rss_after > rss_kib)); then rss_kib=$rss_after; fi
   # ksd's CPU time while nothing happens (its 1 s timer runs), over 5 s.
   cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$KS_DAEMON_PID/stat"; }
   c0=$(cpu_ticks)

@@ -2,13 +2,12 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "killswitch/error.hpp"
 #include "killswitch/fd.hpp"
@@ -22,16 +21,12 @@ void TaskCgroupsSkeletonDeleter::operator()(task_cgroups_bpf* skel) const {
 }
 
 bool in_initial_pid_namespace() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("NSpid:", 0) != 0) continue;
-    std::istringstream numbers(line.substr(6));
-    int count = 0;
-    for (long pid; numbers >> pid;) ++count;
-    return count == 1;
-  }
-  return true;  // no NSpid line: a kernel without pid namespaces
+  // The initial pid namespace has a fixed inode number (PROC_PID_INIT_INO in the kernel's
+  // include/linux/proc_ns.h). NSpid in /proc/self/status cannot tell: inside a container
+  // it starts at the container's own namespace, so it has one entry there too.
+  constexpr ino_t kInitialPidNamespaceInode = 0xEFFFFFFCU;
+  struct stat st {};
+  return ::stat("/proc/self/ns/pid", &st) == 0 && st.st_ino == kInitialPidNamespaceInode;
 }
 
 std::unique_ptr<TaskCgroups> TaskCgroups::load(std::string& why_not) {

@@ -4,7 +4,9 @@
 
 #include <dirent.h>
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -74,6 +76,35 @@ TEST_F(TaskCgroupsTest, EachReadIsFresh) {
   ::waitpid(children_.back(), nullptr, 0);
   children_.pop_back();
   EXPECT_EQ(iterator->read()[cgroup_id(path_)], children_);
+}
+
+// The iterator reports the initial namespace's pids, so ksd uses it only there. Inside a
+// container /proc/self/status's NSpid has one entry too, which once fooled this check
+// (the systemd container test caught it); the namespace's inode number does not.
+TEST(PidNamespace, OnlyTheInitialOneCounts) {
+  ASSERT_TRUE(in_initial_pid_namespace()) << "the tests run in the initial pid namespace";
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    if (::unshare(CLONE_NEWPID | CLONE_NEWNS) != 0) ::_exit(2);
+    pid_t grandchild = ::fork();  // the first process of the new namespace
+    if (grandchild < 0) ::_exit(2);
+    if (grandchild == 0) {
+      // As in a container: its own /proc, so NSpid starts at this namespace.
+      if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+          ::mount("proc", "/proc", "proc", 0, nullptr) != 0)
+        ::_exit(2);
+      ::_exit(in_initial_pid_namespace() ? 1 : 0);
+    }
+    int status = 0;
+    ::waitpid(grandchild, &status, 0);
+    ::_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 2);
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "1: a new pid namespace passed for the initial one; "
+                                       "2: could not make one";
 }
 
 // ksd adopts apps at start-up by the inode numbers readdir reports (no stat per app); it

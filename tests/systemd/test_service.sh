@@ -152,6 +152,15 @@ print(sum(a["allowed_packets"] for a in apps if a["cgroup"].endswith("/'"$scope"
 ksrun_flowing() { (($(ksrun_allowed) >= 50)); }
 _lab_wait_until 5 ksrun_flowing || true
 assert_ge "$(ksrun_allowed)" 50 "the ksrun app's traffic flows through the tunnel (ksctl list counts it)"
+# ksd runs in the container's pid namespace, so `ksctl list` must not use the task
+# iterator (it reports the host's pids) but each app's cgroup.procs: the container's pids.
+listed_pids=$(in_ct "$KSCTL" list --json | python3 -c '
+import json, sys
+apps = json.load(sys.stdin)["apps"]
+print(" ".join(str(p) for a in apps if a["cgroup"].endswith("/'"$scope"'") for p in a["pids"]))')
+[[ " $listed_pids " == *" $app_pid "* ]] ||
+  fail "ksctl list shows pids '$listed_pids' for $scope, not the app's $app_pid as the container sees it"
+pass "ksctl list shows the app's pid as ksd's pid namespace sees it ($app_pid)"
 capture_start tunnel-dies
 tunnel_kill
 sleep 1.5

@@ -36,8 +36,8 @@ class TaskCgroups {
   std::unique_ptr<task_cgroups_bpf, TaskCgroupsSkeletonDeleter> skel_;
 };
 
-// True when this process sees the initial pid namespace's numbers (NSpid in
-// /proc/self/status has one entry).
+// True when this process lives in the initial pid namespace, whose pids the iterator
+// reports.
 bool in_initial_pid_namespace();
 
 }  // namespace ks
