@@ -48,8 +48,8 @@ std::unique_ptr<TaskCgroups> TaskCgroups::load(std::string& why_not) {
 }
 
 std::unordered_map<std::uint64_t, std::vector<pid_t>> TaskCgroups::read() const {
-  // Each read of a new iterator fd walks all tasks once; records never straddle reads
-  // that end early, but a short read may end anywhere, so bytes are collected first.
+  // A new iterator fd walks all tasks once, read to its end. All bytes are collected
+  // before they are parsed, so nothing relies on a read ending at a record's end.
   UniqueFd fd(bpf_iter_create(bpf_link__fd(skel_->links.ks_task_cgroups)));
   if (!fd) throw_errno("cannot create the task iterator");
   std::vector<char> bytes;
