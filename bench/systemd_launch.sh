@@ -9,6 +9,7 @@ HERE=$(dirname "${BASH_SOURCE[0]}")
 source "$HERE/../tests/lab/lib.sh"
 source "$HERE/../tests/systemd/container.sh"
 RUNS=${1:-100}
+# shellcheck disable=SC2034  # read by lib.sh
 KS_LAB_SCENARIO=systemd_launch
 
 CT=ks-bench$$

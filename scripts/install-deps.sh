@@ -10,7 +10,7 @@ packages=(
   # build
   cmake g++ make pkg-config clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev
   libsystemd-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
-  googletest libgtest-dev libgmock-dev clang-format
+  googletest libgtest-dev libgmock-dev clang-format shellcheck
   # lab, demo and tests
   iproute2 wireguard-go wireguard-tools tcpdump util-linux procps iperf3 kmod python3
   liburing-dev # ks-probe's io_uring sends

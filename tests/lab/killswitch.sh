@@ -43,7 +43,7 @@ ks_up() {
   # ksd's socket must be reachable by unprivileged users (ksrun as nobody): the lab dir
   # becomes traversable (0711, nothing listable; the WireGuard keys in it stay 0600).
   chmod 711 "$LAB_DIR"
-  mkdir -p -m 755 "$LAB_DIR/run"
+  install -d -m 755 "$LAB_DIR/run"
   KS_SOCK=$LAB_DIR/run/ksd.sock
   KS_CONF=$LAB_DIR/config.toml
   KS_CGROUP_ROOT=$(_ks_cgroup2_mount)/$KS_SLICE

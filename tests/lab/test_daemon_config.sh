@@ -32,7 +32,6 @@ err=$("$KS_KSD" --config "$bad" --socket "$LAB_DIR/run/other.sock" 2>&1) && fail
 pass "bad interface name refused: $err"
 
 # ---- a bad reload keeps the last good policy -----------------------------------------------
-good=$(ks_ctl status --json)
 cp "$KS_CONF" "$LAB_DIR/good.toml"
 printf '[profiles.default]\ntunnels = ["wg0"]\nbogus = 1\n' >"$KS_CONF"
 set +e

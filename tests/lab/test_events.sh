@@ -53,16 +53,16 @@ ev=$(events_after "$seq0")
 assert_eq "$(py "len(d['events'])" <<<"$ev")" 2 "exactly two events"
 check_event() { # INDEX HOOK PROTOCOL
   local e="d['events'][$1]"
-  assert_eq "$(py "$e['hook']" <<<"$ev")" "$2" "event $1: hook"
-  assert_eq "$(py "$e['protocol']" <<<"$ev")" "$3" "event $1: protocol"
-  assert_eq "$(py "$e['destination']" <<<"$ev")" "$LAB_TARGET4" "event $1: destination"
-  assert_eq "$(py "$e['reason']" <<<"$ev")" no_tunnel "event $1: reason"
-  assert_eq "$(py "$e['profile']" <<<"$ev")" default "event $1: profile"
-  assert_eq "$(py "$e['comm']" <<<"$ev")" ks-probe "event $1: task name"
+  assert_eq "$(py "${e}['hook']" <<<"$ev")" "$2" "event $1: hook"
+  assert_eq "$(py "${e}['protocol']" <<<"$ev")" "$3" "event $1: protocol"
+  assert_eq "$(py "${e}['destination']" <<<"$ev")" "$LAB_TARGET4" "event $1: destination"
+  assert_eq "$(py "${e}['reason']" <<<"$ev")" no_tunnel "event $1: reason"
+  assert_eq "$(py "${e}['profile']" <<<"$ev")" default "event $1: profile"
+  assert_eq "$(py "${e}['comm']" <<<"$ev")" ks-probe "event $1: task name"
   # ksrun execs the command, so the app's pid names its scope.
-  assert_eq "$(py "$e['app'].endswith('/ksrun-%d.scope' % $e['pid'])" <<<"$ev")" True \
-    "event $1: app is the pid's ksrun scope ($(py "$e['app']" <<<"$ev"))"
-  assert_between "$(py "$e['time_us']" <<<"$ev")" "$t0" "$t1" "event $1: time within the attempt"
+  assert_eq "$(py "${e}['app'].endswith('/ksrun-%d.scope' % ${e}['pid'])" <<<"$ev")" True \
+    "event $1: app is the pid's ksrun scope ($(py "${e}['app']" <<<"$ev"))"
+  assert_between "$(py "${e}['time_us']" <<<"$ev")" "$t0" "$t1" "event $1: time within the attempt"
 }
 check_event 0 sendmsg4 udp
 check_event 1 connect4 tcp
@@ -139,11 +139,11 @@ _lab_wait_until 5 got_egress ||
     "(profile counters: $(ks_ctl status --json | py "d['profiles']['default']['counters']"))"
 ev=$(events_after "$seq0")
 e="[e for e in d['events'] if e['hook'] == 'egress'][0]"
-assert_eq "$(py "$e['reason']" <<<"$ev")" not_tunnel "egress event: reason"
-assert_eq "$(py "$e['ifindex']" <<<"$ev")" "$eth0" "egress event: the interface it would have left through"
-assert_eq "$(py "$e['destination']" <<<"$ev")" "$LAB_TARGET4" "egress event: destination"
-assert_eq "$(py "$e['protocol']" <<<"$ev")" udp "egress event: protocol"
-assert_eq "$(py "$e['pid']" <<<"$ev")" 0 "egress event: no pid (the hook may run outside the task)"
+assert_eq "$(py "${e}['reason']" <<<"$ev")" not_tunnel "egress event: reason"
+assert_eq "$(py "${e}['ifindex']" <<<"$ev")" "$eth0" "egress event: the interface it would have left through"
+assert_eq "$(py "${e}['destination']" <<<"$ev")" "$LAB_TARGET4" "egress event: destination"
+assert_eq "$(py "${e}['protocol']" <<<"$ev")" udp "egress event: protocol"
+assert_eq "$(py "${e}['pid']" <<<"$ev")" 0 "egress event: no pid (the hook may run outside the task)"
 
 # ---- 7. unix-socket attempts cannot use up the budget of network attempts ----------------------
 seq0=$(next_seq)
