@@ -61,10 +61,7 @@ bench_cleanup() {
   lab_exec_client iptables -F 2>/dev/null || true
   lab_exec_client nft delete table inet ksbench 2>/dev/null || true
 }
-lab_on_exit() {
-  bench_cleanup
-  ks_down
-}
+lab_on_exit() { bench_cleanup; } # (ks_down follows: LAB_EXIT_HOOKS)
 
 lab_up
 ks_up

@@ -130,8 +130,9 @@ ks_wait_tunnel_state() {
 }
 
 # ks_down: everything Killswitch-related this scenario made goes away: protected processes
-# (cgroup.kill on the whole tree), ksd, pins, cgroups. Runs from lab_on_exit, before
-# lab_down deletes the namespaces; also usable mid-scenario.
+# (cgroup.kill on the whole tree), ksd, pins, cgroups. Runs at exit (LAB_EXIT_HOOKS), after
+# the scenario's lab_on_exit and before lab_down deletes the namespaces; also usable
+# mid-scenario (it is idempotent).
 ks_down() {
   [[ -n $KS_PIN_DIR ]] || return 0
   local rc=0
@@ -161,4 +162,4 @@ ks_down() {
 }
 _ks_tree_empty() { ! grep -q 'populated 1' "$KS_CGROUP_ROOT/cgroup.events" 2>/dev/null; }
 
-lab_on_exit() { ks_down; }
+LAB_EXIT_HOOKS+=(ks_down)

@@ -34,7 +34,8 @@
 #
 # Rules for scenario authors:
 #   - Call lab_up in the main shell (not in a subshell or a pipeline): its EXIT trap must
-#     belong to the script. If the scenario needs its own EXIT work, define lab_on_exit().
+#     belong to the script. If the scenario needs its own EXIT work, define lab_on_exit()
+#     (the libraries' own teardown, LAB_EXIT_HOOKS, runs after it in any case).
 #   - Enter the namespaces with lab_exec_client / lab_exec_isp (nsenter --net only). Never
 #     use `ip netns exec`: it remounts /sys and hides /sys/fs/cgroup and /sys/fs/bpf.
 #   - Inside the namespaces /sys/class/net is the HOST's (sysfs is not remounted): ask
@@ -1084,10 +1085,21 @@ _lab_diagnostics() {
   echo "----"
 }
 
+# Teardown steps of the libraries (killswitch.sh adds ks_down): they run at exit after the
+# scenario's own lab_on_exit, whatever that one does, and one that cannot remove
+# everything fails the scenario.
+LAB_EXIT_HOOKS=()
+
 _lab_exit_handler() {
-  local rc=$?
+  local rc=$? hook
   trap - EXIT
   if declare -F lab_on_exit >/dev/null; then lab_on_exit || true; fi
+  for hook in "${LAB_EXIT_HOOKS[@]}"; do
+    "$hook" || {
+      echo "FAIL: cleanup: $hook could not remove everything" >&2
+      ((rc != 0)) || rc=1
+    }
+  done
   if ((rc != 0)) && [[ -n $LAB_ID ]]; then _lab_diagnostics >&2 || true; fi
   local first_failure=""
   if ((rc != 0)); then first_failure=$(_lab_first_failure); fi

@@ -5,6 +5,9 @@
 # midway (no trap can run: the next lab_up's lab_reap_stale must remove the orphaned lab).
 # Each time a stray ks-probe is running in the client netns and a capture is active.
 # After each: no lab netns, no temp dir, no process the lab started is left.
+# (4) A scenario with ksd that defines its own lab_on_exit (as scenarios may) still leaves
+# no pins, no protected tree and no ksd behind (one once did: its lab_on_exit replaced the
+# one that tore Killswitch down).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -72,3 +75,28 @@ lab_reap_stale 2>"$work/reap.log"
 assert_ok "SIGKILL: lab_reap_stale reported the stale lab" grep -q "reaping stale lab netns $ns" \
   "$work/reap.log"
 check_clean "$state" "SIGKILL + lab_reap_stale"
+
+# 4. A Killswitch scenario with its own lab_on_exit.
+state=$work/own-exit.state
+lab_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cat >"$work/own_exit.sh" <<EOF
+set -euo pipefail
+source "$lab_dir/lib.sh"
+source "$lab_dir/killswitch.sh"
+lab_on_exit() { echo "the scenario's own exit work" >"$work/own-exit.ran"; }
+lab_up
+ks_up
+EOF
+rc=0
+KS_LAB_STATE_FILE=$state KS_LAB_SCENARIO=own_exit bash "$work/own_exit.sh" >"$work/own-exit.log" 2>&1 || rc=$?
+assert_eq "$rc" 0 "own lab_on_exit: the scenario succeeds"
+assert_ok "own lab_on_exit: it ran" test -s "$work/own-exit.ran"
+read -r _ pins tree < <(grep '^ks ' "$state")
+[[ -n $pins && -n $tree ]] ||
+  fail "own lab_on_exit: the scenario never started ksd: $(tail -5 "$work/own-exit.log")"
+assert_ok "own lab_on_exit: no pins left ($pins)" test ! -e "$pins"
+assert_ok "own lab_on_exit: no protected tree left ($tree)" test ! -e "$tree"
+read -r ksd_pid ksd_st < <(awk '$1 == "pid" && $4 == "ksd" { print $2, $3; exit }' "$state")
+[[ -n $ksd_pid ]] || fail "own lab_on_exit: no ksd recorded"
+! _lab_alive "$ksd_pid" "$ksd_st" || fail "own lab_on_exit: ksd (pid $ksd_pid) still runs"
+pass "own lab_on_exit: ksd is gone too"
