@@ -83,7 +83,7 @@ class Daemon {
   std::string list_text();  // the reply as JSON text (see there)
   // Every process's pids by cgroup id in one read (the task iterator, loaded on the first
   // list); nullopt where it cannot be used: then each app's cgroup.procs is read.
-  std::optional<std::unordered_map<std::uint64_t, std::vector<pid_t>>> pids_by_cgroup();
+  std::optional<PidsByCgroup> pids_by_cgroup();
   std::optional<nlohmann::json> launch(int fd, const ipc::Request& request,
                                        const ipc::PeerCred& peer);
   nlohmann::json finish_launch(const ipc::Request& request, const ipc::PeerCred& peer,

@@ -47,7 +47,24 @@ std::unique_ptr<TaskCgroups> TaskCgroups::load(std::string& why_not) {
   return std::unique_ptr<TaskCgroups>(new TaskCgroups(std::move(skel)));
 }
 
-std::unordered_map<std::uint64_t, std::vector<pid_t>> TaskCgroups::read() const {
+PidsByCgroup::PidsByCgroup(std::vector<Entry> entries) {
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
+    return a.cgroup_id != b.cgroup_id ? a.cgroup_id < b.cgroup_id : a.pid < b.pid;
+  });
+  ids_.reserve(entries.size());
+  pids_.reserve(entries.size());
+  for (const Entry& e : entries) {
+    ids_.push_back(e.cgroup_id);
+    pids_.push_back(e.pid);
+  }
+}
+
+std::span<const pid_t> PidsByCgroup::of(std::uint64_t cgroup_id) const {
+  auto [first, last] = std::equal_range(ids_.begin(), ids_.end(), cgroup_id);
+  return {pids_.data() + (first - ids_.begin()), static_cast<std::size_t>(last - first)};
+}
+
+PidsByCgroup TaskCgroups::read() const {
   // A new iterator fd walks all tasks once, read to its end. All bytes are collected
   // before they are parsed, so nothing relies on a read ending at a record's end.
   UniqueFd fd(bpf_iter_create(bpf_link__fd(skel_->links.ks_task_cgroups)));
@@ -62,14 +79,14 @@ std::unordered_map<std::uint64_t, std::vector<pid_t>> TaskCgroups::read() const 
     if (n == 0) break;
     used += static_cast<std::size_t>(n);
   }
-  std::unordered_map<std::uint64_t, std::vector<pid_t>> pids;
+  std::vector<PidsByCgroup::Entry> entries;
+  entries.reserve(used / sizeof(ks_task_cgroup));
   for (std::size_t at = 0; at + sizeof(ks_task_cgroup) <= used; at += sizeof(ks_task_cgroup)) {
     ks_task_cgroup rec;
     std::memcpy(&rec, bytes.data() + at, sizeof(rec));
-    pids[rec.cgroup_id].push_back(static_cast<pid_t>(rec.pid));
+    entries.push_back({rec.cgroup_id, static_cast<pid_t>(rec.pid)});
   }
-  for (auto& [id, list] : pids) std::sort(list.begin(), list.end());
-  return pids;
+  return PidsByCgroup(std::move(entries));
 }
 
 }  // namespace ks

@@ -19,6 +19,8 @@
 namespace ks {
 namespace {
 
+std::vector<pid_t> as_vector(std::span<const pid_t> pids) { return {pids.begin(), pids.end()}; }
+
 // A throw-away cgroup with three paused children in it, one of them with a second
 // thread; everything is removed again, also when an assertion fails.
 class TaskCgroupsTest : public ::testing::Test {
@@ -57,25 +59,24 @@ TEST_F(TaskCgroupsTest, ReportsWhatCgroupProcsReports) {
   // The second thread of the first child needs a moment to exist; cgroup.procs lists
   // processes either way.
   const auto all = iterator->read();
-  auto it = all.find(cgroup_id(path_));
-  ASSERT_NE(it, all.end()) << "no record for " << path_;
-  EXPECT_EQ(it->second, children_);
-  EXPECT_EQ(it->second, cgroup_pids(path_));
+  const auto listed = as_vector(all.of(cgroup_id(path_)));
+  EXPECT_EQ(listed, children_);
+  EXPECT_EQ(listed, cgroup_pids(path_));
   // And this test process is listed under its own cgroup.
-  auto own = all.find(cgroup_id(find_cgroup2_mount() + cgroup_of_pid(::getpid())));
-  ASSERT_NE(own, all.end());
-  EXPECT_TRUE(std::binary_search(own->second.begin(), own->second.end(), ::getpid()));
+  auto own = all.of(cgroup_id(find_cgroup2_mount() + cgroup_of_pid(::getpid())));
+  EXPECT_TRUE(std::binary_search(own.begin(), own.end(), ::getpid()));
+  EXPECT_TRUE(all.of(0).empty()) << "no cgroup has id 0";
 }
 
 TEST_F(TaskCgroupsTest, EachReadIsFresh) {
   std::string why_not;
   auto iterator = TaskCgroups::load(why_not);
   ASSERT_TRUE(iterator) << why_not;
-  ASSERT_EQ(iterator->read()[cgroup_id(path_)].size(), 3u);
+  ASSERT_EQ(iterator->read().of(cgroup_id(path_)).size(), 3u);
   ::kill(children_.back(), SIGKILL);
   ::waitpid(children_.back(), nullptr, 0);
   children_.pop_back();
-  EXPECT_EQ(iterator->read()[cgroup_id(path_)], children_);
+  EXPECT_EQ(as_vector(iterator->read().of(cgroup_id(path_))), children_);
 }
 
 // The iterator reports the initial namespace's pids, so ksd uses it only there. Inside a

@@ -8,8 +8,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 struct task_cgroups_bpf;  // the bpftool-generated skeleton
@@ -20,6 +20,23 @@ struct TaskCgroupsSkeletonDeleter {
   void operator()(task_cgroups_bpf* skel) const;
 };
 
+// Every process's pid by cgroup id: two flat arrays sorted by cgroup id, then pid (with
+// 10,000 apps, one allocation each instead of 10,000 small lists in a hash map).
+class PidsByCgroup {
+ public:
+  struct Entry {
+    std::uint64_t cgroup_id;
+    pid_t pid;
+  };
+  explicit PidsByCgroup(std::vector<Entry> entries);
+  // The cgroup's processes, ascending; empty when it has none.
+  std::span<const pid_t> of(std::uint64_t cgroup_id) const;
+
+ private:
+  std::vector<std::uint64_t> ids_;
+  std::vector<pid_t> pids_;  // pids_[i] is in cgroup ids_[i]
+};
+
 class TaskCgroups {
  public:
   // Loads and attaches the iterator. nullptr, with the reason in why_not, when this
@@ -27,8 +44,8 @@ class TaskCgroups {
   // pid namespace of its own (the iterator reports pids of the initial namespace).
   static std::unique_ptr<TaskCgroups> load(std::string& why_not);
 
-  // Process ids (thread group ids) by cgroup id, each list sorted. Throws ks::Error.
-  std::unordered_map<std::uint64_t, std::vector<pid_t>> read() const;
+  // Every process (thread group id) with its cgroup, read now. Throws ks::Error.
+  PidsByCgroup read() const;
 
  private:
   explicit TaskCgroups(std::unique_ptr<task_cgroups_bpf, TaskCgroupsSkeletonDeleter> skel)
