@@ -22,6 +22,8 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
+}  // namespace
+
 // mountinfo escapes space, tab, newline and backslash as \ooo.
 std::string unescape_mountinfo(const std::string& s) {
   std::string out;
@@ -44,8 +46,6 @@ std::string unescape_mountinfo(const std::string& s) {
   }
   return out;
 }
-
-}  // namespace
 
 std::string cgroup2_mount_from_mountinfo(const std::string& text) {
   std::istringstream lines(text);

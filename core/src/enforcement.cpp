@@ -3,7 +3,6 @@
 #include <bpf/libbpf.h>
 #include <dirent.h>
 #include <linux/magic.h>
-#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -14,9 +13,11 @@
 #include <set>
 
 #include "killswitch.skel.h"
+#include "killswitch/bpffs.hpp"
 #include "killswitch/cgroup.hpp"
 #include "killswitch/config.hpp"
 #include "killswitch/error.hpp"
+#include "killswitch/log.hpp"
 
 #ifndef SO_NETNS_COOKIE
 #define SO_NETNS_COOKIE 71
@@ -430,17 +431,8 @@ void ensure_pin_dir(const std::string& pin_dir) {
     if (parent != "/sys/fs/bpf")
       throw Error("the pin directory's parent " + parent +
                   " is not a BPF filesystem (mount -t bpf bpf " + parent + ")");
-    // A bpffs mounted in a private mount namespace (a sandboxed service) dies with it,
-    // and with it every pinned link: enforcement would end when this process does.
-    char own[64] = {}, init[64] = {};
-    if (::readlink("/proc/self/ns/mnt", own, sizeof(own) - 1) < 0 ||
-        ::readlink("/proc/1/ns/mnt", init, sizeof(init) - 1) < 0 || std::strcmp(own, init) != 0)
-      throw Error(
-          "no BPF filesystem on /sys/fs/bpf, and this process may run in a private mount "
-          "namespace where pins would not outlive it; mount it first: mount -t bpf bpf "
-          "/sys/fs/bpf (killswitch-early.service does)");
-    if (::mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700") != 0)
-      throw_errno("cannot mount the BPF filesystem on /sys/fs/bpf");
+    // Pins outlive ksd only in a bpffs of the host's mount namespace (bpffs.hpp).
+    log_info("mounted the BPF filesystem on " + parent + ": " + mount_bpffs_if_safe(parent));
   }
   if (::mkdir(pin_dir.c_str(), 0700) != 0 && errno != EEXIST)
     throw_errno("cannot create pin directory " + pin_dir);

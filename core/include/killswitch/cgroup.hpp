@@ -17,6 +17,9 @@ namespace ks {
 // hosts, often /sys/fs/cgroup/unified on hybrid ones. Throws ks::Error when none.
 std::string find_cgroup2_mount(const std::string& mountinfo_path = "/proc/self/mountinfo");
 
+// mountinfo escapes space, tab, newline and backslash as \ooo; this undoes it.
+std::string unescape_mountinfo(const std::string& field);
+
 // Parses mountinfo text; exposed for unit tests. Empty string when no cgroup2 mount.
 std::string cgroup2_mount_from_mountinfo(const std::string& mountinfo_text);
 
