@@ -724,6 +724,96 @@ int ks_connect_unix(struct bpf_sock_addr *ctx)
 	return KS_PASS;
 }
 
+static __always_inline int tunnel_set_has(const struct ks_tunnel_set *set, __u32 ifindex)
+{
+	int found = 0;
+
+	for (int i = 0; i < KS_MAX_TUNNELS_PER_PROFILE; i++)
+		found |= set->ifindex[i] == ifindex;
+	return found && ifindex != 0;
+}
+
+/* ---- cgroup/setsockopt: no multicast group membership outside the tunnel ---- */
+
+/* Copies the first bytes of the request into buf; returns how many (the kernel's buffer
+ * holds at least 16 and at most a page; only optlen of them are the caller's). */
+static __always_inline int copy_request(struct bpf_sockopt *ctx, __u8 buf[KS_JOIN_PARSE_BYTES])
+{
+	__u8 *optval = ctx->optval, *end = ctx->optval_end;
+	int have;
+
+	if (optval + KS_JOIN_PARSE_BYTES <= end) {
+		__builtin_memcpy(buf, optval, KS_JOIN_PARSE_BYTES);
+		have = KS_JOIN_PARSE_BYTES;
+	} else if (optval + 20 <= end) {
+		__builtin_memcpy(buf, optval, 20);
+		have = 20;
+	} else if (optval + 16 <= end) {
+		__builtin_memcpy(buf, optval, 16);
+		have = 16;
+	} else if (optval + 8 <= end) {
+		__builtin_memcpy(buf, optval, 8);
+		have = 8;
+	} else {
+		return 0;
+	}
+	return ctx->optlen < have ? ctx->optlen : have;
+}
+
+/*
+ * Every setsockopt of the protected tree passes here; only joins are judged (policy.h).
+ * The kernel acts on the copy this program sees, not on user memory read again, so what
+ * was judged is what is joined: a request longer than a page is the one case where the
+ * kernel would read user memory anew (optlen 0 below), so a join that long is cut to the
+ * longest join request (the kernel reads no further) and judged.
+ */
+SEC("cgroup/setsockopt")
+int ks_setsockopt(struct bpf_sockopt *ctx)
+{
+	__u8 buf[KS_JOIN_PARSE_BYTES] = {};
+	struct ks_join_facts facts = {};
+	struct ks_class class;
+	struct ks_join join;
+	enum ks_reason reason;
+	int have = copy_request(ctx, buf);
+
+	if (!ks_parse_join(ctx->level, ctx->optname, ctx->optlen, buf, have, &join)) {
+		/* Not ours to judge. Longer than a page: the program saw only the first page,
+		 * and optlen 0 tells the kernel to use the caller's whole buffer. */
+		if (ctx->optlen > (int)((__u8 *)ctx->optval_end - (__u8 *)ctx->optval))
+			ctx->optlen = 0;
+		return KS_PASS;
+	}
+	if (ctx->optlen > KS_JOIN_OPTLEN_MAX)
+		ctx->optlen = KS_JOIN_OPTLEN_MAX;
+
+	classify_socket(ctx->sk, 1, &class, &facts.foreign_netns);
+	facts.profile_id = class.profile_id;
+	facts.ifindex = join.ifindex;
+	if (facts.profile_id != KS_PROFILE_NONE && !facts.foreign_netns) {
+		const struct ks_tunnel_set *set =
+		    bpf_map_lookup_elem(&ks_tunnel_sets, &facts.profile_id);
+
+		facts.through_tunnel = set && tunnel_set_has(set, join.ifindex);
+		facts.profile_valid = facts.through_tunnel || profile_of(facts.profile_id) != 0;
+	}
+	reason = ks_judge_join(&facts);
+	if (ks_reason_allows(reason))
+		return KS_PASS;
+	{
+		struct ks_event ev = {
+		    .profile_id = facts.profile_id,
+		    .ifindex = join.ifindex,
+		    .hook = KS_EV_MCAST_JOIN,
+		    .protocol = ctx->sk ? ctx->sk->protocol : 0,
+		    .family = join.family,
+		};
+
+		__builtin_memcpy(ev.addr, join.group, 16);
+		return refuse(&ev, reason, EPERM);
+	}
+}
+
 /* ---- cgroup_skb/egress (the authority) and ingress ---- */
 
 struct ks_pkt {
@@ -786,15 +876,6 @@ static __always_inline int parse_packet(struct __sk_buff *skb, int egress, struc
 		return 1;
 	}
 	return 0;
-}
-
-static __always_inline int tunnel_set_has(const struct ks_tunnel_set *set, __u32 ifindex)
-{
-	int found = 0;
-
-	for (int i = 0; i < KS_MAX_TUNNELS_PER_PROFILE; i++)
-		found |= set->ifindex[i] == ifindex;
-	return found && ifindex != 0;
 }
 
 static __always_inline int judge_skb(struct __sk_buff *skb, int egress)

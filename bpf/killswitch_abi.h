@@ -167,7 +167,8 @@ struct ks_counters {
 	ks_u64 allowed_bytes;
 	ks_u64 blocked_packets;
 	ks_u64 blocked_bytes;
-	ks_u64 blocked_connects; /* connect/sendmsg refused by the socket hooks */
+	ks_u64 blocked_connects; /* refused by the socket hooks: connect, sendmsg, multicast
+				  * joins (setsockopt), unix connects */
 	ks_u64 events_dropped;	 /* blocked attempts without an event (rate limit, ring full) */
 };
 
@@ -197,6 +198,7 @@ enum ks_event_hook {
 	KS_EV_CONNECT_UNIX = 5,
 	KS_EV_EGRESS = 6,
 	KS_EV_INGRESS = 7,
+	KS_EV_MCAST_JOIN = 8, /* cgroup/setsockopt: a multicast (or IPv6 anycast) join */
 };
 
 struct ks_event {
@@ -204,9 +206,11 @@ struct ks_event {
 	ks_u64 cgroup_id;  /* the app: the task's cgroup, or the socket's on egress/ingress */
 	ks_u32 pid;	   /* thread group id; 0 on egress/ingress (may run in softirq) */
 	ks_u32 profile_id; /* KS_PROFILE_NONE when unclassified */
-	ks_u32 ifindex;	   /* egress/ingress: the interface; 0 otherwise */
+	ks_u32 ifindex;	   /* egress/ingress: the interface; mcast_join: the one asked
+			    * for (0: none); 0 otherwise */
 	ks_u32 bytes;	   /* egress/ingress: packet length; 0 otherwise */
-	ks_u8 addr[16];	   /* remote address (destination; source on ingress), IPv4-mapped */
+	ks_u8 addr[16];	   /* remote address (destination; source on ingress; the group
+			    * of a join), IPv4-mapped */
 	ks_u16 port;	   /* remote port, host order; 0 when none */
 	ks_u8 hook;	   /* enum ks_event_hook */
 	ks_u8 reason;	   /* enum ks_reason */
@@ -236,7 +240,9 @@ enum ks_reason {
 	KS_REASON_BLOCK_CANARY = 7,	 /* the ksrun canary, refused on purpose */
 	KS_REASON_BLOCK_DNS = 8,	 /* DNS with no usable resolver in the profile */
 	KS_REASON_BLOCK_LOCAL_RESOLVER =
-	    9, /* unix socket of a resolving service (resolved, nscd) */
+	    9,				   /* unix socket of a resolving service (resolved, nscd) */
+	KS_REASON_BLOCK_JOIN_UNNAMED = 10, /* a multicast join that names no interface by index:
+					    * the kernel would pick one by the main table */
 };
 
 /* One record of the task iterator in task_cgroups.bpf.c (read by ksd for `ksctl list`):

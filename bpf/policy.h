@@ -98,6 +98,145 @@ static inline struct ks_connect_verdict ks_judge_connect(const struct ks_connect
 }
 
 /*
+ * Multicast group joins. A join makes the KERNEL send membership reports (IGMP, MLD) out of
+ * the interface the group is joined on, for as long as the membership lasts, with no
+ * socket attached: no socket hook and no egress program ever sees them. So the join itself
+ * is judged, by cgroup/setsockopt: a protected socket may join only on one of its
+ * profile's tunnels (or loopback), named by index. A join that names no interface, or names
+ * it by address only (ip_mreq, ip_mreq_source, ip_mreqn with index 0), is refused: the
+ * kernel would pick the interface by the main routing table (an unmarked lookup, which our
+ * policy rules never see), i.e. the physical link. allow_lan does not extend to joins: a
+ * membership report goes to the whole segment and announces the app to everyone on it,
+ * while allow_lan names unicast destinations the user chose.
+ */
+
+/* setsockopt levels and options that join a group (or, IPV6_JOIN_ANYCAST, make the kernel
+ * join the anycast address's solicited-node group); the values of <linux/in.h>/<in6.h>. */
+#define KS_SOL_IP 0
+#define KS_SOL_IPV6 41
+#define KS_IP_ADD_MEMBERSHIP 35
+#define KS_IP_ADD_SOURCE_MEMBERSHIP 39
+#define KS_MCAST_JOIN_GROUP 42
+#define KS_MCAST_JOIN_SOURCE_GROUP 46
+#define KS_IPV6_ADD_MEMBERSHIP 20 /* == IPV6_JOIN_GROUP */
+#define KS_IPV6_JOIN_ANYCAST 27
+#define KS_AF_INET 2
+#define KS_AF_INET6 10
+
+/* The join options' largest request (struct group_source_req, 64-bit layout). A longer
+ * optlen is cut to this (the kernel reads no further), so that the kernel always uses the
+ * copy the program judged, never user memory read again (see ks_setsockopt). */
+#define KS_JOIN_OPTLEN_MAX 264
+/* Bytes of the request the program copies and parses: enough for the interface and the
+ * group of every layout (group_req's IPv6 group ends at byte 32). */
+#define KS_JOIN_PARSE_BYTES 32
+
+/* What a setsockopt asks, read from its first `have` bytes (have <= KS_JOIN_PARSE_BYTES;
+ * optlen is what the caller passed). */
+struct ks_join {
+	ks_u32 ifindex;	      /* the interface asked for by index; 0: none */
+	ks_u32 named_by_addr; /* the interface was named by a local address instead */
+	ks_u8 group[16];      /* IPv6, or IPv4-mapped */
+	ks_u8 family;	      /* 4 or 6 */
+};
+
+static inline ks_u32 ks_load_u32(const ks_u8 *p)
+{
+	ks_u32 v;
+
+	__builtin_memcpy(&v, p, 4);
+	return v;
+}
+
+static inline void ks_group_v4(struct ks_join *j, const ks_u8 *addr)
+{
+	__builtin_memset(j->group, 0, 10);
+	j->group[10] = 0xff;
+	j->group[11] = 0xff;
+	__builtin_memcpy(j->group + 12, addr, 4);
+	j->family = 4;
+}
+
+/* Returns 1 when the option joins a group and is long enough for the kernel to act on it
+ * (shorter ones fail in the kernel with EINVAL and need no judgement), filling *j. */
+static inline int ks_parse_join(int level, int optname, int optlen,
+				const ks_u8 buf[KS_JOIN_PARSE_BYTES], int have, struct ks_join *j)
+{
+	__builtin_memset(j, 0, sizeof(*j));
+	if (optlen > have && have < KS_JOIN_PARSE_BYTES)
+		optlen = have; /* never read what was not copied */
+	if (level == KS_SOL_IP && optname == KS_IP_ADD_MEMBERSHIP) {
+		if (optlen < 8)
+			return 0;
+		ks_group_v4(j, buf);
+		if (optlen >= 12) /* struct ip_mreqn: group, address, index */
+			j->ifindex = ks_load_u32(buf + 8);
+		/* struct ip_mreq (8 bytes): group, address */
+		j->named_by_addr = j->ifindex == 0 && ks_load_u32(buf + 4) != 0;
+		return 1;
+	}
+	if (level == KS_SOL_IP && optname == KS_IP_ADD_SOURCE_MEMBERSHIP) {
+		if (optlen < 12) /* struct ip_mreq_source: group, interface address, source */
+			return 0;
+		ks_group_v4(j, buf);
+		j->named_by_addr = ks_load_u32(buf + 4) != 0;
+		return 1;
+	}
+	if ((level == KS_SOL_IP || level == KS_SOL_IPV6) &&
+	    (optname == KS_MCAST_JOIN_GROUP || optname == KS_MCAST_JOIN_SOURCE_GROUP)) {
+		/* struct group_req / group_source_req: __u32 interface, then the group as a
+		 * sockaddr_storage at offset 8 (at 4 for 32-bit callers, whose group the event
+		 * may then show wrongly; the interface, which decides, is at 0 in both). */
+		if (optlen < 8)
+			return 0;
+		j->ifindex = ks_load_u32(buf);
+		if (optlen >= 16 && buf[8] == KS_AF_INET && buf[9] == 0) {
+			ks_group_v4(j, buf + 12);
+		} else if (optlen >= 32 && buf[8] == KS_AF_INET6 && buf[9] == 0) {
+			__builtin_memcpy(j->group, buf + 16, 16);
+			j->family = 6;
+		} else {
+			j->family = level == KS_SOL_IP ? 4 : 6;
+		}
+		return 1;
+	}
+	if (level == KS_SOL_IPV6 &&
+	    (optname == KS_IPV6_ADD_MEMBERSHIP || optname == KS_IPV6_JOIN_ANYCAST)) {
+		if (optlen < 20) /* struct ipv6_mreq: group, int index */
+			return 0;
+		__builtin_memcpy(j->group, buf, 16);
+		j->ifindex = ks_load_u32(buf + 16);
+		j->family = 6;
+		return 1;
+	}
+	return 0;
+}
+
+/* Facts about one join of a protected socket. */
+struct ks_join_facts {
+	ks_u32 profile_id;
+	ks_u32 profile_valid;
+	ks_u32 foreign_netns;
+	ks_u32 ifindex;	       /* the interface asked for by index; 0: none */
+	ks_u32 through_tunnel; /* ks_tunnel_sets[profile_id] has ifindex */
+};
+
+static inline enum ks_reason ks_judge_join(const struct ks_join_facts *f)
+{
+	if (f->ifindex == KS_LOOPBACK_IFINDEX)
+		return KS_REASON_ALLOW_LOOPBACK;
+	if (f->foreign_netns)
+		return KS_REASON_BLOCK_WRONG_NETNS;
+	if (f->profile_id == KS_PROFILE_NONE || !f->profile_valid)
+		return KS_REASON_BLOCK_NO_PROFILE;
+	if (f->ifindex == 0)
+		return KS_REASON_BLOCK_JOIN_UNNAMED;
+	if (f->through_tunnel)
+		return KS_REASON_ALLOW_TUNNEL;
+	return KS_REASON_BLOCK_NOT_TUNNEL;
+}
+
+/*
  * Local services that resolve names on a caller's behalf send the query from their own
  * sockets, outside the caller's cgroup and so outside the kill switch: systemd-resolved's
  * varlink socket (glibc's nss-resolve) and nscd. cgroup/connect_unix refuses a protected

@@ -111,6 +111,7 @@ Diagnosis check_bpf() {
   need_prog(BPF_PROG_TYPE_CGROUP_SKB, "cgroup_skb programs");
   need_prog(BPF_PROG_TYPE_CGROUP_SOCK, "cgroup/sock_create programs");
   need_prog(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, "cgroup sock_addr programs");
+  need_prog(BPF_PROG_TYPE_CGROUP_SOCKOPT, "cgroup/setsockopt programs");
   need_map(BPF_MAP_TYPE_SK_STORAGE, "socket storage maps");
   need_map(BPF_MAP_TYPE_RINGBUF, "ring buffers");
   need_map(BPF_MAP_TYPE_LPM_TRIE, "LPM tries");
@@ -145,6 +146,17 @@ Diagnosis check_bpf() {
       {BPF_PROG_TYPE_CGROUP_SKB, BPF_FUNC_ktime_get_boot_ns, "bpf_ktime_get_boot_ns (cgroup_skb)"},
       {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_ktime_get_boot_ns,
        "bpf_ktime_get_boot_ns (sock_addr)"},
+      {BPF_PROG_TYPE_CGROUP_SOCKOPT, BPF_FUNC_set_retval, "bpf_set_retval (setsockopt)"},
+      {BPF_PROG_TYPE_CGROUP_SOCKOPT, BPF_FUNC_get_current_pid_tgid,
+       "bpf_get_current_pid_tgid (setsockopt)"},
+      {BPF_PROG_TYPE_CGROUP_SOCKOPT, BPF_FUNC_get_current_comm,
+       "bpf_get_current_comm (setsockopt)"},
+      {BPF_PROG_TYPE_CGROUP_SOCKOPT, BPF_FUNC_get_current_cgroup_id,
+       "bpf_get_current_cgroup_id (setsockopt)"},
+      {BPF_PROG_TYPE_CGROUP_SOCKOPT, BPF_FUNC_sk_storage_get, "bpf_sk_storage_get (setsockopt)"},
+      {BPF_PROG_TYPE_CGROUP_SOCKOPT, BPF_FUNC_ringbuf_output, "bpf_ringbuf_output (setsockopt)"},
+      {BPF_PROG_TYPE_CGROUP_SOCKOPT, BPF_FUNC_ktime_get_boot_ns,
+       "bpf_ktime_get_boot_ns (setsockopt)"},
   };
   for (const HelperUse& use : kHelpers)
     if (libbpf_probe_bpf_helper(use.type, use.helper, nullptr) != 1)

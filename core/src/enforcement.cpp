@@ -43,6 +43,7 @@ bpf_program* program_for(killswitch_bpf* skel, const std::string& hook) {
   if (hook == "recvmsg6") return skel->progs.ks_recvmsg6;
   if (hook == "getpeername4") return skel->progs.ks_getpeername4;
   if (hook == "getpeername6") return skel->progs.ks_getpeername6;
+  if (hook == "setsockopt") return skel->progs.ks_setsockopt;
   if (hook == "connect_unix") return skel->progs.ks_connect_unix;
   throw Error("internal: unknown hook " + hook);
 }

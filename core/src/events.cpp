@@ -34,6 +34,8 @@ const char* reason_name(std::uint8_t reason) {
       return "dns";
     case KS_REASON_BLOCK_LOCAL_RESOLVER:
       return "local_resolver";
+    case KS_REASON_BLOCK_JOIN_UNNAMED:
+      return "join_unnamed";
   }
   return "unknown";
 }
@@ -54,6 +56,9 @@ const char* reason_text(std::uint8_t reason) {
       return "DNS, and the profile has no resolver for it";
     case KS_REASON_BLOCK_LOCAL_RESOLVER:
       return "name lookup through a local resolving service (resolved, nscd)";
+    case KS_REASON_BLOCK_JOIN_UNNAMED:
+      return "a multicast join that names no interface by index (the kernel would pick the "
+             "physical one)";
     default:
       return "allowed";
   }
@@ -75,6 +80,8 @@ const char* hook_name(std::uint8_t hook) {
       return "egress";
     case KS_EV_INGRESS:
       return "ingress";
+    case KS_EV_MCAST_JOIN:
+      return "mcast_join";
   }
   return "unknown";
 }

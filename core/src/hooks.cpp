@@ -10,7 +10,7 @@
 
 namespace ks {
 
-const std::array<HookInfo, 12> kHooks = {{
+const std::array<HookInfo, 13> kHooks = {{
     {"sock_create", BPF_CGROUP_INET_SOCK_CREATE, false},
     {"connect4", BPF_CGROUP_INET4_CONNECT, false},
     {"connect6", BPF_CGROUP_INET6_CONNECT, false},
@@ -22,6 +22,7 @@ const std::array<HookInfo, 12> kHooks = {{
     {"recvmsg6", BPF_CGROUP_UDP6_RECVMSG, false},
     {"getpeername4", BPF_CGROUP_INET4_GETPEERNAME, false},
     {"getpeername6", BPF_CGROUP_INET6_GETPEERNAME, false},
+    {"setsockopt", BPF_CGROUP_SETSOCKOPT, false},
     {"connect_unix", kAttachUnixConnect, true},
 }};
 

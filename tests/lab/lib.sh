@@ -109,9 +109,15 @@ LAB_SIDE_GW_IP4=192.0.2.1
 #      255 (RFC 4861 requires it; it also means a routed packet cannot pass for ND). Any
 #      source address: the kernel answers the ISP's solicitation for 2001:db8:1::2 with an NA
 #      from that global address, and NUD probes use the global address too;
-#   4. MLD, ICMPv6 130-132 and 143, from a link-local (fe80::/10) or the unspecified (::)
-#      source, directly after the IPv6 header or after an 8-byte hop-by-hop header (the
-#      router-alert option the kernel adds);
+#   4. the kernel's own MLD, from a link-local (fe80::/10) or the unspecified (::) source,
+#      directly after the IPv6 header or after an 8-byte hop-by-hop header (the router-alert
+#      option the kernel adds): a query (130), an MLDv1 report or done (131, 132) for a
+#      solicited-node group (ff02::1:ffXX:XXXX, which the kernel joins for each of its own
+#      addresses), or an MLDv2 report (143) of one or two records, each a solicited-node
+#      group without sources. A report that names any other group is a LEAK: it announces a
+#      group some program joined (BitTorrent's Local Service Discovery, ff15::efc0:988f; SSDP,
+#      ff02::c), and a kill switch must refuse such joins outside the tunnel
+#      (test_multicast.sh). IGMP is never exempt: the kernel reports no IPv4 group of its own;
 #   5. the client kernel's ICMP port unreachable for the encrypted flow: IPv4 ICMP type 3
 #      code 3, 198.51.100.2 -> 198.51.100.1, quoting (IPv4 header without options) a UDP
 #      datagram 198.51.100.1:51820 -> 198.51.100.2:51821 whose payload starts with a
@@ -140,10 +146,36 @@ _lab_wg_hdr() { echo "$1[$2] >= 1 and $1[$2] <= 4 and $1[$(($2 + 1)):2] = 0 and 
 _lab_wg_flow="ip and udp and src host $LAB_CLIENT_IP4 and src port $LAB_WG_CLIENT_PORT\
  and dst host $LAB_GW_IP4 and dst port $LAB_WG_SERVER_PORT and $(_lab_wg_hdr udp 8)"
 _lab_nd="ip6 and ip6[6] = 58 and ip6[7] = 255 and ip6[40] >= 133 and ip6[40] <= 137"
-_lab_mld_type() { echo "($1 = 130 or $1 = 131 or $1 = 132 or $1 = 143)"; }
+# _lab_solicited OFFSET: the 16 bytes at ip6[OFFSET] are a solicited-node group.
+_lab_solicited() {
+  echo "ip6[$1:4] = 0xff020000 and ip6[$(($1 + 4)):4] = 0 and ip6[$(($1 + 8)):4] = 1\
+ and ip6[$(($1 + 12))] = 0xff"
+}
+# _lab_mld_at OFFSET: the ICMPv6 message at ip6[OFFSET] is the kernel's own MLD (see 4.
+# above). A v2 record is type, aux length, source count, group: each starts 20 bytes after
+# the one before when that one has no sources and no aux data. The kernel merges pending
+# changes into one report (three solicited-node groups once an address is added while
+# the others' reports are still being repeated), so up to LAB_MLD_RECORDS records are read;
+# the farthest byte, behind the hop-by-hop header, is frame byte 14 + 48 + 88 = 150 <
+# LAB_CAPTURE_SNAPLEN. A report of more records is a leak.
+LAB_MLD_RECORDS=4
+_lab_mld_at() {
+  local o=$1 n k records="" all=""
+  for ((n = 1; n <= LAB_MLD_RECORDS; n++)); do
+    all=""
+    for ((k = 0; k < n; k++)); do
+      all+="${all:+ and }ip6[$((o + 9 + 20 * k))] = 0 and ip6[$((o + 10 + 20 * k)):2] = 0"
+      all+=" and $(_lab_solicited $((o + 12 + 20 * k)))"
+    done
+    records+="${records:+ or }(ip6[$((o + 6)):2] = $n and $all)"
+  done
+  echo "(ip6[$o] = 130\
+ or ((ip6[$o] = 131 or ip6[$o] = 132) and $(_lab_solicited $((o + 8))))\
+ or (ip6[$o] = 143 and ($records)))"
+}
 _lab_mld="ip6 and (ip6 src net fe80::/10 or ip6 src host ::) and\
- ((ip6[6] = 58 and $(_lab_mld_type 'ip6[40]'))\
- or (ip6[6] = 0 and ip6[40] = 58 and ip6[41] = 0 and $(_lab_mld_type 'ip6[48]')))"
+ ((ip6[6] = 58 and $(_lab_mld_at 40))\
+ or (ip6[6] = 0 and ip6[40] = 58 and ip6[41] = 0 and $(_lab_mld_at 48)))"
 # icmp[8..27]: the quoted IPv4 header (0x45: version 4, no options; [17] protocol; [20:4]
 # source; [24:4] destination); icmp[28..35] the quoted UDP header; icmp[36..] its payload.
 _lab_wg_unreach="ip and icmp and src host $LAB_CLIENT_IP4 and dst host $LAB_GW_IP4\
@@ -162,11 +194,12 @@ LAB_LEAK_FILTER="not ($LAB_LEAK_EXEMPT)"
 # (tcpdump's default 2 MiB buffer: 32 slots), on a TUN device 256 KiB (8 slots). Frames of
 # both directions pass through the ring (-Q in is applied after it), and on a loaded 2-CPU
 # machine a tcpdump that waits a few tens of ms for a CPU overruns 32 slots. With
-# -s 128 -B 32768 the ring has 161310 slots of 208 bytes (`ss -0 -e` shows ring_rx): minutes
+# -s 128 -B 32768 the ring had 161310 slots of 208 bytes (`ss -0 -e` shows ring_rx); -s 160
+# (for MLD reports of four records) makes that about 140,000 slots of 240 bytes: minutes
 # of a 1-per-ms flow. SCHED_FIFO then runs tcpdump before the traffic it watches; it sleeps
 # in poll between frames and takes the rest of the machine next to nothing.
 LAB_CAPTURE_BUFFER_KIB=32768
-LAB_CAPTURE_SNAPLEN=128      # every filter's farthest read (see above) + room for IPv4 options
+LAB_CAPTURE_SNAPLEN=160      # every filter's farthest read (see above: MLD, byte 150)
 LAB_CAPTURE_PRIORITY=20      # SCHED_FIFO priority of the leak detector
 LAB_SERVER_CAPTURE_PRIORITY=10 # ... of the capture at the VPN server (below the detector)
 

@@ -2,10 +2,15 @@
 // judged table by table: every branch, and the fail-closed order of its questions.
 #include "policy.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -34,6 +39,8 @@ const char* reason_name(ks_reason r) {
       return "BLOCK_DNS";
     case KS_REASON_BLOCK_LOCAL_RESOLVER:
       return "BLOCK_LOCAL_RESOLVER";
+    case KS_REASON_BLOCK_JOIN_UNNAMED:
+      return "BLOCK_JOIN_UNNAMED";
   }
   return "?";
 }
@@ -366,10 +373,12 @@ TEST(PolicyReason, AllowsExactlyTheThreeAllowReasons) {
     ks_reason reason;
     bool allows;
   } const cases[] = {
-      {KS_REASON_ALLOW_TUNNEL, true},       {KS_REASON_ALLOW_LOOPBACK, true},
-      {KS_REASON_ALLOW_LAN, true},          {KS_REASON_BLOCK_NOT_TUNNEL, false},
-      {KS_REASON_BLOCK_NO_TUNNEL, false},   {KS_REASON_BLOCK_NO_PROFILE, false},
-      {KS_REASON_BLOCK_WRONG_NETNS, false}, {KS_REASON_BLOCK_CANARY, false},
+      {KS_REASON_ALLOW_TUNNEL, true},        {KS_REASON_ALLOW_LOOPBACK, true},
+      {KS_REASON_ALLOW_LAN, true},           {KS_REASON_BLOCK_NOT_TUNNEL, false},
+      {KS_REASON_BLOCK_NO_TUNNEL, false},    {KS_REASON_BLOCK_NO_PROFILE, false},
+      {KS_REASON_BLOCK_WRONG_NETNS, false},  {KS_REASON_BLOCK_CANARY, false},
+      {KS_REASON_BLOCK_DNS, false},          {KS_REASON_BLOCK_LOCAL_RESOLVER, false},
+      {KS_REASON_BLOCK_JOIN_UNNAMED, false},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(reason_name(c.reason));
@@ -386,9 +395,174 @@ TEST(PolicyReason, ValuesAreStable) {
   EXPECT_EQ(KS_REASON_BLOCK_NO_PROFILE, 5);
   EXPECT_EQ(KS_REASON_BLOCK_WRONG_NETNS, 6);
   EXPECT_EQ(KS_REASON_BLOCK_CANARY, 7);
+  EXPECT_EQ(KS_REASON_BLOCK_DNS, 8);
+  EXPECT_EQ(KS_REASON_BLOCK_LOCAL_RESOLVER, 9);
+  EXPECT_EQ(KS_REASON_BLOCK_JOIN_UNNAMED, 10);
+  EXPECT_EQ(KS_EV_MCAST_JOIN, 8);
 }
 
 }  // namespace
+
+// ---- setsockopt: multicast joins ----
+
+namespace {
+
+// The request as the BPF program hands it over: the first KS_JOIN_PARSE_BYTES bytes of the
+// kernel's copy (at least 16 are always there), and how many of them the caller passed.
+struct Request {
+  ks_u8 buf[KS_JOIN_PARSE_BYTES] = {};
+  int optlen = 0;
+  int have = 0;
+};
+
+template <typename T>
+Request request(const T& value, int optlen = sizeof(T)) {
+  Request r;
+  std::memcpy(r.buf, &value, std::min<std::size_t>(sizeof(T), sizeof(r.buf)));
+  r.optlen = optlen;
+  r.have = std::min(std::max(optlen, 16), static_cast<int>(KS_JOIN_PARSE_BYTES));
+  r.have = std::min(r.have, optlen);
+  return r;
+}
+
+int parse(int level, int optname, const Request& r, ks_join* j) {
+  return ks_parse_join(level, optname, r.optlen, r.buf, r.have, j);
+}
+
+const ks_u8 kMapped239[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 239, 192, 152, 143};
+
+}  // namespace
+
+TEST(JoinRequest, EveryIpv4Layout) {
+  in_addr group{}, local{};
+  inet_pton(AF_INET, "239.192.152.143", &group);
+  inet_pton(AF_INET, "198.51.100.2", &local);
+  ks_join j;
+
+  ip_mreqn by_index{group, {}, 7};
+  ASSERT_EQ(parse(SOL_IP, IP_ADD_MEMBERSHIP, request(by_index), &j), 1);
+  EXPECT_EQ(j.ifindex, 7u);
+  EXPECT_EQ(j.named_by_addr, 0u);
+  EXPECT_EQ(j.family, 4);
+  EXPECT_EQ(std::memcmp(j.group, kMapped239, 16), 0);
+
+  ip_mreqn by_address{group, local, 0};
+  ASSERT_EQ(parse(SOL_IP, IP_ADD_MEMBERSHIP, request(by_address), &j), 1);
+  EXPECT_EQ(j.ifindex, 0u);
+  EXPECT_EQ(j.named_by_addr, 1u);
+
+  ip_mreq old_style{group, local};  // 8 bytes: no index field at all
+  ASSERT_EQ(parse(SOL_IP, IP_ADD_MEMBERSHIP, request(old_style), &j), 1);
+  EXPECT_EQ(j.ifindex, 0u);
+  EXPECT_EQ(j.named_by_addr, 1u);
+  ip_mreq unnamed{group, {}};
+  ASSERT_EQ(parse(SOL_IP, IP_ADD_MEMBERSHIP, request(unnamed), &j), 1);
+  EXPECT_EQ(j.ifindex, 0u);
+  EXPECT_EQ(j.named_by_addr, 0u);
+
+  // ip_mreq_source's third field is the source, never an index.
+  ip_mreq_source ssm{group, local, local};
+  ASSERT_EQ(parse(SOL_IP, IP_ADD_SOURCE_MEMBERSHIP, request(ssm), &j), 1);
+  EXPECT_EQ(j.ifindex, 0u);
+  EXPECT_EQ(j.named_by_addr, 1u);
+
+  // Too short for the kernel to act on: EINVAL there, nothing to judge here.
+  EXPECT_EQ(parse(SOL_IP, IP_ADD_MEMBERSHIP, request(by_index, 7), &j), 0);
+  EXPECT_EQ(parse(SOL_IP, IP_ADD_SOURCE_MEMBERSHIP, request(ssm, 11), &j), 0);
+}
+
+TEST(JoinRequest, GroupReqAtBothLevelsAndIpv6) {
+  ks_join j;
+  group_req v4{};
+  v4.gr_interface = 3;
+  auto* sin = reinterpret_cast<sockaddr_in*>(&v4.gr_group);
+  sin->sin_family = AF_INET;
+  inet_pton(AF_INET, "239.192.152.143", &sin->sin_addr);
+  Request r = request(v4);
+  r.have = KS_JOIN_PARSE_BYTES;  // optlen 136: the program copies 32 bytes
+  for (int level : {SOL_IP, SOL_IPV6})
+    for (int optname : {MCAST_JOIN_GROUP, MCAST_JOIN_SOURCE_GROUP}) {
+      ASSERT_EQ(parse(level, optname, r, &j), 1);
+      EXPECT_EQ(j.ifindex, 3u);
+      EXPECT_EQ(j.family, 4);
+      EXPECT_EQ(std::memcmp(j.group, kMapped239, 16), 0);
+    }
+
+  group_req v6{};
+  v6.gr_interface = 0;
+  auto* sin6 = reinterpret_cast<sockaddr_in6*>(&v6.gr_group);
+  sin6->sin6_family = AF_INET6;
+  inet_pton(AF_INET6, "ff15::efc0:988f", &sin6->sin6_addr);
+  r = request(v6);
+  r.have = KS_JOIN_PARSE_BYTES;
+  ASSERT_EQ(parse(SOL_IPV6, MCAST_JOIN_GROUP, r, &j), 1);
+  EXPECT_EQ(j.ifindex, 0u);
+  EXPECT_EQ(j.family, 6);
+  EXPECT_EQ(std::memcmp(j.group, &sin6->sin6_addr, 16), 0);
+
+  ipv6_mreq mreq6{};
+  mreq6.ipv6mr_multiaddr = sin6->sin6_addr;
+  mreq6.ipv6mr_interface = 9;
+  for (int optname : {IPV6_ADD_MEMBERSHIP, IPV6_JOIN_ANYCAST}) {
+    ASSERT_EQ(parse(SOL_IPV6, optname, request(mreq6), &j), 1);
+    EXPECT_EQ(j.ifindex, 9u);
+    EXPECT_EQ(j.family, 6);
+  }
+  EXPECT_EQ(parse(SOL_IPV6, IPV6_ADD_MEMBERSHIP, request(mreq6, 19), &j), 0);
+  EXPECT_EQ(IPV6_JOIN_GROUP, IPV6_ADD_MEMBERSHIP);
+}
+
+TEST(JoinRequest, OtherOptionsAreNotJoins) {
+  ks_join j;
+  ip_mreqn m{};
+  m.imr_ifindex = 2;
+  // Leaving, filters on an existing membership (they need a join first), sending options,
+  // and the same numbers at other levels.
+  for (int optname : {IP_DROP_MEMBERSHIP, IP_MULTICAST_IF, IP_BLOCK_SOURCE, IP_MSFILTER,
+                      MCAST_LEAVE_GROUP, MCAST_MSFILTER, IP_UNICAST_IF, IP_PKTINFO})
+    EXPECT_EQ(parse(SOL_IP, optname, request(m), &j), 0) << optname;
+  EXPECT_EQ(parse(SOL_IPV6, IPV6_DROP_MEMBERSHIP, request(m, 20), &j), 0);
+  EXPECT_EQ(parse(SOL_IPV6, IP_ADD_MEMBERSHIP, request(m), &j), 0);  // 35 at SOL_IPV6
+  EXPECT_EQ(parse(SOL_SOCKET, IP_ADD_MEMBERSHIP, request(m), &j), 0);
+  EXPECT_EQ(parse(SOL_TCP, MCAST_JOIN_GROUP, request(m), &j), 0);
+  EXPECT_EQ(KS_SOL_IP, SOL_IP);
+  EXPECT_EQ(KS_SOL_IPV6, SOL_IPV6);
+  EXPECT_EQ(KS_JOIN_OPTLEN_MAX, static_cast<int>(sizeof(group_source_req)));
+}
+
+TEST(PolicyJoin, OnlyATunnelOrLoopbackNamedByIndex) {
+  struct {
+    const char* description;
+    ks_join_facts facts;
+    ks_reason expected;
+  } const cases[] = {
+      {"on the tunnel", {kProfile, 1, 0, kWg, 1}, KS_REASON_ALLOW_TUNNEL},
+      {"on loopback", {kProfile, 1, 0, kLo, 0}, KS_REASON_ALLOW_LOOPBACK},
+      {"on the physical link", {kProfile, 1, 0, kEth, 0}, KS_REASON_BLOCK_NOT_TUNNEL},
+      {"no interface: the kernel would route it",
+       {kProfile, 1, 0, 0, 0},
+       KS_REASON_BLOCK_JOIN_UNNAMED},
+      {"tunnel of a profile that is gone", {kProfile, 0, 0, kEth, 0}, KS_REASON_BLOCK_NO_PROFILE},
+      {"unclassified socket", {KS_PROFILE_NONE, 0, 0, kWg, 0}, KS_REASON_BLOCK_NO_PROFILE},
+      {"socket of another netns, index of our tunnel",
+       {kProfile, 1, 1, kWg, 0},
+       KS_REASON_BLOCK_WRONG_NETNS},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.description);
+    EXPECT_EQ(reason_name(ks_judge_join(&c.facts)), reason_name(c.expected));
+  }
+  // Fail closed: whatever the facts, only the tunnel named by index or loopback is allowed.
+  for (ks_u32 bits = 0; bits < 32; ++bits)
+    for (ks_u32 ifindex : {0u, kLo, kEth, kWg}) {
+      ks_join_facts f{bits & 1 ? kProfile : KS_PROFILE_NONE, (bits >> 1) & 1, (bits >> 2) & 1,
+                      ifindex, (bits >> 3) & 1};
+      if (!ks_reason_allows(ks_judge_join(&f))) continue;
+      EXPECT_TRUE(ifindex == kLo || (ifindex != 0 && f.through_tunnel && f.profile_id &&
+                                     f.profile_valid && !f.foreign_netns))
+          << bits << " " << ifindex;
+    }
+}
 
 // ---- connect_unix: unix sockets of services that resolve names on a caller's behalf ----
 

@@ -19,7 +19,7 @@ struct HookInfo {
   bpf_attach_type attach_type;
   bool needs_unix_hooks;  // Linux 6.7+ only (cgroup/connect_unix)
 };
-extern const std::array<HookInfo, 12> kHooks;
+extern const std::array<HookInfo, 13> kHooks;
 
 // BPF_CGROUP_UNIX_CONNECT (Linux 6.7); Debian 12's kernel headers predate it.
 inline constexpr auto kAttachUnixConnect = static_cast<bpf_attach_type>(49);
