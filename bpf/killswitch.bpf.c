@@ -819,7 +819,8 @@ int ks_setsockopt(struct bpf_sockopt *ctx)
 struct ks_pkt {
 	__u8 peer[16]; /* remote address: destination on egress, source on ingress */
 	int is_canary;
-	__u16 peer_port; /* host order; 0 when not TCP/UDP */
+	int may_route_on; /* see ks_packet_facts */
+	__u16 peer_port;  /* host order; 0 when not TCP/UDP */
 	__u8 protocol;
 	__u8 family;
 };
@@ -837,8 +838,9 @@ static __always_inline __u16 peer_port(struct __sk_buff *skb, __u32 offset, __u8
 	return bpf_ntohs(egress ? ports[1] : ports[0]);
 }
 
-/* Reads only what the judgement needs: the peer address for allow_lan, and on loopback
- * whether this is ksrun's UDP canary. Returns 0 when the packet is not IP. */
+/* Reads only what the judgement needs: the peer address for allow_lan and whether the
+ * packet may be source-routed past it, and on loopback whether this is ksrun's UDP canary.
+ * Returns 0 when the packet is not IP. */
 static __always_inline int parse_packet(struct __sk_buff *skb, int egress, struct ks_pkt *pkt)
 {
 	__u16 port = 0;
@@ -851,6 +853,7 @@ static __always_inline int parse_packet(struct __sk_buff *skb, int egress, struc
 		v4_mapped(pkt->peer, egress ? ip.daddr : ip.saddr);
 		pkt->protocol = ip.protocol;
 		pkt->family = 4;
+		pkt->may_route_on = ip.ihl > 5; /* any option: LSRR/SSRR among them */
 		pkt->peer_port = peer_port(skb, ip.ihl * 4, ip.protocol, egress);
 		if (egress && skb->ifindex == KS_LOOPBACK_IFINDEX && ip.protocol == IPPROTO_UDP &&
 		    ip.daddr == bpf_htonl(0x7f000001) &&
@@ -866,6 +869,9 @@ static __always_inline int parse_packet(struct __sk_buff *skb, int egress, struc
 		__builtin_memcpy(pkt->peer, egress ? &ip6.daddr : &ip6.saddr, 16);
 		pkt->protocol = ip6.nexthdr; /* extension headers: reported as they come */
 		pkt->family = 6;
+		/* Hop-by-hop and destination options come before a routing header, so the
+		 * first header tells whether one can follow (RFC 8200, 4.1). */
+		pkt->may_route_on = ip6.nexthdr == 0 || ip6.nexthdr == 43 || ip6.nexthdr == 60;
 		pkt->peer_port = peer_port(skb, sizeof(ip6), ip6.nexthdr, egress);
 		if (egress && skb->ifindex == KS_LOOPBACK_IFINDEX && ip6.nexthdr == IPPROTO_UDP &&
 		    ip6.daddr.in6_u.u6_addr32[0] == 0 && ip6.daddr.in6_u.u6_addr32[1] == 0 &&
@@ -910,8 +916,10 @@ static __always_inline int judge_skb(struct __sk_buff *skb, int egress)
 		facts.profile_valid = facts.through_tunnel || profile_of(facts.profile_id) != 0;
 		if (!facts.through_tunnel && facts.profile_valid) {
 			parsed = 1;
-			if (parse_packet(skb, egress, &pkt))
+			if (parse_packet(skb, egress, &pkt)) {
+				facts.may_route_on = pkt.may_route_on;
 				facts.peer_in_lan = lan_contains(facts.profile_id, pkt.peer);
+			}
 		}
 	}
 

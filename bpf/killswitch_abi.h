@@ -243,6 +243,8 @@ enum ks_reason {
 	    9,				   /* unix socket of a resolving service (resolved, nscd) */
 	KS_REASON_BLOCK_JOIN_UNNAMED = 10, /* a multicast join that names no interface by index:
 					    * the kernel would pick one by the main table */
+	KS_REASON_BLOCK_SOURCE_ROUTE = 11, /* off the tunnel with IPv4 options or IPv6
+					    * extension headers that can route it onwards */
 };
 
 /* One record of the task iterator in task_cgroups.bpf.c (read by ksd for `ksctl list`):

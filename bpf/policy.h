@@ -9,6 +9,8 @@
  *   socket of another netns?         -> blocked (our ifindexes mean nothing there)
  *   socket without a valid profile?  -> blocked
  *   through one of its tunnels?      -> allowed          (packets only)
+ *   may it be source-routed?         -> blocked          (packets only: the LAN address
+ *                                                         could be a first hop onwards)
  *   to an allow_lan CIDR?            -> allowed
  *   otherwise                        -> blocked
  */
@@ -26,6 +28,10 @@ struct ks_packet_facts {
 	ks_u32 through_tunnel; /* ks_tunnel_sets[profile_id] has ifindex */
 	ks_u32 peer_in_lan;    /* remote address is in the profile's allow_lan */
 	ks_u32 is_canary;      /* UDP to loopback KS_CANARY_PORT (ksrun's proof) */
+	ks_u32 may_route_on;   /* IPv4 options, or an IPv6 hop-by-hop, destination-options or
+				* routing header: the packet may be source-routed (LSRR/SSRR,
+				* a type 4 routing header), so its destination is only the
+				* first hop and says nothing of where it goes */
 };
 
 static inline int ks_reason_allows(enum ks_reason reason)
@@ -44,6 +50,11 @@ static inline enum ks_reason ks_judge_packet(const struct ks_packet_facts *f)
 		return KS_REASON_BLOCK_NO_PROFILE;
 	if (f->through_tunnel)
 		return KS_REASON_ALLOW_TUNNEL;
+	/* Off the tunnel only a LAN destination passes; a source route would make that
+	 * destination a first hop towards anywhere (a datagram to the allowed LAN router
+	 * that the router forwards to the internet, from the physical address). */
+	if (f->may_route_on)
+		return KS_REASON_BLOCK_SOURCE_ROUTE;
 	if (f->peer_in_lan)
 		return KS_REASON_ALLOW_LAN;
 	return KS_REASON_BLOCK_NOT_TUNNEL;

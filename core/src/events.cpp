@@ -36,6 +36,8 @@ const char* reason_name(std::uint8_t reason) {
       return "local_resolver";
     case KS_REASON_BLOCK_JOIN_UNNAMED:
       return "join_unnamed";
+    case KS_REASON_BLOCK_SOURCE_ROUTE:
+      return "source_route";
   }
   return "unknown";
 }
@@ -59,6 +61,9 @@ const char* reason_text(std::uint8_t reason) {
     case KS_REASON_BLOCK_JOIN_UNNAMED:
       return "a multicast join that names no interface by index (the kernel would pick the "
              "physical one)";
+    case KS_REASON_BLOCK_SOURCE_ROUTE:
+      return "off the tunnel with IP options or IPv6 extension headers that can source-route "
+             "it";
     default:
       return "allowed";
   }

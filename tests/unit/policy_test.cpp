@@ -41,6 +41,8 @@ const char* reason_name(ks_reason r) {
       return "BLOCK_LOCAL_RESOLVER";
     case KS_REASON_BLOCK_JOIN_UNNAMED:
       return "BLOCK_JOIN_UNNAMED";
+    case KS_REASON_BLOCK_SOURCE_ROUTE:
+      return "BLOCK_SOURCE_ROUTE";
   }
   return "?";
 }
@@ -64,94 +66,107 @@ std::ostream& operator<<(std::ostream& os, const PacketCase& c) {
   return os << c.description << " {ifindex=" << f.ifindex << " profile=" << f.profile_id
             << " valid=" << f.profile_valid << " foreign=" << f.foreign_netns
             << " tunnel=" << f.through_tunnel << " lan=" << f.peer_in_lan
-            << " canary=" << f.is_canary << "} -> " << reason_name(c.expected);
+            << " canary=" << f.is_canary << " route_on=" << f.may_route_on << "} -> "
+            << reason_name(c.expected);
 }
 
 // Field order: ifindex, profile_id, profile_valid, foreign_netns, through_tunnel,
 // peer_in_lan, is_canary.
 const std::vector<PacketCase> kPacketCases = {
     // Loopback never leaves the host: allowed whatever else is true or missing.
-    {"loopback, valid profile", {kLo, kProfile, 1, 0, 0, 0, 0}, KS_REASON_ALLOW_LOOPBACK},
+    {"loopback, valid profile", {kLo, kProfile, 1, 0, 0, 0, 0, 0}, KS_REASON_ALLOW_LOOPBACK},
     {"loopback without any profile",
-     {kLo, KS_PROFILE_NONE, 0, 0, 0, 0, 0},
+     {kLo, KS_PROFILE_NONE, 0, 0, 0, 0, 0, 0},
      KS_REASON_ALLOW_LOOPBACK},
     {"loopback with an invalid (removed) profile",
-     {kLo, 5, 0, 0, 0, 0, 0},
+     {kLo, 5, 0, 0, 0, 0, 0, 0},
      KS_REASON_ALLOW_LOOPBACK},
-    {"loopback from a foreign netns", {kLo, kProfile, 1, 1, 0, 0, 0}, KS_REASON_ALLOW_LOOPBACK},
+    {"loopback from a foreign netns", {kLo, kProfile, 1, 1, 0, 0, 0, 0}, KS_REASON_ALLOW_LOOPBACK},
     {"loopback from a foreign netns without profile",
-     {kLo, KS_PROFILE_NONE, 0, 1, 0, 0, 0},
+     {kLo, KS_PROFILE_NONE, 0, 1, 0, 0, 0, 0},
      KS_REASON_ALLOW_LOOPBACK},
-    {"loopback, peer flagged lan", {kLo, kProfile, 1, 0, 0, 1, 0}, KS_REASON_ALLOW_LOOPBACK},
+    {"loopback, peer flagged lan", {kLo, kProfile, 1, 0, 0, 1, 0, 0}, KS_REASON_ALLOW_LOOPBACK},
 
     // The canary is refused on loopback, before anything else is asked...
-    {"canary on loopback", {kLo, kProfile, 1, 0, 0, 0, 1}, KS_REASON_BLOCK_CANARY},
+    {"canary on loopback", {kLo, kProfile, 1, 0, 0, 0, 1, 0}, KS_REASON_BLOCK_CANARY},
     {"canary on loopback without profile",
-     {kLo, KS_PROFILE_NONE, 0, 0, 0, 0, 1},
+     {kLo, KS_PROFILE_NONE, 0, 0, 0, 0, 1, 0},
      KS_REASON_BLOCK_CANARY},
     {"canary on loopback from a foreign netns",
-     {kLo, kProfile, 1, 1, 0, 0, 1},
+     {kLo, kProfile, 1, 1, 0, 0, 1, 0},
      KS_REASON_BLOCK_CANARY},
     // ...and means nothing anywhere else.
-    {"canary flag through the tunnel", {kWg, kProfile, 1, 0, 1, 0, 1}, KS_REASON_ALLOW_TUNNEL},
-    {"canary flag to the lan", {kEth, kProfile, 1, 0, 0, 1, 1}, KS_REASON_ALLOW_LAN},
+    {"canary flag through the tunnel", {kWg, kProfile, 1, 0, 1, 0, 1, 0}, KS_REASON_ALLOW_TUNNEL},
+    {"canary flag to the lan", {kEth, kProfile, 1, 0, 0, 1, 1, 0}, KS_REASON_ALLOW_LAN},
     {"canary flag via the physical link",
-     {kEth, kProfile, 1, 0, 0, 0, 1},
+     {kEth, kProfile, 1, 0, 0, 0, 1, 0},
      KS_REASON_BLOCK_NOT_TUNNEL},
     {"canary flag without profile off loopback",
-     {kEth, KS_PROFILE_NONE, 0, 0, 0, 0, 1},
+     {kEth, KS_PROFILE_NONE, 0, 0, 0, 0, 1, 0},
      KS_REASON_BLOCK_NO_PROFILE},
 
     // A socket of another network namespace: our ifindexes mean nothing there.
     {"foreign netns through a tunnel ifindex",
-     {kWg, kProfile, 1, 1, 1, 0, 0},
+     {kWg, kProfile, 1, 1, 1, 0, 0, 0},
      KS_REASON_BLOCK_WRONG_NETNS},
-    {"foreign netns to the lan", {kEth, kProfile, 1, 1, 0, 1, 0}, KS_REASON_BLOCK_WRONG_NETNS},
+    {"foreign netns to the lan", {kEth, kProfile, 1, 1, 0, 1, 0, 0}, KS_REASON_BLOCK_WRONG_NETNS},
     {"foreign netns via the physical link",
-     {kEth, kProfile, 1, 1, 0, 0, 0},
+     {kEth, kProfile, 1, 1, 0, 0, 0, 0},
      KS_REASON_BLOCK_WRONG_NETNS},
     {"foreign netns is asked before the profile",
-     {kWg, KS_PROFILE_NONE, 0, 1, 1, 1, 0},
+     {kWg, KS_PROFILE_NONE, 0, 1, 1, 1, 0, 0},
      KS_REASON_BLOCK_WRONG_NETNS},
 
     // No profile, or a profile that is not (or no longer) valid.
     {"no profile, even through a tunnel",
-     {kWg, KS_PROFILE_NONE, 0, 0, 1, 0, 0},
+     {kWg, KS_PROFILE_NONE, 0, 0, 1, 0, 0, 0},
      KS_REASON_BLOCK_NO_PROFILE},
     {"profile id NONE even if flagged valid",
-     {kWg, KS_PROFILE_NONE, 1, 0, 1, 1, 0},
+     {kWg, KS_PROFILE_NONE, 1, 0, 1, 1, 0, 0},
      KS_REASON_BLOCK_NO_PROFILE},
-    {"invalid profile through a tunnel", {kWg, 3, 0, 0, 1, 0, 0}, KS_REASON_BLOCK_NO_PROFILE},
-    {"invalid profile to the lan", {kEth, 3, 0, 0, 0, 1, 0}, KS_REASON_BLOCK_NO_PROFILE},
-    {"invalid profile via the physical link", {kEth, 3, 0, 0, 0, 0, 0}, KS_REASON_BLOCK_NO_PROFILE},
+    {"invalid profile through a tunnel", {kWg, 3, 0, 0, 1, 0, 0, 0}, KS_REASON_BLOCK_NO_PROFILE},
+    {"invalid profile to the lan", {kEth, 3, 0, 0, 0, 1, 0, 0}, KS_REASON_BLOCK_NO_PROFILE},
+    {"invalid profile via the physical link",
+     {kEth, 3, 0, 0, 0, 0, 0, 0},
+     KS_REASON_BLOCK_NO_PROFILE},
     {"no profile via the physical link",
-     {kEth, KS_PROFILE_NONE, 0, 0, 0, 0, 0},
+     {kEth, KS_PROFILE_NONE, 0, 0, 0, 0, 0, 0},
      KS_REASON_BLOCK_NO_PROFILE},
 
     // Tunnel, LAN, everything else.
-    {"through the tunnel", {kWg, kProfile, 1, 0, 1, 0, 0}, KS_REASON_ALLOW_TUNNEL},
+    {"through the tunnel", {kWg, kProfile, 1, 0, 1, 0, 0, 0}, KS_REASON_ALLOW_TUNNEL},
     {"through the tunnel, highest profile id",
-     {kWg, KS_MAX_PROFILES - 1, 1, 0, 1, 0, 0},
+     {kWg, KS_MAX_PROFILES - 1, 1, 0, 1, 0, 0, 0},
      KS_REASON_ALLOW_TUNNEL},
     {"through the tunnel to a lan peer counts as tunnel",
-     {kWg, kProfile, 1, 0, 1, 1, 0},
+     {kWg, kProfile, 1, 0, 1, 1, 0, 0},
      KS_REASON_ALLOW_TUNNEL},
-    {"lan peer off the tunnel", {kEth, kProfile, 1, 0, 0, 1, 0}, KS_REASON_ALLOW_LAN},
-    {"physical link, not lan", {kEth, kProfile, 1, 0, 0, 0, 0}, KS_REASON_BLOCK_NOT_TUNNEL},
+    {"lan peer off the tunnel", {kEth, kProfile, 1, 0, 0, 1, 0, 0}, KS_REASON_ALLOW_LAN},
+    {"physical link, not lan", {kEth, kProfile, 1, 0, 0, 0, 0, 0}, KS_REASON_BLOCK_NOT_TUNNEL},
     {"another profile's tunnel (not in this one's ks_tunnel_sets entry)",
-     {kWg, 2, 1, 0, 0, 0, 0},
+     {kWg, 2, 1, 0, 0, 0, 0, 0},
      KS_REASON_BLOCK_NOT_TUNNEL},
-    {"ifindex 0 (no device)", {0, kProfile, 1, 0, 0, 0, 0}, KS_REASON_BLOCK_NOT_TUNNEL},
+    {"ifindex 0 (no device)", {0, kProfile, 1, 0, 0, 0, 0, 0}, KS_REASON_BLOCK_NOT_TUNNEL},
 
     // Flags are C truth values: any non-zero bit counts.
     {"non-1 truth values: foreign netns",
-     {kWg, kProfile, 0x80000000u, 0x2u, 0x4u, 0, 0},
+     {kWg, kProfile, 0x80000000u, 0x2u, 0x4u, 0, 0, 0},
      KS_REASON_BLOCK_WRONG_NETNS},
     {"non-1 truth values: tunnel",
-     {kWg, kProfile, 0x80000000u, 0, 0x100u, 0, 0},
+     {kWg, kProfile, 0x80000000u, 0, 0x100u, 0, 0, 0},
      KS_REASON_ALLOW_TUNNEL},
-    {"non-1 truth values: lan", {kEth, kProfile, 0x10u, 0, 0, 0xffffffffu, 0}, KS_REASON_ALLOW_LAN},
-    {"non-1 truth values: canary", {kLo, kProfile, 1, 0, 0, 0, 0x40u}, KS_REASON_BLOCK_CANARY},
+    {"non-1 truth values: lan",
+     {kEth, kProfile, 0x10u, 0, 0, 0xffffffffu, 0, 0},
+     KS_REASON_ALLOW_LAN},
+    {"non-1 truth values: canary", {kLo, kProfile, 1, 0, 0, 0, 0x40u, 0}, KS_REASON_BLOCK_CANARY},
+    // Source routes: through an allowed LAN router to anywhere (lab_kernel_frames).
+    {"source-routed via a LAN address",
+     {kEth, kProfile, 1, 0, 0, 1, 0, 1},
+     KS_REASON_BLOCK_SOURCE_ROUTE},
+    {"source-routed, not LAN", {kEth, kProfile, 1, 0, 0, 0, 0, 1}, KS_REASON_BLOCK_SOURCE_ROUTE},
+    {"source-routed inside the tunnel", {kWg, kProfile, 1, 0, 1, 0, 0, 1}, KS_REASON_ALLOW_TUNNEL},
+    {"source-routed on loopback", {kLo, kProfile, 1, 0, 0, 0, 0, 1}, KS_REASON_ALLOW_LOOPBACK},
+    {"source-routed, foreign", {kEth, kProfile, 1, 1, 0, 1, 0, 1}, KS_REASON_BLOCK_WRONG_NETNS},
 };
 
 TEST(PolicyPacket, Table) {
@@ -168,7 +183,7 @@ TEST(PolicyPacket, FailClosedInvariantsOverAllCombinations) {
   int judged = 0;
   for (ks_u32 ifindex : {0u, kLo, kEth, kWg}) {
     for (ks_u32 profile_id : {static_cast<ks_u32>(KS_PROFILE_NONE), kProfile, 63u}) {
-      for (unsigned bits = 0; bits < 32; ++bits) {
+      for (unsigned bits = 0; bits < 64; ++bits) {
         ks_packet_facts f{};
         f.ifindex = ifindex;
         f.profile_id = profile_id;
@@ -177,6 +192,7 @@ TEST(PolicyPacket, FailClosedInvariantsOverAllCombinations) {
         f.through_tunnel = (bits >> 2) & 1u;
         f.peer_in_lan = (bits >> 3) & 1u;
         f.is_canary = (bits >> 4) & 1u;
+        f.may_route_on = (bits >> 5) & 1u;
         const ks_reason r = ks_judge_packet(&f);
         ++judged;
         SCOPED_TRACE("ifindex=" + std::to_string(ifindex) +
@@ -197,6 +213,8 @@ TEST(PolicyPacket, FailClosedInvariantsOverAllCombinations) {
           EXPECT_EQ(r, KS_REASON_BLOCK_NO_PROFILE);
         } else if (f.through_tunnel) {
           EXPECT_EQ(r, KS_REASON_ALLOW_TUNNEL);
+        } else if (f.may_route_on) {
+          EXPECT_EQ(r, KS_REASON_BLOCK_SOURCE_ROUTE);
         } else if (f.peer_in_lan) {
           EXPECT_EQ(r, KS_REASON_ALLOW_LAN);
         } else {
@@ -205,12 +223,12 @@ TEST(PolicyPacket, FailClosedInvariantsOverAllCombinations) {
         if (ks_reason_allows(r)) {
           EXPECT_FALSE(f.foreign_netns);
           EXPECT_TRUE(has_profile);
-          EXPECT_TRUE(f.through_tunnel || f.peer_in_lan);
+          EXPECT_TRUE(f.through_tunnel || (f.peer_in_lan && !f.may_route_on));
         }
       }
     }
   }
-  EXPECT_EQ(judged, 4 * 3 * 32);
+  EXPECT_EQ(judged, 4 * 3 * 64);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -378,7 +396,7 @@ TEST(PolicyReason, AllowsExactlyTheThreeAllowReasons) {
       {KS_REASON_BLOCK_NO_TUNNEL, false},    {KS_REASON_BLOCK_NO_PROFILE, false},
       {KS_REASON_BLOCK_WRONG_NETNS, false},  {KS_REASON_BLOCK_CANARY, false},
       {KS_REASON_BLOCK_DNS, false},          {KS_REASON_BLOCK_LOCAL_RESOLVER, false},
-      {KS_REASON_BLOCK_JOIN_UNNAMED, false},
+      {KS_REASON_BLOCK_JOIN_UNNAMED, false}, {KS_REASON_BLOCK_SOURCE_ROUTE, false},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(reason_name(c.reason));
@@ -398,6 +416,7 @@ TEST(PolicyReason, ValuesAreStable) {
   EXPECT_EQ(KS_REASON_BLOCK_DNS, 8);
   EXPECT_EQ(KS_REASON_BLOCK_LOCAL_RESOLVER, 9);
   EXPECT_EQ(KS_REASON_BLOCK_JOIN_UNNAMED, 10);
+  EXPECT_EQ(KS_REASON_BLOCK_SOURCE_ROUTE, 11);
   EXPECT_EQ(KS_EV_MCAST_JOIN, 8);
 }
 
