@@ -15,6 +15,7 @@ packages=(
   iproute2 wireguard-go wireguard-tools tcpdump util-linux procps iperf3 kmod python3
   liburing-dev # ks-probe's io_uring sends
   nftables iptables # ksctl doctor's firewall check is tested against real rules
+  qbittorrent-nox curl # lab_qbittorrent: a real BitTorrent client (DHT, LSD, UPnP), its WebUI
   dpkg-dev # cpack's .deb: dpkg-shlibdeps computes the package's dependencies
   # systemd test container
   systemd-container mmdebstrap
