@@ -21,7 +21,7 @@ else
 fi
 
 mapfile -t scripts < <({ find scripts tests bench -type f -name '*.sh'; echo .ci/run;
-  find completions packaging/deb -type f ! -name conffiles; } | sort)
+  find completions packaging/deb packaging/sysvinit -type f ! -name conffiles; } | sort)
 if out=$(shellcheck -S warning -x "${scripts[@]}" 2>&1); then
   echo "PASS: shellcheck: ${#scripts[@]} scripts without warnings"
 else

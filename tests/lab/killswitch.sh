@@ -35,6 +35,13 @@ ks_write_config() {
 
 # ks_up [TOML]: names this scenario's Killswitch instance and starts ksd in the client netns.
 ks_up() {
+  ks_prepare "$@"
+  ks_start
+}
+
+# ks_prepare [CONFIG]: everything ks_up does but start ksd (the KS_* paths, the config), for
+# scenarios that start ksd another way (an init script). Cleanup is the same.
+ks_prepare() {
   _lab_need_up
   [[ -x $KS_KSD && -x $KS_KSRUN && -x $KS_KSCTL ]] ||
     _lab_die "ksd/ksrun/ksctl not built in $KS_BUILD_DIR"
@@ -49,7 +56,6 @@ ks_up() {
   KS_CGROUP_ROOT=$(_ks_cgroup2_mount)/$KS_SLICE
   _lab_state "ks $KS_PIN_DIR $KS_CGROUP_ROOT"
   ks_write_config "$@"
-  ks_start
 }
 
 # ks_start: start ksd (in the client netns) and wait until it answers status.
