@@ -75,17 +75,25 @@ CT_SUITE=bookworm
 # Per-container state (pids, console log) lives here while containers run; the last ct_stop
 # removes it. /run, not the cache: it must not survive a reboot of the host.
 CT_STATE_ROOT=/run/killswitch-tests
-# Bump when the way the rootfs is built changes (not the package list: that is hashed).
-_CT_ROOTFS_RECIPE=3
+# Bump when the way the rootfs is built changes (not the package list or CT_DISABLED_UNITS:
+# those are hashed).
+_CT_ROOTFS_RECIPE=4
 
 # What runs inside. systemd-sysv: /sbin/init and poweroff; dbus: systemd-run/systemctl talk
 # to PID 1 over the bus for transient units; libtomlplusplus3 and the other lib*: the
 # runtime libraries of ksd/ksctl/ksrun (ldd); bpftool: later tests inspect attached
-# programs with it, as the host lab does; python3-minimal: test helpers.
+# programs with it, as the host lab does; python3-minimal: test helpers;
+# transmission-daemon and transmission-cli (transmission-remote): systemd_transmission's
+# real client, in the one rootfs all scenarios share (a CT_EXTRA_PKGS rootfs of its own
+# would be a second 2-3 min build on every fresh machine). Its unit, which the package
+# enables, is disabled in the image (CT_DISABLED_UNITS): it would otherwise start at every
+# boot and put its DHT/tracker traffic on the lab link of the other scenarios.
 CT_PKGS=(
   systemd systemd-sysv dbus iproute2 procps python3-minimal bpftool
   libbpf1 libsystemd0 libelf1 zlib1g libstdc++6 libgcc-s1 libtomlplusplus3
+  transmission-daemon transmission-cli
 )
+CT_DISABLED_UNITS=(transmission-daemon.service)
 
 # Set by the functions, for the caller's timing reports.
 CT_ROOTFS=""         # path of the rootfs in the cache (ct_rootfs)
@@ -207,7 +215,8 @@ _ct_rootfs_key() {
   local pkgs
   # shellcheck disable=SC2086  # CT_EXTRA_PKGS is a space separated list
   pkgs=$(printf '%s\n' "${CT_PKGS[@]}" ${CT_EXTRA_PKGS:-} | sort -u | tr '\n' ' ')
-  echo "recipe=$_CT_ROOTFS_RECIPE suite=$CT_SUITE variant=minbase pkgs=$pkgs" | sha256sum | cut -c1-16
+  echo "recipe=$_CT_ROOTFS_RECIPE suite=$CT_SUITE variant=minbase pkgs=$pkgs disabled=${CT_DISABLED_UNITS[*]}" |
+    sha256sum | cut -c1-16
 }
 
 # Under the rootfs lock. A build that was interrupted (even by SIGKILL) left only a temp dir;
@@ -249,12 +258,14 @@ _ct_rootfs_build_locked() {
   # Hooks: mmdebstrap copies the host's /etc/hostname; without it nspawn names the container
   # after --machine, so its logs say which container they come from. The timers would start
   # apt/dpkg/e2scrub/fstrim jobs behind a test's back; a test container has no use for them.
+  # CT_DISABLED_UNITS: packaged services that a scenario starts itself, never at boot.
   # shellcheck disable=SC2016  # "$1" is the hook's argument (the rootfs), not ours
   if ! mmdebstrap --quiet --mode=unshare --variant=minbase --include="${pkgs%,}" \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
     --dpkgopt='path-exclude=/usr/share/info/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
     --customize-hook='rm -f "$1/etc/hostname"' \
     --customize-hook='systemctl --root="$1" --quiet mask apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer fstrim.timer' \
+    --customize-hook="systemctl --root=\"\$1\" --quiet disable ${CT_DISABLED_UNITS[*]}" \
     "$CT_SUITE" "$tmp" "${sources[@]}"; then
     rm -rf --one-file-system "$tmp"
     _ct_err "mmdebstrap failed"
