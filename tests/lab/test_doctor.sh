@@ -40,7 +40,7 @@ else
   expect "$j" cgroup2 ok "hybrid hierarchy"
 fi
 [[ $(stat -f -c %T /sys/fs/bpf) == bpf_fs ]] && expect "$j" bpffs ok || expect "$j" bpffs warn
-[[ -r /sys/kernel/btf/vmlinux ]] && expect "$j" btf ok || expect "$j" btf warn
+[[ -r /sys/kernel/btf/vmlinux ]] && expect "$j" btf ok || expect "$j" btf FAIL
 expect "$j" privileges ok
 assert_ok "doctor exits 0 on this machine" "$KS_KSCTL" doctor
 

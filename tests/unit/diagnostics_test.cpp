@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 TEST(Diagnostics, KernelRelease) {
+  EXPECT_TRUE(ks::kernel_at_least("6.1.0-13-amd64", 6, 1));
+  EXPECT_FALSE(ks::kernel_at_least("6.0.19", 6, 1));
   EXPECT_TRUE(ks::kernel_at_least("6.1.0-13-amd64", 5, 18));
   EXPECT_TRUE(ks::kernel_at_least("5.18.0", 5, 18));
   EXPECT_FALSE(ks::kernel_at_least("5.10.0-26-amd64", 5, 18));
