@@ -113,10 +113,12 @@ static inline struct ks_connect_verdict ks_judge_connect(const struct ks_connect
  * the interface the group is joined on, for as long as the membership lasts, with no
  * socket attached: no socket hook and no egress program ever sees them. So the join itself
  * is judged, by cgroup/setsockopt: a protected socket may join only on one of its
- * profile's tunnels (or loopback), named by index. A join that names no interface, or names
- * it by address only (ip_mreq, ip_mreq_source, ip_mreqn with index 0), is refused: the
- * kernel would pick the interface by the main routing table (an unmarked lookup, which our
- * policy rules never see), i.e. the physical link. allow_lan does not extend to joins: a
+ * profile's tunnels (or loopback), named by index. A join that names no interface is
+ * refused: the kernel would pick the interface by the main routing table (an unmarked
+ * lookup, which our policy rules never see), i.e. the physical link. One that names it by
+ * a local address only (ip_mreq, ip_mreq_source, ip_mreqn with index 0) is refused too:
+ * the kernel picks the device that holds that address, which the program cannot look up.
+ * allow_lan does not extend to joins: a
  * membership report goes to the whole segment and announces the app to everyone on it,
  * while allow_lan names unicast destinations the user chose.
  */
