@@ -289,7 +289,9 @@ static __always_inline struct ks_class class_of(const struct ks_cgroup_value *v)
 	return c;
 }
 
-static __always_inline struct ks_class classify_current_task(void)
+/* The classification of the current task's cgroup, else of its deepest known ancestor;
+ * NULL outside the protected tree (ksd always maps the tree root). */
+static __always_inline const struct ks_cgroup_value *current_task_entry(void)
 {
 	/* The common case first: the task sits in its app's own cgroup. (The walk below
 	 * starts at the deepest possible level, a helper call for each level that does not
@@ -298,7 +300,7 @@ static __always_inline struct ks_class classify_current_task(void)
 	const struct ks_cgroup_value *v = bpf_map_lookup_elem(&ks_cgroups, &own);
 
 	if (v)
-		return class_of(v);
+		return v;
 	/* Deepest known ancestor wins: an app cgroup, else its profile slice, else the
 	 * tree root (which ksd maps to the default profile, or to nothing). */
 	for (int level = KS_MAX_CGROUP_DEPTH - 1; level >= 0; level--) {
@@ -308,8 +310,17 @@ static __always_inline struct ks_class classify_current_task(void)
 			continue;
 		v = bpf_map_lookup_elem(&ks_cgroups, &id);
 		if (v)
-			return class_of(v);
+			return v;
 	}
+	return 0;
+}
+
+static __always_inline struct ks_class classify_current_task(void)
+{
+	const struct ks_cgroup_value *v = current_task_entry();
+
+	if (v)
+		return class_of(v);
 	return (struct ks_class){.profile_id = KS_PROFILE_NONE};
 }
 
@@ -476,7 +487,8 @@ enum ks_sock_addr_hook { KS_HOOK_CONNECT, KS_HOOK_SENDMSG };
 
 /* Refuses the calling task's operation with -err, counted and reported. `ev` carries
  * what the hook knows (hook, profile, destination); the task's part is filled in here. */
-static __always_inline int refuse(struct ks_event *ev, enum ks_reason reason, int err)
+/* Counts a refused attempt of the current task and reports it as an event. */
+static __always_inline void record_refusal(struct ks_event *ev, enum ks_reason reason)
 {
 	ev->cgroup_id = bpf_get_current_cgroup_id();
 	ev->reason = reason;
@@ -484,6 +496,11 @@ static __always_inline int refuse(struct ks_event *ev, enum ks_reason reason, in
 	ev->pid = bpf_get_current_pid_tgid() >> 32;
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
 	report(ev);
+}
+
+static __always_inline int refuse(struct ks_event *ev, enum ks_reason reason, int err)
+{
+	record_refusal(ev, reason);
 	bpf_set_retval(-err);
 	return KS_DROP;
 }
@@ -722,6 +739,73 @@ int ks_connect_unix(struct bpf_sock_addr *ctx)
 		return refuse(&ev, KS_REASON_BLOCK_LOCAL_RESOLVER, EPERM);
 	}
 	return KS_PASS;
+}
+
+/* ---- Before Linux 6.7: the same refusal, from the security hook of unix connects ---- */
+
+/* The kernel's unix socket and its bound address, as far as read here; CO-RE relocates
+ * the offsets against the running kernel's BTF (struct unix_address lost a field in 5.17). */
+struct sockaddr_un___ks {
+	unsigned short sun_family;
+	char sun_path[KS_UNIX_PATH_MAX];
+} __attribute__((preserve_access_index));
+
+struct unix_address___ks {
+	int len; /* bytes of name used: sun_family, then the path (with its NUL if any) */
+	struct sockaddr_un___ks name[];
+} __attribute__((preserve_access_index));
+
+struct unix_sock___ks {
+	struct unix_address___ks *addr; /* NULL while unbound */
+} __attribute__((preserve_access_index));
+
+/*
+ * Kernels without cgroup/connect_unix (Debian 12's 6.1, Ubuntu's 5.15 and 6.5) call
+ * security_unix_stream_connect(sock, other, newsk) for every stream and seqpacket unix
+ * connect; BPF_MODIFY_RETURN may replace the return value of any security_* function
+ * (Linux 5.7+, no BPF LSM needed). This program is global, not per cgroup, so it looks
+ * first at what is cheap and rare, the listening socket's name, and only for a resolving
+ * service's socket asks whether the caller is protected. Judged here is the name the
+ * service bound, not the path the caller passed: symlinks, "..", relative paths and other
+ * mounts of the socket are all caught (stronger than the 6.7+ hook above). Resolvers
+ * serve on stream sockets; datagram unix sends are not looked at (docs/kernels.md).
+ */
+/* Is `other` a resolving service's socket? Unreadable counts as yes: cannot tell, so the
+ * caller decides as if it were (and only protected callers are refused). */
+static __always_inline int is_resolver_socket(const struct unix_sock___ks *other)
+{
+	struct unix_address___ks *addr = 0;
+	char path[KS_UNIX_PATH_BUF] = {};
+	int len = 0;
+
+	if (bpf_probe_read_kernel(&addr, sizeof(addr), &other->addr) != 0)
+		return 1;
+	if (!addr)
+		return 0; /* unbound */
+	if (bpf_probe_read_kernel(&len, sizeof(len), &addr->len) != 0 ||
+	    bpf_probe_read_kernel(path, KS_UNIX_PATH_MAX, addr->name[0].sun_path) != 0)
+		return 1;
+	if (len <= (int)sizeof(unsigned short))
+		return 0; /* unnamed */
+	return ks_unix_path_refused(path, (__u32)len - sizeof(unsigned short));
+}
+
+SEC("fmod_ret/security_unix_stream_connect")
+int ks_resolver_guard(__u64 *ctx)
+{
+	const struct unix_sock___ks *other = (const void *)ctx[1];
+	const int earlier_verdict = (int)ctx[3]; /* of an LSM or another such program */
+	const struct ks_cgroup_value *entry;
+	struct ks_event ev = {.hook = KS_EV_CONNECT_UNIX};
+
+	if (earlier_verdict != 0 || !is_resolver_socket(other))
+		return earlier_verdict;
+	entry = current_task_entry();
+	if (!entry)
+		return 0; /* not protected: the system's own lookups go on */
+	ev.profile_id = entry->profile_id;
+	record_refusal(&ev, KS_REASON_BLOCK_LOCAL_RESOLVER);
+	return -EPERM;
 }
 
 static __always_inline int tunnel_set_has(const struct ks_tunnel_set *set, __u32 ifindex)

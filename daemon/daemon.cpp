@@ -167,8 +167,7 @@ Daemon::Daemon(DaemonOptions options)
   attached_root_id_ = cgroup_id(root_cgroup_);
 
   // Prove it before saying ready: every hook must be effective on the tree root.
-  UniqueFd root = open_cgroup(root_cgroup_);
-  std::string missing = check_effective(root.get(), enforcement_.program_ids());
+  std::string missing = not_effective_on(root_cgroup_);
   if (!missing.empty())
     throw Error("programs not effective on " + root_cgroup_ + " after attach: " + missing);
 
@@ -176,10 +175,10 @@ Daemon::Daemon(DaemonOptions options)
   log_info("enforcement attached to " + root_cgroup_ + ", pins in " + options_.pin_dir +
            ", admin socket " + options_.socket_path);
   if (!kernel_has_unix_hooks())
-    log_warning(
-        "this kernel has no cgroup/connect_unix (Linux 6.7+): protected apps can still "
-        "resolve names through systemd-resolved's or nscd's unix socket, which send the "
-        "query outside the tunnel (docs/threat-model.md, Limits)");
+    log_info(std::string("this kernel has no cgroup/connect_unix (Linux 6.7+): the unix "
+                         "sockets of systemd-resolved and nscd are refused to protected apps "
+                         "from ") +
+             kResolverGuardTarget + " instead (resolver_guard, docs/kernels.md)");
 }
 
 ProfileIds Daemon::pinned_profile_ids() const {
@@ -719,9 +718,7 @@ nlohmann::json Daemon::finish_launch(const ipc::Request& request, const ipc::Pee
     for (const auto& arg : request.argv) command += (command.empty() ? "" : " ") + arg;
     tracked->second.command = command;
   }
-  UniqueFd cg = open_cgroup(app.path);
-  ProgramIds ids = enforcement_.program_ids();
-  std::string missing = check_effective(cg.get(), ids);
+  std::string missing = not_effective_on(app.path);
   if (!missing.empty())
     return {{"ok", false},
             {"error", "enforcement is not effective on " + relative(app.path) + ": " + missing}};
@@ -732,7 +729,7 @@ nlohmann::json Daemon::finish_launch(const ipc::Request& request, const ipc::Pee
            " profile " + request.profile + " in " + relative(app.path) + ": " + cmd.substr(0, 200));
 
   nlohmann::json prog_ids = nlohmann::json::object();
-  for (const auto& [hook, pid] : ids) prog_ids[hook] = pid;
+  for (const auto& [hook, pid] : enforcement_.program_ids()) prog_ids[hook] = pid;
   return {{"ok", true},
           {"cgroup", relative(app.path)},
           {"cgroup_id", app.cgroup_id},
@@ -775,14 +772,21 @@ nlohmann::json Daemon::protect(const ipc::Request& request) {
                           " network socket(s) opened before protection; they would stay "
                           "unprotected, so it was not adopted. Restart it with ksrun."}};
   }
-  UniqueFd cg = open_cgroup(app.path);
-  std::string missing = check_effective(cg.get(), enforcement_.program_ids());
+  std::string missing = not_effective_on(app.path);
   if (!missing.empty())
     return {{"ok", false},
             {"error", "enforcement is not effective on " + relative(app.path) + ": " + missing}};
   log_info("protect: " + who + " adopted into " + relative(app.path) + " (profile " +
            request.profile + "); its threads and future children are protected");
   return {{"ok", true}, {"cgroup", relative(app.path)}, {"profile", request.profile}};
+}
+
+std::string Daemon::not_effective_on(const std::string& cgroup_path) const {
+  UniqueFd cg = open_cgroup(cgroup_path);
+  std::string missing = check_effective(cg.get(), enforcement_.program_ids());
+  std::string global = enforcement_.global_hooks_missing();
+  if (!global.empty()) missing += (missing.empty() ? "" : ", ") + global;
+  return missing;
 }
 
 void Daemon::guard_tree() {
@@ -798,8 +802,7 @@ void Daemon::guard_tree() {
     apply_policy("tree re-created");
     enforcement_.attach(root_cgroup_);
     attached_root_id_ = id;
-    UniqueFd root = open_cgroup(root_cgroup_);
-    std::string not_effective = check_effective(root.get(), enforcement_.program_ids());
+    std::string not_effective = not_effective_on(root_cgroup_);
     if (!not_effective.empty())
       throw Error("programs not effective on " + root_cgroup_ + " after attach: " + not_effective);
     log_info("enforcement attached again to " + root_cgroup_);
@@ -933,8 +936,7 @@ nlohmann::json Daemon::status_json() {
   if (::stat("/proc/self/ns/net", &netns) == 0) j["netns_inode"] = netns.st_ino;
 
   ProgramIds ids = enforcement_.program_ids();
-  UniqueFd root = open_cgroup(root_cgroup_);
-  std::string missing = check_effective(root.get(), ids);
+  std::string missing = not_effective_on(root_cgroup_);
   nlohmann::json programs;
   programs["pinned"] = Enforcement::pins_present(options_.pin_dir);
   programs["attached"] = missing.empty();

@@ -104,6 +104,9 @@ class Daemon {
   nlohmann::json reload();
   std::string profile_slice_path(const std::string& profile) const;
   std::string relative(const std::string& absolute_cgroup) const;
+  // What is not in force for a cgroup: its cgroup hooks, then the system-wide ones.
+  // Empty when protection holds.
+  std::string not_effective_on(const std::string& cgroup_path) const;
   // The deepest classified ancestor's profile; `known` is enforcement_.cgroups().
   std::uint32_t profile_of_cgroup(const std::string& absolute_cgroup,
                                   const std::map<std::uint64_t, std::uint32_t>& known) const;

@@ -10,11 +10,13 @@
 
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "killswitch/cgroup.hpp"
 #include "killswitch/enforcement.hpp"
 #include "killswitch/error.hpp"
+#include "killswitch/hooks.hpp"
 
 namespace ks {
 namespace {
@@ -71,12 +73,6 @@ Diagnosis check_kernel(const std::string& release) {
                     " is older than 6.1 (bpf_set_retval in connect/sendmsg programs, see "
                     "docs/kernels.md)",
                 "run Linux 6.1 or newer (Debian 12's own kernel is 6.1)", true);
-  if (!kernel_at_least(release, kUnixMajor, kUnixMinor))
-    return make("kernel", "warn",
-                "Linux " + release +
-                    ": no cgroup/connect_unix before 6.7, so name lookups through "
-                    "systemd-resolved's or nscd's unix socket are not refused",
-                "use Linux 6.7+, or point protected apps at the profile's dns (threat-model.md)");
   return make("kernel", "ok", "Linux " + release);
 }
 
@@ -276,6 +272,66 @@ Diagnosis check_installation() {
               "systemctl enable --now killswitch-early.service ksd.service (or start ksd)");
 }
 
+// Why resolver_guard could not run here: probed for real as root, else only its BTF entry.
+std::optional<std::string> resolver_guard_problem() {
+  if (::geteuid() == 0) return resolver_guard_unavailable();
+  if (libbpf_find_vmlinux_btf_id(kResolverGuardTarget, BPF_MODIFY_RETURN) > 0) return std::nullopt;
+  return std::string("no BTF entry for ") + kResolverGuardTarget;
+}
+
+// Each guarantee of docs/threat-model.md and what gives it on this kernel. Most hold the
+// same way on every supported kernel (they need what check_bpf() probed); the refusal of
+// the resolving services' unix sockets is given by a different hook before 6.7.
+std::vector<Diagnosis> check_guarantees(const std::string& release, bool kernel_ok) {
+  struct Guarantee {
+    const char* name;
+    const char* what;
+    const char* how;
+  };
+  static const Guarantee kCommon[] = {
+      {"tunnel only", "a protected app's packets leave through its profile's tunnel or not at all",
+       "cgroup_skb egress/ingress, policy routing by socket mark"},
+      {"fails fast", "connect() and sendto() off the tunnel fail at once (ENETUNREACH)",
+       "cgroup connect4/6, sendmsg4/6 with bpf_set_retval"},
+      {"dns", "DNS goes only to the profile's resolvers, through the tunnel",
+       "sendmsg/connect rewrite, recvmsg/getpeername restore"},
+      {"multicast", "no multicast group joins outside the tunnel", "cgroup/setsockopt"},
+      {"survives ksd", "enforcement outlives ksd (kill -9, restart, upgrade)",
+       "bpf_links pinned in bpffs"},
+      {"other netns", "sockets made in another network namespace are refused",
+       "netns cookie in sock_create"},
+  };
+  std::vector<Diagnosis> out;
+  const char* unmet = "this kernel cannot run the kill switch (see the checks above)";
+  for (const Guarantee& g : kCommon)
+    out.push_back(kernel_ok ? make(("guarantee: " + std::string(g.name)).c_str(), "ok",
+                                   std::string(g.what) + " [" + g.how + "]")
+                            : make(("guarantee: " + std::string(g.name)).c_str(), "FAIL",
+                                   std::string(g.what) + ": " + unmet));
+  // Root can probe the hook itself; anyone can read the kernel's version and BTF.
+  const bool unix_hooks =
+      ::geteuid() == 0 ? kernel_has_unix_hooks() : kernel_at_least(release, kUnixMajor, kUnixMinor);
+  const std::string what =
+      "name lookups through systemd-resolved's or nscd's unix socket are refused (they "
+      "would be sent outside the tunnel)";
+  if (!kernel_ok)
+    out.push_back(make("guarantee: local resolvers", "FAIL", what + ": " + unmet));
+  else if (unix_hooks)
+    out.push_back(make("guarantee: local resolvers", "ok", what + " [cgroup/connect_unix]"));
+  else if (auto why = resolver_guard_problem())
+    out.push_back(make("guarantee: local resolvers", "FAIL",
+                       what + ": Linux " + release +
+                           " has no cgroup/connect_unix (6.7+) and resolver_guard cannot run (" +
+                           *why + "), so ksd refuses to start",
+                       "Linux 6.7+, or a kernel that allows BPF tracing programs (docs/kernels.md)",
+                       true));
+  else
+    out.push_back(make("guarantee: local resolvers", "ok",
+                       what + " [Linux " + release + " has no cgroup/connect_unix (6.7+): " +
+                           "resolver_guard, fmod_ret on " + kResolverGuardTarget + "]"));
+  return out;
+}
+
 }  // namespace
 
 bool kernel_at_least(const std::string& release, int major, int minor) {
@@ -317,15 +373,20 @@ bool iptables_output_drops(const std::string& save) {
 std::vector<Diagnosis> diagnose() {
   utsname u{};
   ::uname(&u);
-  return {check_kernel(u.release),
-          check_kernel_config(u.release),
-          check_bpf(),
-          check_cgroup2(),
-          check_bpffs(),
-          check_btf(),
-          check_privileges(),
-          check_firewall(),
-          check_installation()};
+  std::vector<Diagnosis> all = {check_kernel(u.release),
+                                check_kernel_config(u.release),
+                                check_bpf(),
+                                check_cgroup2(),
+                                check_bpffs(),
+                                check_btf(),
+                                check_privileges(),
+                                check_firewall(),
+                                check_installation()};
+  bool kernel_ok = true;
+  for (const Diagnosis& d : all)
+    if (d.essential && d.verdict == "FAIL" && d.check != "privileges") kernel_ok = false;
+  for (Diagnosis& g : check_guarantees(u.release, kernel_ok)) all.push_back(std::move(g));
+  return all;
 }
 
 std::vector<Diagnosis> essential_failures() {

@@ -45,6 +45,7 @@ bpf_program* program_for(killswitch_bpf* skel, const std::string& hook) {
   if (hook == "getpeername6") return skel->progs.ks_getpeername6;
   if (hook == "setsockopt") return skel->progs.ks_setsockopt;
   if (hook == "connect_unix") return skel->progs.ks_connect_unix;
+  if (hook == "resolver_guard") return skel->progs.ks_resolver_guard;
   throw Error("internal: unknown hook " + hook);
 }
 
@@ -58,6 +59,31 @@ std::uint32_t prog_id_of_fd(int fd) {
 bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
 
 }  // namespace
+
+std::optional<std::string> resolver_guard_unavailable() {
+  const int btf_id = libbpf_find_vmlinux_btf_id(kResolverGuardTarget, BPF_MODIFY_RETURN);
+  if (btf_id < 0)
+    return std::string("the kernel's BTF has no ") + kResolverGuardTarget +
+           " (a kernel without CONFIG_SECURITY_NETWORK?)";
+  // r0 = 0; exit: "no change" for BPF_MODIFY_RETURN, so attaching it for a moment is
+  // harmless. Loading alone would not show whether the trampoline can be attached.
+  const bpf_insn insns[] = {
+      {BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 0},
+      {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
+  };
+  LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = BPF_MODIFY_RETURN,
+              .attach_btf_id = static_cast<__u32>(btf_id));
+  UniqueFd prog(bpf_prog_load(BPF_PROG_TYPE_TRACING, "ks_guard_probe", "GPL", insns,
+                              sizeof(insns) / sizeof(insns[0]), &opts));
+  if (!prog)
+    return std::string("the kernel refuses BPF tracing programs (") + std::strerror(errno) +
+           "; lockdown or a security module may forbid them)";
+  UniqueFd link(bpf_link_create(prog.get(), 0, BPF_MODIFY_RETURN, nullptr));
+  if (!link)
+    return std::string("the kernel cannot attach to ") + kResolverGuardTarget + " (" +
+           std::strerror(errno) + ")";
+  return std::nullopt;
+}
 
 void SkeletonDeleter::operator()(killswitch_bpf* skel) const { killswitch_bpf__destroy(skel); }
 
@@ -74,7 +100,20 @@ Enforcement Enforcement::load(const std::string& pin_dir) {
   bpf_program* connect_unix = e.skel_->progs.ks_connect_unix;
   bpf_program__set_type(connect_unix, BPF_PROG_TYPE_CGROUP_SOCK_ADDR);
   bpf_program__set_expected_attach_type(connect_unix, kAttachUnixConnect);
-  if (!kernel_has_unix_hooks()) bpf_program__set_autoload(connect_unix, false);
+  if (!kernel_has_unix_hooks()) {
+    bpf_program__set_autoload(connect_unix, false);
+    // The same guarantee from the security hook; without it ksd must not start half-done.
+    if (auto why = resolver_guard_unavailable())
+      throw Error(
+          "this kernel has no cgroup/connect_unix (Linux 6.7+), and resolver_guard, which "
+          "refuses protected apps the unix sockets of systemd-resolved and nscd in its "
+          "place, cannot run: " +
+          *why +
+          ". Protected apps' name lookups through those services would leave outside the "
+          "tunnel, so ksd refuses to start (docs/kernels.md)");
+  } else {
+    bpf_program__set_autoload(e.skel_->progs.ks_resolver_guard, false);
+  }
   if (int err = killswitch_bpf__load(e.skel_.get()); err != 0)
     throw Error("cannot load the BPF programs (" + std::string(std::strerror(-err)) +
                     "); pinned maps under " + pin_dir +
@@ -91,6 +130,10 @@ void Enforcement::attach(const std::string& cgroup_path) {
   for (const HookInfo& hook : active_hooks()) {
     int prog_fd = bpf_program__fd(program_for(skel_.get(), hook.name));
     std::string pin = link_pin_path(pin_dir_, hook.name);
+    if (!hook.per_cgroup()) {
+      attach_global(hook, prog_fd, pin);
+      continue;
+    }
 
     if (exists(pin)) {
       UniqueFd old_link(bpf_obj_get(pin.c_str()));
@@ -121,6 +164,50 @@ void Enforcement::attach(const std::string& cgroup_path) {
   drop_stale_link_pins();
 }
 
+// A system-wide hook: tracing links cannot be updated in place (BPF_LINK_UPDATE is for
+// cgroup, XDP and a few other links), so the new link is attached next to the old one,
+// pinned under a temporary name and renamed over the old pin. Until the rename both run
+// (both refuse the same things), after it the old one is detached; at no moment is
+// neither attached, and if ksd dies in between the old pin still holds.
+void Enforcement::attach_global(const HookInfo& hook, int prog_fd, const std::string& pin) {
+  if (UniqueFd pinned{bpf_obj_get(pin.c_str())}) {
+    bpf_link_info info{};
+    __u32 len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(pinned.get(), &info, &len) == 0 &&
+        info.prog_id == prog_id_of_fd(prog_fd))
+      return;  // attached by this ksd already (the tree was re-created)
+  }
+  UniqueFd link(bpf_link_create(prog_fd, 0, hook.attach_type, nullptr));
+  if (!link) throw_errno(std::string("cannot attach the ") + hook.name + " program");
+  // (bpffs refuses names with a dot; a leftover of a crash here is a stale link_ pin.)
+  const std::string fresh = pin + "_next";
+  ::unlink(fresh.c_str());
+  if (bpf_obj_pin(link.get(), fresh.c_str()) != 0)
+    throw_errno(std::string("cannot pin the ") + hook.name + " link at " + fresh);
+  if (::rename(fresh.c_str(), pin.c_str()) != 0) {
+    int err = errno;
+    ::unlink(fresh.c_str());
+    throw_errno("cannot move the " + std::string(hook.name) + " link's pin to " + pin, err);
+  }
+  links_.push_back(std::move(link));
+}
+
+std::string Enforcement::global_hooks_missing() const {
+  std::string missing;
+  for (const HookInfo& hook : active_hooks()) {
+    if (hook.per_cgroup()) continue;
+    const std::string pin = link_pin_path(pin_dir_, hook.name);
+    UniqueFd link(bpf_obj_get(pin.c_str()));
+    bpf_link_info info{};
+    __u32 len = sizeof(info);
+    const bool runs_ours =
+        link && bpf_obj_get_info_by_fd(link.get(), &info, &len) == 0 &&
+        info.prog_id == prog_id_of_fd(bpf_program__fd(program_for(skel_.get(), hook.name)));
+    if (!runs_ours) missing += std::string(missing.empty() ? "" : ", ") + hook.name;
+  }
+  return missing;
+}
+
 // Maps an older ksd pinned and this one no longer has (the programs that used them are
 // replaced by the time these are unpinned; the kernel frees them with their last user).
 static_assert(kMaxTunnelsPerProfile == KS_MAX_TUNNELS_PER_PROFILE,
@@ -130,7 +217,7 @@ const char* const kRetiredMapPins[] = {"ks_tunnels", "ks_totals"};
 
 void Enforcement::drop_stale_link_pins() const {
   for (const char* name : kRetiredMapPins) ::unlink((pin_dir_ + "/" + name).c_str());
-  // Links of hooks an older ksd had and this one has not: unpinning detaches them.
+  // Links of hooks an older ksd had and this one does not use: unpinning detaches them.
   DIR* dir = ::opendir(pin_dir_.c_str());
   if (!dir) return;
   std::vector<std::string> stale;
@@ -138,7 +225,9 @@ void Enforcement::drop_stale_link_pins() const {
     std::string name = e->d_name;
     if (name.rfind("link_", 0) != 0) continue;
     bool known = false;
-    for (const HookInfo& hook : kHooks) known = known || name == std::string("link_") + hook.name;
+    // Also a hook of another kernel: resolver_guard after an upgrade to 6.7+.
+    for (const HookInfo& hook : active_hooks())
+      known = known || name == std::string("link_") + hook.name;
     if (!known) stale.push_back(pin_dir_ + "/" + name);
   }
   ::closedir(dir);

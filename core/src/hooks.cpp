@@ -10,20 +10,22 @@
 
 namespace ks {
 
-const std::array<HookInfo, 13> kHooks = {{
-    {"sock_create", BPF_CGROUP_INET_SOCK_CREATE, false},
-    {"connect4", BPF_CGROUP_INET4_CONNECT, false},
-    {"connect6", BPF_CGROUP_INET6_CONNECT, false},
-    {"sendmsg4", BPF_CGROUP_UDP4_SENDMSG, false},
-    {"sendmsg6", BPF_CGROUP_UDP6_SENDMSG, false},
-    {"egress", BPF_CGROUP_INET_EGRESS, false},
-    {"ingress", BPF_CGROUP_INET_INGRESS, false},
-    {"recvmsg4", BPF_CGROUP_UDP4_RECVMSG, false},
-    {"recvmsg6", BPF_CGROUP_UDP6_RECVMSG, false},
-    {"getpeername4", BPF_CGROUP_INET4_GETPEERNAME, false},
-    {"getpeername6", BPF_CGROUP_INET6_GETPEERNAME, false},
-    {"setsockopt", BPF_CGROUP_SETSOCKOPT, false},
-    {"connect_unix", kAttachUnixConnect, true},
+const std::array<HookInfo, 14> kHooks = {{
+    {"sock_create", BPF_CGROUP_INET_SOCK_CREATE, HookKernels::kAll},
+    {"connect4", BPF_CGROUP_INET4_CONNECT, HookKernels::kAll},
+    {"connect6", BPF_CGROUP_INET6_CONNECT, HookKernels::kAll},
+    {"sendmsg4", BPF_CGROUP_UDP4_SENDMSG, HookKernels::kAll},
+    {"sendmsg6", BPF_CGROUP_UDP6_SENDMSG, HookKernels::kAll},
+    {"egress", BPF_CGROUP_INET_EGRESS, HookKernels::kAll},
+    {"ingress", BPF_CGROUP_INET_INGRESS, HookKernels::kAll},
+    {"recvmsg4", BPF_CGROUP_UDP4_RECVMSG, HookKernels::kAll},
+    {"recvmsg6", BPF_CGROUP_UDP6_RECVMSG, HookKernels::kAll},
+    {"getpeername4", BPF_CGROUP_INET4_GETPEERNAME, HookKernels::kAll},
+    {"getpeername6", BPF_CGROUP_INET6_GETPEERNAME, HookKernels::kAll},
+    {"setsockopt", BPF_CGROUP_SETSOCKOPT, HookKernels::kAll},
+    {"connect_unix", kAttachUnixConnect, HookKernels::kUnixHooks},
+    // Before 6.7: fmod_ret on security_unix_stream_connect (bpf/killswitch.bpf.c).
+    {"resolver_guard", BPF_MODIFY_RETURN, HookKernels::kBeforeUnixHooks},
 }};
 
 namespace {
@@ -32,7 +34,14 @@ long sys_bpf(int cmd, bpf_attr& attr) { return ::syscall(__NR_bpf, cmd, &attr, s
 
 }  // namespace
 
+namespace {
+bool pretend_no_unix_hooks = false;
+}
+
+void pretend_kernel_lacks_unix_hooks(bool pretend) { pretend_no_unix_hooks = pretend; }
+
 bool kernel_has_unix_hooks() {
+  if (pretend_no_unix_hooks) return false;
   static const bool has = [] {
     // r0 = 1; exit: the smallest program the kernel accepts for the hook.
     const bpf_insn insns[] = {
@@ -56,7 +65,9 @@ bool kernel_has_unix_hooks() {
 std::vector<HookInfo> active_hooks() {
   std::vector<HookInfo> hooks;
   for (const HookInfo& hook : kHooks)
-    if (!hook.needs_unix_hooks || kernel_has_unix_hooks()) hooks.push_back(hook);
+    if (hook.kernels == HookKernels::kAll ||
+        (hook.kernels == HookKernels::kUnixHooks) == kernel_has_unix_hooks())
+      hooks.push_back(hook);
   return hooks;
 }
 
@@ -77,8 +88,9 @@ std::vector<std::uint32_t> query_effective_programs(int cgroup_fd, bpf_attach_ty
 std::string check_effective(int cgroup_fd, const ProgramIds& expected, HookSet hooks) {
   std::string missing;
   for (const HookInfo& hook : kHooks) {
+    if (!hook.per_cgroup()) continue;  // system-wide: Enforcement::global_hooks_missing()
     auto it = expected.find(hook.name);
-    if (hook.needs_unix_hooks) {
+    if (hook.kernels == HookKernels::kUnixHooks) {
       const bool demanded =
           hooks == HookSet::kKernel ? kernel_has_unix_hooks() : it != expected.end();
       if (!demanded) continue;

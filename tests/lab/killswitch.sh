@@ -22,6 +22,12 @@ KS_CONF=""
 KS_CGROUP_ROOT=""
 KS_DAEMON_PID=""
 
+# True on Linux 6.7+ (cgroup/connect_unix); before it ksd uses resolver_guard instead.
+ks_kernel_has_unix_hooks() {
+  local major minor
+  IFS=. read -r major minor _ <<<"$(uname -r)"
+  ((major > 6 || (major == 6 && minor >= 7)))
+}
 _ks_cgroup2_mount() { awk '$9 == "cgroup2" { print $5; exit }' /proc/self/mountinfo; }
 
 # ks_write_config [TOML]: writes the scenario's config (default: profile default, tunnel wg0).

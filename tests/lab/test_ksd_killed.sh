@@ -128,16 +128,16 @@ done
 capture_start all
 server_capture_start
 T0=$(lab_now)
-ks_spawn_protected udp-sender "$KS_PROBE" udp --dst "$LAB_TARGET4" --duration 60 \
+ks_spawn_protected udp-sender "$KS_PROBE" udp --dst "$LAB_TARGET4" --duration 600 \
   --interval-ms "$UDP_MS" --expect-reply --ready-file "$LAB_DIR/udp.ready"
 UDP_PID=$LAB_LAST_PID
-ks_spawn_protected tcp-loop "$KS_PROBE" tcp --dst "$LAB_TARGET4" --duration 60 \
+ks_spawn_protected tcp-loop "$KS_PROBE" tcp --dst "$LAB_TARGET4" --duration 600 \
   --interval-ms "$TCP_MS" --timeout-ms 1000 --ready-file "$LAB_DIR/tcp.ready"
 TCP_PID=$LAB_LAST_PID
-lab_spawn_client ctl-udp-sender "$KS_PROBE" udp --dst "$LAB_CONTROL_TARGET4" --duration 60 \
+lab_spawn_client ctl-udp-sender "$KS_PROBE" udp --dst "$LAB_CONTROL_TARGET4" --duration 600 \
   --interval-ms "$CONTROL_UDP_MS" --expect-reply --ready-file "$LAB_DIR/ctl-udp.ready"
 CTL_UDP_PID=$LAB_LAST_PID
-lab_spawn_client ctl-tcp-loop "$KS_PROBE" tcp --dst "$LAB_CONTROL_TARGET4" --duration 60 \
+lab_spawn_client ctl-tcp-loop "$KS_PROBE" tcp --dst "$LAB_CONTROL_TARGET4" --duration 600 \
   --interval-ms "$CONTROL_TCP_MS" --timeout-ms 1000 --ready-file "$LAB_DIR/ctl-tcp.ready"
 CTL_TCP_PID=$LAB_LAST_PID
 for f in udp tcp ctl-udp ctl-tcp; do lab_wait_file "$LAB_DIR/$f.ready"; done
@@ -250,14 +250,23 @@ ids_bpftool=$(bpftool cgroup show "$KS_CGROUP_ROOT" | awk 'NR > 1 && NF { print 
   sort -n | tr '\n' ' ')
 # Debian 12's bpftool (7.1) does not know attach types newer than Linux 6.1, so the
 # cgroup/connect_unix hook (attach type 49) is checked with ks-probe prog-query.
-ids_status=$(json_pairs "$st" /programs/ids | grep -v '^connect_unix:' | cut -d: -f2 |
-  sort -n | tr '\n' ' ')
+# Before 6.7 resolver_guard (a system-wide tracing link, not a cgroup hook) stands in for it.
+ids_status=$(json_pairs "$st" /programs/ids | grep -v '^connect_unix:\|^resolver_guard:' |
+  cut -d: -f2 | sort -n | tr '\n' ' ')
 assert_eq "$ids_bpftool" "$ids_status" "D: the attached programs are those the new ksd loaded"
-unix_id=$(json_get "$st" /programs/ids/connect_unix)
-assert_eq "$("$KS_PROBE" prog-query "$KS_CGROUP_ROOT" 49 | tr -d ' ')" \
-  "{\"cmd\":\"prog-query\",\"ids\":[$unix_id]}" "D: connect_unix attached once, the new ksd's program"
-assert_eq "$("$KS_PROBE" prog-query "$(_ks_cgroup2_mount)$UDP_CGROUP" 49 --effective | tr -d ' ')" \
-  "{\"cmd\":\"prog-query\",\"ids\":[$unix_id]}" "D: connect_unix effective once for the protected app"
+if ks_kernel_has_unix_hooks; then
+  unix_id=$(json_get "$st" /programs/ids/connect_unix)
+  assert_eq "$("$KS_PROBE" prog-query "$KS_CGROUP_ROOT" 49 | tr -d ' ')" \
+    "{\"cmd\":\"prog-query\",\"ids\":[$unix_id]}" "D: connect_unix attached once, the new ksd's program"
+  assert_eq "$("$KS_PROBE" prog-query "$(_ks_cgroup2_mount)$UDP_CGROUP" 49 --effective | tr -d ' ')" \
+    "{\"cmd\":\"prog-query\",\"ids\":[$unix_id]}" "D: connect_unix effective once for the protected app"
+else
+  guard_id=$(json_get "$st" /programs/ids/resolver_guard)
+  guard_links=$(bpftool link show | grep -c "prog $guard_id\b" || true)
+  assert_eq "$guard_links" 1 "D: resolver_guard attached once, the new ksd's program (Linux $(uname -r))"
+  assert_eq "$(find "$KS_PIN_DIR" -name 'link_resolver_guard*' | wc -l)" 1 \
+    "D: one resolver_guard pin, no leftover of the replacement"
+fi
 _lab_sleep 0.5
 
 # ---- stop everything, read the results -----------------------------------------------------------

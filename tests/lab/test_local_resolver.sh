@@ -20,9 +20,14 @@ lab_spawn_isp dns "$KS_PROBE" echo-server --udp 0.0.0.0:53 --tcp 0.0.0.0:53 \
 lab_wait_file "$LAB_DIR/dns.ready"
 ks_up "$(printf '[profiles.default]\ntunnels = ["wg0"]\ndns = ["%s"]\n' "$LAB_WG_SERVER_IP4")"
 ks_wait_tunnel_state up
-if [[ $(ks_ctl status --json) != *'"connect_unix"'* ]]; then
-  fail "ksd did not attach connect_unix on Linux $(uname -r) (the hook exists since 6.7)"
+# Linux 6.7+: cgroup/connect_unix judges the path the app passes. Before: resolver_guard
+# (fmod_ret on security_unix_stream_connect) judges the name the service bound, so there a
+# symlink the app points at the socket is refused too.
+if ks_kernel_has_unix_hooks; then GUARD=connect_unix; else GUARD=resolver_guard; fi
+if [[ $(ks_ctl status --json) != *"\"$GUARD\""* ]]; then
+  fail "ksd did not attach $GUARD on Linux $(uname -r)"
 fi
+pass "ksd refuses the resolvers' sockets with $GUARD on Linux $(uname -r)"
 
 # SERVICE: "dns:PATH" answers a connection after sending a query to the ISP resolver from
 # its own socket (like resolved or nscd); "echo:PATH" is an ordinary local service.
@@ -75,8 +80,10 @@ except OSError as e:
 RESOLVED=/run/systemd/resolve/io.systemd.Resolve
 NSCD=/run/nscd/socket
 ORDINARY=/run/ks-ordinary.sock
+ALIAS=/run/ks-alias.sock # a symlink to resolved's socket, made by the "app"
 REFUSED=("$RESOLVED" "/var/run/systemd/resolve/io.systemd.Resolve"
   "/run/systemd/resolve//io.systemd.Resolve" "$NSCD")
+if [[ $GUARD == resolver_guard ]]; then REFUSED+=("$ALIAS"); fi
 
 # in_private_run MODE: starts the services in a private mount namespace (tmpfs on /run) of
 # the client netns and runs CLIENT there, unprotected (MODE=plain) or through ksrun.
@@ -85,6 +92,7 @@ in_private_run() {
     set -euo pipefail
     mount -t tmpfs -o mode=0755 ks-lab-run /run
     mkdir -p /run/systemd/resolve /run/nscd
+    ln -s '"$RESOLVED"' '"$ALIAS"'
     python3 -c "$1" "$2" "dns:'"$RESOLVED"'" "dns:'"$NSCD"'" "echo:'"$ORDINARY"'" &
     service=$!
     trap "kill $service 2>/dev/null; wait" EXIT
@@ -117,7 +125,7 @@ capture_stop
 for path in "${REFUSED[@]}"; do
   [[ $out == *"ERR $path 1"* ]] || fail "protected: $path was not refused with EPERM: $out"
 done
-pass "connect() to resolved's and nscd's sockets is refused with EPERM (absolute, /var/run, relative)"
+pass "connect() to resolved's and nscd's sockets is refused with EPERM (absolute, /var/run, relative$([[ $GUARD == resolver_guard ]] && echo ", symlink"))"
 [[ $out == *"CONNECTED $ORDINARY echo"* ]] || fail "protected: the ordinary socket failed: $out"
 pass "other unix sockets keep working for the protected app"
 [[ $out == *"STUB OK 127.0.0.53"* ]] || fail "protected: the fallback to the stub failed: $out"

@@ -46,3 +46,23 @@ TEST(Diagnostics, IptablesOutputPolicy) {
       ks::iptables_output_drops("*filter\n:INPUT ACCEPT [0:0]\n:OUTPUT DROP [0:0]\nCOMMIT\n"));
   EXPECT_FALSE(ks::iptables_output_drops("*filter\n:INPUT DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n"));
 }
+
+// ksctl doctor names every guarantee of docs/threat-model.md with what gives it here; the
+// one that differs by kernel names its hook. (Runs the real checks: without root the
+// local-resolver line is decided by the kernel's version and BTF.)
+TEST(Diagnostics, NamesEachGuaranteeAndItsHook) {
+  std::vector<std::string> guarantees;
+  std::string local_resolvers;
+  for (const ks::Diagnosis& d : ks::diagnose()) {
+    if (d.check.rfind("guarantee: ", 0) != 0) continue;
+    guarantees.push_back(d.check.substr(11));
+    if (d.check == "guarantee: local resolvers") local_resolvers = d.verdict + " " + d.detail;
+  }
+  const std::vector<std::string> expected = {"tunnel only",    "fails fast",   "dns",
+                                             "multicast",      "survives ksd", "other netns",
+                                             "local resolvers"};
+  EXPECT_EQ(guarantees, expected);
+  const bool named = local_resolvers.find("connect_unix") != std::string::npos ||
+                     local_resolvers.find("resolver_guard") != std::string::npos;
+  EXPECT_TRUE(named) << local_resolvers;
+}

@@ -54,6 +54,10 @@ class Enforcement {
   // attachment already enforces the right policy.
   static Enforcement load(const std::string& pin_dir);
   void attach(const std::string& cgroup_path);
+  // The system-wide hooks of this kernel (resolver_guard before Linux 6.7) that are not
+  // attached with this ksd's program: empty when all are. check_effective() covers the
+  // cgroup hooks.
+  std::string global_hooks_missing() const;
 
   // True when every hook of a Killswitch ABI exists as pinned link under pin_dir.
   static bool pins_present(const std::string& pin_dir);
@@ -106,6 +110,7 @@ class Enforcement {
   Enforcement() = default;
   int map_fd(const char* name) const;
   void drop_stale_link_pins() const;
+  void attach_global(const HookInfo& hook, int prog_fd, const std::string& pin);
 
   std::string pin_dir_;
   std::unique_ptr<killswitch_bpf, SkeletonDeleter> skel_;
@@ -115,6 +120,11 @@ class Enforcement {
 // Mounts bpffs on /sys/fs/bpf if the pin directory's filesystem is not bpffs yet, then
 // creates the pin directory (mode 0700).
 void ensure_pin_dir(const std::string& pin_dir);
+
+// Why resolver_guard cannot run on this kernel (no BTF entry for its function, BPF
+// tracing forbidden, no trampoline), or nothing when it can: probed by loading and
+// attaching a program that changes nothing. Needs CAP_BPF and CAP_PERFMON.
+std::optional<std::string> resolver_guard_unavailable();
 
 // The network namespace cookie of the caller (SO_NETNS_COOKIE).
 std::uint64_t current_netns_cookie();

@@ -13,13 +13,27 @@
 
 namespace ks {
 
+// Which kernels a hook is used on.
+enum class HookKernels {
+  kAll,
+  kUnixHooks,        // Linux 6.7+ only (cgroup/connect_unix)
+  kBeforeUnixHooks,  // only where the kernel lacks them: the same guarantee another way
+};
+
 // One entry per enforcement program: its name (also the link pin's suffix) and hook.
 struct HookInfo {
   const char* name;  // "egress", "connect4", ...
   bpf_attach_type attach_type;
-  bool needs_unix_hooks;  // Linux 6.7+ only (cgroup/connect_unix)
+  HookKernels kernels;
+  // A cgroup hook runs for the protected tree only and is checked per cgroup
+  // (check_effective); the others are system-wide (BPF_MODIFY_RETURN on a kernel
+  // function) and judge the caller's cgroup themselves.
+  bool per_cgroup() const { return attach_type != BPF_MODIFY_RETURN; }
 };
-extern const std::array<HookInfo, 13> kHooks;
+extern const std::array<HookInfo, 14> kHooks;
+
+// What resolver_guard modifies the return value of (before Linux 6.7).
+inline constexpr const char* kResolverGuardTarget = "security_unix_stream_connect";
 
 // BPF_CGROUP_UNIX_CONNECT (Linux 6.7); Debian 12's kernel headers predate it.
 inline constexpr auto kAttachUnixConnect = static_cast<bpf_attach_type>(49);
@@ -28,7 +42,11 @@ inline constexpr auto kAttachUnixConnect = static_cast<bpf_attach_type>(49);
 // a trivial program for BPF_CGROUP_UNIX_CONNECT; needs CAP_BPF).
 bool kernel_has_unix_hooks();
 
-// The hooks this kernel has: all of kHooks, minus connect_unix before Linux 6.7.
+// For kernel tests of the pre-6.7 path on a newer kernel: while set, this process
+// behaves as if the kernel had no cgroup unix-socket hooks.
+void pretend_kernel_lacks_unix_hooks(bool pretend);
+
+// The hooks used on this kernel: connect_unix on 6.7+, resolver_guard before.
 std::vector<HookInfo> active_hooks();
 
 // Program ids currently attached, by hook name; what ksrun compares with the kernel.
