@@ -358,4 +358,9 @@ for e in $(json_pairs "$tcp" /errors); do
 done
 assert_ge "$fastn" 30 "protected TCP loop: connects refused at once in B and C, not stalled"
 # A connection caught in flight when wg0 disappears may time out; a stall would be dozens.
-assert_le "$slow" 2 "protected TCP loop: at most the connections caught in flight time out"
+# The unprotected control loop over eth0 (no tunnel in its way) shows how many time out on
+# this machine anyway: none here, a handful under qemu's emulation (scripts/kernel-matrix.sh).
+ctl_tcp=$(tail -n 1 "$LAB_DIR/ctl-tcp-loop.log")
+ctl_slow=$(($(json_get "$ctl_tcp" /errors/ETIMEDOUT 0) + $(json_get "$ctl_tcp" /errors/EOF 0)))
+assert_le "$slow" "$((2 + ctl_slow))" \
+  "protected TCP loop: at most the connections caught in flight time out (control: $ctl_slow)"
