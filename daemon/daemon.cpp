@@ -34,14 +34,12 @@ namespace ks {
 namespace {
 
 constexpr int kSweepIntervalSeconds = 1;
-constexpr std::size_t kMaxClients = 256;
 constexpr std::size_t kEventsKept = 4096;
 // Apps whose cgroup.events is watched are read only this often (a lost inotify event,
 // a full queue: the safety net).
 constexpr unsigned kFullSweepEverySweeps = 60;
 constexpr unsigned kSummaryEverySweeps = 10;  // a journal line per app at most every 10 s
 constexpr std::size_t kSummaryMaxApps = 10;
-constexpr std::size_t kTrimAfterReplyBytes = 1024 * 1024;  // see on_client
 
 std::string slice_stem(const std::string& slice) {
   const std::string suffix = ".slice";
@@ -136,7 +134,11 @@ Daemon::Daemon(DaemonOptions options)
       enforcement_(Enforcement::load(options_.pin_dir)),
       links_(),
       routing_() {
-  admin_gid_ = ipc::admin_group_id();
+  server_ = std::make_unique<AdminServer>(
+      loop_, ipc::admin_group_id(),
+      [this](AdminServer::ClientId client, const ipc::Request& request, const ipc::PeerCred& peer) {
+        return handle(client, request, peer);
+      });
   setup_cgroups();
   if (!options_.attach_only && systemd::is_systemd_host()) {
     // systemd nests "a-b.slice" under "a.slice": the profile slices are ours only when
@@ -171,7 +173,7 @@ Daemon::Daemon(DaemonOptions options)
   if (!missing.empty())
     throw Error("programs not effective on " + root_cgroup_ + " after attach: " + missing);
 
-  if (!options_.attach_only) listen_socket();
+  if (!options_.attach_only) server_->listen(options_.socket_path);
   log_info("enforcement attached to " + root_cgroup_ + ", pins in " + options_.pin_dir +
            ", admin socket " + options_.socket_path);
   if (!kernel_has_unix_hooks())
@@ -361,27 +363,7 @@ void Daemon::apply_policy(const char* why) {
   sd_notifyf(0, "STATUS=%s", status.c_str());
 }
 
-void Daemon::listen_socket() {
-  const std::string& path = options_.socket_path;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof(addr.sun_path)) throw Error("socket path too long: " + path);
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  listen_fd_ = UniqueFd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!listen_fd_) throw_errno("socket");
-  ::unlink(path.c_str());  // stale socket of a dead ksd; the lock proves none is running
-  if (::bind(listen_fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0)
-    throw_errno("cannot bind admin socket " + path);
-  // Anyone may connect: read-only requests and launching oneself are for everybody;
-  // changes are checked per request with SO_PEERCRED.
-  if (::chmod(path.c_str(), 0666) != 0) throw_errno("chmod " + path);
-  if (::listen(listen_fd_.get(), 64) != 0) throw_errno("listen");
-}
-
 void Daemon::run() {
-  epoll_fd_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
-  if (!epoll_fd_) throw_errno("epoll_create1");
-
   sigset_t mask;
   sigemptyset(&mask);
   sigaddset(&mask, SIGTERM);
@@ -409,14 +391,9 @@ void Daemon::run() {
     log_warning(std::string("inotify_init1 (apps read every second instead): ") +
                 std::strerror(errno));
 
-  for (int fd : {listen_fd_.get(), signal_fd_.get(), timer_fd_.get(), links_.fd(),
-                 tree_watch_fd_.get(), events_->fd(), app_watch_fd_.get()}) {
-    if (fd < 0) continue;
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.fd = fd;
-    if (::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) throw_errno("epoll_ctl");
-  }
+  for (int fd : {signal_fd_.get(), timer_fd_.get(), links_.fd(), tree_watch_fd_.get(),
+                 events_->fd(), app_watch_fd_.get()})
+    if (fd >= 0) loop_.watch(fd);
 
   std::uint64_t watchdog_usec = 0;
   watchdog_ = sd_watchdog_enabled(0, &watchdog_usec) > 0;
@@ -424,14 +401,7 @@ void Daemon::run() {
     log_warning("WatchdogSec= is shorter than twice the 1 s sweep; expect watchdog kills");
   sd_notify(0, "READY=1");
   for (;;) {
-    epoll_event events[16];
-    int n = ::epoll_wait(epoll_fd_.get(), events, 16, -1);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw_errno("epoll_wait");
-    }
-    for (int i = 0; i < n; ++i) {
-      int fd = events[i].data.fd;
+    for (int fd : loop_.wait()) {
       if (fd == links_.fd()) {
         // A failure here must not end the daemon: enforcement stays in force from the
         // pinned state, and the timer retries until the maps are current again.
@@ -496,91 +466,15 @@ void Daemon::run() {
         consume_events();
       } else if (fd == scopes_fd_ && scopes_) {
         scopes_->process();
-      } else if (fd == listen_fd_.get()) {
-        for (;;) {
-          UniqueFd client(
-              ::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
-          if (!client) break;
-          if (clients_.size() >= kMaxClients) continue;  // closes it: no fd exhaustion
-          epoll_event ev{};
-          ev.events = EPOLLIN;
-          ev.data.fd = client.get();
-          if (::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, client.get(), &ev) == 0) {
-            int cfd = client.get();
-            clients_[cfd] = std::move(client);
-          }
-        }
       } else {
-        on_client(fd);
+        server_->on_ready(fd);
       }
     }
     watch_scopes_fd();  // the manager connection's fd and wanted events change
   }
 }
 
-void Daemon::on_client(int fd) {
-  std::string buf(ipc::kMaxMessageBytes + 1, '\0');
-  ssize_t n = ::recv(fd, buf.data(), buf.size(), MSG_TRUNC);
-  if (n <= 0) {
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
-    ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
-    clients_.erase(fd);
-    awaiting_.erase(fd);
-    followers_.erase(fd);
-    return;
-  }
-  if (awaiting_.count(fd)) {
-    // One request at a time per connection: answers must not overtake each other.
-    ipc::send_message(fd, {{"ok", false},
-                           {"error",
-                            "a launch is still in progress on this "
-                            "connection"}});
-    return;
-  }
-  std::string reply;  // JSON text
-  try {
-    ipc::PeerCred peer = ipc::peer_credentials(fd);
-    std::string error;
-    std::optional<ipc::Request> request;
-    if (static_cast<std::size_t>(n) > ipc::kMaxMessageBytes) {
-      error = "request too large";
-    } else {
-      buf.resize(static_cast<std::size_t>(n));
-      request = ipc::parse_request(buf, error);
-    }
-    if (!request) {
-      reply = ipc::message_text({{"ok", false}, {"error", error}});
-    } else if (ipc::op_changes_state(request->op) && !ipc::may_change(peer, admin_gid_)) {
-      reply = ipc::message_text(
-          {{"ok", false},
-           {"error", std::string("permission denied: this request needs root or membership "
-                                 "in the group ") +
-                         ipc::kAdminGroup}});
-    } else {
-      std::optional<std::string> now = handle(fd, *request, peer);
-      if (!now) return;  // answered when systemd has made the scope
-      reply = std::move(*now);
-    }
-  } catch (const std::exception& e) {
-    reply = ipc::message_text({{"ok", false}, {"error", e.what()}});
-  }
-  try {
-    ipc::send_text(fd, reply);
-  } catch (const Error&) {
-    ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
-    clients_.erase(fd);
-  }
-  // A big reply (a list of thousands of apps) leaves thousands of small freed blocks in
-  // the heap; hand their pages back, so that ksd's resident memory stays what its state
-  // needs: with 10,000 apps 12.6 MB after lists, 16-17 MB without this (the price: page
-  // faults on the next list, tens of milliseconds here; docs/benchmarks.md).
-  if (reply.size() > kTrimAfterReplyBytes) {
-    reply = std::string();
-    ::malloc_trim(0);
-  }
-}
-
-std::optional<std::string> Daemon::handle(int fd, const ipc::Request& request,
+std::optional<std::string> Daemon::handle(AdminServer::ClientId client, const ipc::Request& request,
                                           const ipc::PeerCred& peer) {
   switch (request.op) {
     case ipc::Op::kStatus:
@@ -590,14 +484,14 @@ std::optional<std::string> Daemon::handle(int fd, const ipc::Request& request,
     case ipc::Op::kReload:
       return ipc::message_text(reload());
     case ipc::Op::kLaunch: {
-      std::optional<nlohmann::json> reply = launch(fd, request, peer);
+      std::optional<nlohmann::json> reply = launch(client, request, peer);
       if (!reply) return std::nullopt;
       return ipc::message_text(*reply);
     }
     case ipc::Op::kProtect:
       return ipc::message_text(protect(request));
     case ipc::Op::kEvents:
-      return ipc::message_text(events_json(fd, request));
+      return ipc::message_text(events_json(client, request));
   }
   return ipc::message_text({{"ok", false}, {"error", "unhandled request"}});
 }
@@ -637,7 +531,8 @@ Counters Daemon::app_counters(std::uint64_t cgroup_id) const {
   return enforcement_.counters_of(cgroup_id, it != apps_.end() ? it->second.slot : 0);
 }
 
-std::optional<nlohmann::json> Daemon::launch(int fd, const ipc::Request& request,
+std::optional<nlohmann::json> Daemon::launch(AdminServer::ClientId client,
+                                             const ipc::Request& request,
                                              const ipc::PeerCred& peer) {
   if (!profile_ids_.count(request.profile)) return unknown_profile(request.profile);
   if (peer.pid <= 0)
@@ -655,13 +550,11 @@ std::optional<nlohmann::json> Daemon::launch(int fd, const ipc::Request& request
   // tree root are inherited by the scope's cgroup the moment systemd creates it, and the
   // caller is waiting for our answer, so it runs nothing in between.
   ensure_cgroup_dir(profile_slice_path(request.profile));
-  const std::uint64_t serial = next_serial_++;
-  awaiting_[fd] = serial;
   std::string cmd = request.argv.empty() ? "" : request.argv.front();
   scopes_->start(
       stem, profile_slice_unit(request.profile), peer.pid,
       "Killswitch-protected " + cmd.substr(0, 100) + " (profile " + request.profile + ")",
-      [this, fd, serial, request, peer](const std::string& error) {
+      [this, client, request, peer](const std::string& error) {
         nlohmann::json reply;
         try {
           if (!error.empty()) throw Error(error);
@@ -678,36 +571,20 @@ std::optional<nlohmann::json> Daemon::launch(int fd, const ipc::Request& request
           log_warning("launch for pid " + std::to_string(peer.pid) + " refused: " + e.what());
           reply = {{"ok", false}, {"error", e.what()}};
         }
-        reply_later(fd, serial, reply);
+        server_->reply_later(client, reply);
       });
   watch_scopes_fd();
   return std::nullopt;
 }
 
-void Daemon::reply_later(int fd, std::uint64_t serial, const nlohmann::json& reply) {
-  auto it = awaiting_.find(fd);
-  if (it == awaiting_.end() || it->second != serial) return;  // the caller has gone
-  awaiting_.erase(it);
-  try {
-    ipc::send_message(fd, reply);
-  } catch (const Error&) {
-    ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
-    clients_.erase(fd);
-  }
-}
-
 void Daemon::watch_scopes_fd() {
   if (!scopes_) return;
   const int fd = scopes_->fd();
-  if (scopes_fd_ >= 0 && fd != scopes_fd_)
-    ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, scopes_fd_, nullptr);  // may be closed already
+  if (scopes_fd_ >= 0 && fd != scopes_fd_) loop_.unwatch(scopes_fd_);
   scopes_fd_ = fd;
   if (fd < 0) return;
-  epoll_event ev{};
-  ev.events = scopes_->events();  // POLLIN/POLLOUT have the values of EPOLLIN/EPOLLOUT
-  ev.data.fd = fd;
-  if (::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_MOD, fd, &ev) != 0 && errno == ENOENT)
-    ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, fd, &ev);
+  // POLLIN/POLLOUT have the values of EPOLLIN/EPOLLOUT.
+  loop_.watch_for(fd, static_cast<std::uint32_t>(scopes_->events()));
 }
 
 nlohmann::json Daemon::finish_launch(const ipc::Request& request, const ipc::PeerCred& peer,
@@ -1238,17 +1115,7 @@ void Daemon::on_event(const ks_event& event) {
   }
   s.last = j;
 
-  for (auto it = followers_.begin(); it != followers_.end();) {
-    try {
-      ipc::send_message(*it, {{"event", j}});
-      ++it;
-    } catch (const Error&) {
-      // Too slow to keep up, or gone: end its stream rather than block the daemon.
-      ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, *it, nullptr);
-      clients_.erase(*it);
-      it = followers_.erase(it);
-    }
-  }
+  if (server_) server_->push_event(j);
 }
 
 void Daemon::log_event_summary() {
@@ -1278,7 +1145,7 @@ void Daemon::log_event_summary() {
   summary_.clear();
 }
 
-nlohmann::json Daemon::events_json(int fd, const ipc::Request& request) {
+nlohmann::json Daemon::events_json(AdminServer::ClientId client, const ipc::Request& request) {
   nlohmann::json events = nlohmann::json::array();
   std::size_t first = 0;
   // The newest `limit` of those at or after `since`.
@@ -1291,7 +1158,7 @@ nlohmann::json Daemon::events_json(int fd, const ipc::Request& request) {
     if (first++ < skip) continue;
     events.push_back(e);
   }
-  if (request.follow) followers_.insert(fd);
+  if (request.follow) server_->follow(client);
   Counters totals = enforcement_.totals();
   return {{"ok", true},
           {"events", events},

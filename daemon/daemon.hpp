@@ -11,6 +11,8 @@
 #include <string>
 #include <unordered_map>
 
+#include "admin_server.hpp"
+#include "event_loop.hpp"
 #include "killswitch/app_slots.hpp"
 #include "killswitch/config.hpp"
 #include "killswitch/enforcement.hpp"
@@ -62,7 +64,6 @@ class Daemon {
   ProfileIds pinned_profile_ids() const;
   void apply_policy(const char* why);
   void adopt_existing_apps();
-  void listen_socket();
   // Retires the apps that emptied: every app when `all`, else those without a watch.
   void sweep_apps(bool all);
   bool app_is_empty(App& app);  // also starts watching a populated app's cgroup.events
@@ -70,11 +71,11 @@ class Daemon {
   void on_app_watch_events();  // an app's cgroup.events changed (or went away)
   void guard_tree();
   void watch_tree();
-  void on_client(int fd);
   // The reply, or nothing when it comes later (a launch waiting for systemd).
-  std::optional<std::string> handle(int fd, const ipc::Request& request, const ipc::PeerCred& peer);
+  std::optional<std::string> handle(AdminServer::ClientId client, const ipc::Request& request,
+                                    const ipc::PeerCred& peer);
   nlohmann::json status_json();
-  nlohmann::json events_json(int fd, const ipc::Request& request);
+  nlohmann::json events_json(AdminServer::ClientId client, const ipc::Request& request);
   void consume_events();  // reads the events ring; failures are logged
   void on_event(const ks_event& event);
   void log_event_summary();
@@ -84,11 +85,10 @@ class Daemon {
   // Every process's pids by cgroup id in one read (the task iterator, loaded on the first
   // list); nullopt where it cannot be used: then each app's cgroup.procs is read.
   std::optional<PidsByCgroup> pids_by_cgroup();
-  std::optional<nlohmann::json> launch(int fd, const ipc::Request& request,
+  std::optional<nlohmann::json> launch(AdminServer::ClientId client, const ipc::Request& request,
                                        const ipc::PeerCred& peer);
   nlohmann::json finish_launch(const ipc::Request& request, const ipc::PeerCred& peer,
                                const App& app);
-  void reply_later(int fd, std::uint64_t serial, const nlohmann::json& reply);
   void watch_scopes_fd();
   std::string profile_slice_unit(const std::string& profile) const;
   nlohmann::json protect(const ipc::Request& request);
@@ -125,7 +125,9 @@ class Daemon {
   AppSlots app_slots_;
   std::uint64_t attached_root_id_ = 0;  // cgroup id of the tree root the links are on
   bool watchdog_ = false;               // WatchdogSec= set: ping on every sweep
-  UniqueFd listen_fd_, epoll_fd_, signal_fd_, timer_fd_;
+  EventLoop loop_;
+  std::unique_ptr<AdminServer> server_;  // null until the constructor makes it
+  UniqueFd signal_fd_, timer_fd_;
   // inotify on the tree root and its parent: systemd removing or re-creating a slice's
   // cgroup is seen at once, not at the next sweep.
   UniqueFd tree_watch_fd_;
@@ -134,13 +136,9 @@ class Daemon {
   UniqueFd app_watch_fd_;
   std::unordered_map<int, std::uint64_t> app_watches_;  // watch -> app's cgroup id
   unsigned sweeps_since_full_sweep_ = 0;
-  std::map<int, UniqueFd> clients_;
   // Transient scopes for ksrun (systemd hosts only; null: ksd makes the cgroups itself).
   std::unique_ptr<systemd::TransientScopes> scopes_;
   int scopes_fd_ = -1;
-  // Clients whose launch waits for systemd: fd -> serial (a closed fd can be re-used).
-  std::map<int, std::uint64_t> awaiting_;
-  std::uint64_t next_serial_ = 1;
 
   // Blocked-attempt events: the newest kEventsKept, numbered from 1; clients that follow
   // them get each one pushed.
@@ -149,7 +147,6 @@ class Daemon {
   bool task_cgroups_tried_ = false;
   std::deque<nlohmann::json> recent_events_;
   std::uint64_t next_event_seq_ = 1;
-  std::set<int> followers_;
   std::map<std::uint64_t, std::string> cgroup_paths_;  // cache for events: id -> path
   // For the journal summary: per app, events since the last summary, the blocked count at
   // its start, and the last event.
@@ -160,7 +157,6 @@ class Daemon {
   };
   std::map<std::uint64_t, Summary> summary_;
   unsigned sweeps_since_summary_ = 0;
-  std::optional<gid_t> admin_gid_;
   bool policy_stale_ = false;  // an update failed; the timer retries
 };
 

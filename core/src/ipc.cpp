@@ -228,6 +228,16 @@ void send_text(int fd, std::string_view text) {
     send_one(fd, text.substr(at, kFragmentBytes), deadline);
 }
 
+bool try_send_text(int fd, std::string_view text) {
+  if (text.size() > kFragmentBytes) return false;
+  for (;;) {
+    ssize_t n = ::send(fd, text.data(), text.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n == static_cast<ssize_t>(text.size())) return true;
+    if (n < 0 && errno == EINTR) continue;
+    return false;
+  }
+}
+
 std::string message_text(const nlohmann::json& value) {
   // Strings from the system need not be UTF-8 (a command line, a task name): JSON text
   // must be, and nlohmann-json would throw. Replace what is not (U+FFFD), never fail.

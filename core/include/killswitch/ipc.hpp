@@ -67,6 +67,10 @@ UniqueFd connect_to(const std::string& path);  // throws ks::Error naming the pa
 void send_message(int fd, const nlohmann::json& message);
 // A message already written as JSON text (a large reply, built without a JSON tree).
 void send_text(int fd, std::string_view text);
+// One message of at most one fragment, now or never: false when the socket cannot take it
+// at once (the peer does not keep up) or is broken. For pushed events, which must never
+// make the daemon wait for a slow reader.
+bool try_send_text(int fd, std::string_view text);
 // The JSON text of a message: strings that are not UTF-8 get U+FFFD instead of an exception.
 std::string message_text(const nlohmann::json& value);
 // Waits up to timeout_ms; throws ks::Error on timeout, EOF or a non-JSON message.

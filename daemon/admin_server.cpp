@@ -1,0 +1,188 @@
+#include "admin_server.hpp"
+
+#include <malloc.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "killswitch/error.hpp"
+
+namespace ks {
+
+namespace {
+
+// A big reply (a list of thousands of apps) leaves thousands of small freed blocks in the
+// heap; their pages go back after it, so that ksd's resident memory stays what its state
+// needs: with 10,000 apps 12.6 MB after lists, 16-17 MB without this (the price: page
+// faults on the next list, tens of milliseconds here; docs/benchmarks.md).
+constexpr std::size_t kTrimAfterReplyBytes = 1024 * 1024;
+
+}  // namespace
+
+AdminServer::AdminServer(FdWatcher& watcher, std::optional<gid_t> admin_gid, Handler handler)
+    : watcher_(watcher), admin_gid_(admin_gid), handler_(std::move(handler)) {}
+
+void AdminServer::listen(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) throw Error("socket path too long: " + path);
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  listen_fd_ = UniqueFd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!listen_fd_) throw_errno("socket");
+  ::unlink(path.c_str());  // stale socket of a dead ksd; the lock proves none is running
+  if (::bind(listen_fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0)
+    throw_errno("cannot bind admin socket " + path);
+  // Anyone may connect: read-only requests and launching oneself are for everybody;
+  // changes are checked per request with SO_PEERCRED.
+  if (::chmod(path.c_str(), 0666) != 0) throw_errno("chmod " + path);
+  if (::listen(listen_fd_.get(), 64) != 0) throw_errno("listen");
+  watcher_.watch(listen_fd_.get());
+}
+
+AdminServer::ClientId AdminServer::adopt(UniqueFd connection) {
+  const int fd = connection.get();
+  const ClientId id = next_id_++;
+  watcher_.watch(fd);
+  clients_[fd] = Client{std::move(connection), id};
+  return id;
+}
+
+bool AdminServer::on_ready(int fd) {
+  if (listen_fd_ && fd == listen_fd_.get()) {
+    accept_all();
+    return true;
+  }
+  auto it = clients_.find(fd);
+  if (it == clients_.end()) return false;
+  on_request(it->second);
+  return true;
+}
+
+void AdminServer::accept_all() {
+  for (;;) {
+    UniqueFd client(::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+    if (!client) break;
+    if (clients_.size() >= kMaxClients) continue;  // closes it: no fd exhaustion
+    adopt(std::move(client));
+  }
+}
+
+void AdminServer::close_client(ClientId client) {
+  Client* c = find(client);
+  if (!c) return;
+  const int fd = c->fd.get();
+  watcher_.unwatch(fd);
+  clients_.erase(fd);  // closes it, and with it its stream and any pending reply
+}
+
+AdminServer::Client* AdminServer::find(ClientId id) {
+  for (auto& [fd, client] : clients_)
+    if (client.id == id) return &client;
+  return nullptr;
+}
+
+bool AdminServer::is_following(ClientId client) const {
+  for (const auto& [fd, c] : clients_)
+    if (c.id == client) return c.following;
+  return false;
+}
+
+bool AdminServer::send_or_close(Client& client, std::string_view text) {
+  try {
+    ipc::send_text(client.fd.get(), text);
+    return true;
+  } catch (const Error&) {
+    close_client(client.id);
+    return false;
+  }
+}
+
+void AdminServer::on_request(Client& client) {
+  const int fd = client.fd.get();
+  std::string buf(ipc::kMaxMessageBytes + 1, '\0');
+  ssize_t n = ::recv(fd, buf.data(), buf.size(), MSG_TRUNC);
+  if (n <= 0) {
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    close_client(client.id);
+    return;
+  }
+  if (client.awaiting_reply) {
+    // One request at a time per connection: answers must not overtake each other.
+    send_or_close(
+        client, ipc::message_text({{"ok", false},
+                                   {"error", "a launch is still in progress on this connection"}}));
+    return;
+  }
+  const ClientId id = client.id;
+  std::string reply;  // JSON text
+  try {
+    ipc::PeerCred peer = ipc::peer_credentials(fd);
+    std::string error;
+    std::optional<ipc::Request> request;
+    if (static_cast<std::size_t>(n) > ipc::kMaxMessageBytes) {
+      error = "request too large";
+    } else {
+      buf.resize(static_cast<std::size_t>(n));
+      request = ipc::parse_request(buf, error);
+    }
+    if (!request) {
+      reply = ipc::message_text({{"ok", false}, {"error", error}});
+    } else if (ipc::op_changes_state(request->op) && !ipc::may_change(peer, admin_gid_)) {
+      reply = ipc::message_text(
+          {{"ok", false},
+           {"error", std::string("permission denied: this request needs root or membership "
+                                 "in the group ") +
+                         ipc::kAdminGroup}});
+    } else {
+      // Waiting from before the handler runs: a reply_later() from inside it (a callback
+      // that fires at once) finds the client waiting.
+      client.awaiting_reply = true;
+      std::optional<std::string> now = handler_(id, *request, peer);
+      if (!now) return;  // answered later (reply_later)
+      reply = std::move(*now);
+    }
+  } catch (const std::exception& e) {
+    reply = ipc::message_text({{"ok", false}, {"error", e.what()}});
+  }
+  // Looked up again: what the handler did may have changed the client table.
+  Client* c = find(id);
+  if (c) {
+    c->awaiting_reply = false;
+    send_or_close(*c, reply);
+  }
+  if (reply.size() > kTrimAfterReplyBytes) {
+    reply = std::string();
+    ::malloc_trim(0);
+  }
+}
+
+void AdminServer::reply_later(ClientId client, const nlohmann::json& reply) {
+  Client* c = find(client);
+  if (!c || !c->awaiting_reply) return;  // the caller has gone
+  c->awaiting_reply = false;
+  send_or_close(*c, ipc::message_text(reply));
+}
+
+void AdminServer::follow(ClientId client) {
+  if (Client* c = find(client)) c->following = true;
+}
+
+void AdminServer::push_event(const nlohmann::json& event) {
+  const std::string text = ipc::message_text({{"event", event}});
+  std::vector<ClientId> following;
+  for (const auto& [fd, c] : clients_)
+    if (c.following) following.push_back(c.id);
+  for (ClientId id : following) {
+    Client* c = find(id);
+    // No waiting for a follower: one that cannot take an event at once has fallen behind
+    // (or gone), and its stream ends rather than hold up the daemon.
+    if (c && !ipc::try_send_text(c->fd.get(), text)) close_client(id);
+  }
+}
+
+}  // namespace ks
