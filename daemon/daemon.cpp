@@ -34,12 +34,9 @@ namespace ks {
 namespace {
 
 constexpr int kSweepIntervalSeconds = 1;
-constexpr std::size_t kEventsKept = 4096;
 // Apps whose cgroup.events is watched are read only this often (a lost inotify event,
 // a full queue: the safety net).
-constexpr unsigned kFullSweepEverySweeps = 60;
 constexpr unsigned kSummaryEverySweeps = 10;  // a journal line per app at most every 10 s
-constexpr std::size_t kSummaryMaxApps = 10;
 
 std::string slice_stem(const std::string& slice) {
   const std::string suffix = ".slice";
@@ -133,7 +130,16 @@ Daemon::Daemon(DaemonOptions options)
       config_(load_config_with_probe(options_.config_path)),
       enforcement_(Enforcement::load(options_.pin_dir)),
       links_(),
-      routing_() {
+      routing_(),
+      event_log_(EventLog::Context{
+          [this](std::uint64_t id) { return cgroup_path_of(id); },
+          [this](std::uint32_t id) { return profile_name(id); },
+          [this](std::uint32_t pid, const std::string& app) { return command_of(pid, app); },
+          [this](std::uint64_t id) { return registry_.counters(id).blocked(); }}),
+      app_maps_(enforcement_),
+      registry_(
+          app_maps_, [this](const std::string& profile) { return profile_ids_.at(profile); },
+          [this](const App& app) { remember_retired(app); }) {
   server_ = std::make_unique<AdminServer>(
       loop_, ipc::admin_group_id(),
       [this](AdminServer::ClientId client, const ipc::Request& request, const ipc::PeerCred& peer) {
@@ -218,41 +224,12 @@ void Daemon::adopt_existing_apps() {
   // with the counter slots it gave them (their sockets carry them in their marks).
   const auto entries = enforcement_.cgroup_entries();
   for (const auto& p : config_.profiles) {
-    std::string slice = profile_slice_path(p.name);
-    DIR* d = ::opendir(slice.c_str());
-    if (!d) continue;
-    // A cgroup's id is its kernfs inode number, which readdir reports too: no stat per
-    // app (with 10,000 apps, a tenth of a second of start-up). The first app of each
-    // slice is checked against stat; should a kernel ever differ, every app is stat'ed.
-    bool trust_d_ino = false, checked = false;
-    while (dirent* e = ::readdir(d)) {
-      std::string name = e->d_name;
-      if (e->d_type != DT_DIR || name == "." || name == "..") continue;
-      // Only cgroups ksd made itself are ksd's to remove; services and ksrun scopes
-      // on systemd hosts belong to systemd.
-      bool owned = name.starts_with("protect-") || (name.starts_with("ksrun-") && !scopes_);
-      App app{slice + "/" + name, p.name, 0, owned};
-      try {
-        if (trust_d_ino) {
-          app.cgroup_id = e->d_ino;
-        } else {
-          app.cgroup_id = cgroup_id(app.path);
-          if (!checked) trust_d_ino = app.cgroup_id == e->d_ino;
-          checked = true;
-        }
-      } catch (const Error&) {
-        continue;
-      }
-      // An app keeps the slot an earlier ksd gave it (its sockets carry it). One found
-      // without a slot (made while no ksd ran) gets none: its sockets so far carry none
-      // either, and the slots stay for the apps ksd launches, which are the ones about to
-      // open sockets. It is counted by cgroup id, as exactly, at the old per-packet price.
-      auto entry = entries.find(app.cgroup_id);
-      if (entry != entries.end() && app_slots_.claim(entry->second.app_slot))
-        app.slot = entry->second.app_slot;
-      apps_[app.cgroup_id] = app;
-    }
-    ::closedir(d);
+    // Only cgroups ksd made itself are ksd's to remove; services and ksrun scopes on
+    // systemd hosts belong to systemd.
+    registry_.adopt_slice(
+        profile_slice_path(p.name), p.name, entries, [this](const std::string& name) {
+          return name.starts_with("protect-") || (name.starts_with("ksrun-") && !scopes_);
+        });
   }
 }
 
@@ -324,7 +301,7 @@ void Daemon::apply_policy(const char* why) {
     ensure_cgroup_dir(slice);
     want[cgroup_id(slice)] = {profile_ids_.at(p.name), 0};
   }
-  for (const auto& [id, app] : apps_) {
+  for (const auto& [id, app] : registry_.apps()) {
     auto pid = profile_ids_.find(app.profile);
     want[id] = {pid != profile_ids_.end() ? pid->second : KS_PROFILE_NONE, app.slot};
   }
@@ -386,13 +363,9 @@ void Daemon::run() {
   tree_watch_fd_ = UniqueFd(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
   if (!tree_watch_fd_) log_warning(std::string("inotify_init1: ") + std::strerror(errno));
   watch_tree();
-  app_watch_fd_ = UniqueFd(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
-  if (!app_watch_fd_)
-    log_warning(std::string("inotify_init1 (apps read every second instead): ") +
-                std::strerror(errno));
 
   for (int fd : {signal_fd_.get(), timer_fd_.get(), links_.fd(), tree_watch_fd_.get(),
-                 events_->fd(), app_watch_fd_.get()})
+                 events_->fd(), registry_.watch_fd()})
     if (fd >= 0) loop_.watch(fd);
 
   std::uint64_t watchdog_usec = 0;
@@ -437,9 +410,7 @@ void Daemon::run() {
           }
           if (scopes_) scopes_->expire(std::chrono::steady_clock::now());
           guard_tree();
-          const bool full = ++sweeps_since_full_sweep_ >= kFullSweepEverySweeps;
-          if (full) sweeps_since_full_sweep_ = 0;
-          sweep_apps(full);
+          registry_.sweep();
           if (++sweeps_since_summary_ >= kSummaryEverySweeps) log_event_summary();
           if (watchdog_) sd_notify(0, "WATCHDOG=1");
         } catch (const std::exception& e) {
@@ -449,8 +420,10 @@ void Daemon::run() {
         // The ring buffer wakes us only when we had caught up with it (adaptive
         // notification); reading it here too bounds any missed wakeup to one sweep.
         consume_events();
-      } else if (fd == app_watch_fd_.get()) {
-        on_app_watch_events();
+      } else if (fd == registry_.watch_fd()) {
+        // Events the apps' last moments produced first, while ksd still knows the apps.
+        consume_events();
+        registry_.on_watch_ready();
       } else if (fd == tree_watch_fd_.get()) {
         alignas(inotify_event) char events_buf[4096];
         while (::read(tree_watch_fd_.get(), events_buf, sizeof(events_buf)) > 0) {
@@ -504,33 +477,6 @@ nlohmann::json Daemon::unknown_profile(const std::string& profile) const {
           {"error", "unknown profile \"" + profile + "\" (configured: " + known + ")"}};
 }
 
-Daemon::App Daemon::create_app_cgroup(const std::string& profile, const std::string& stem) {
-  std::string slice = profile_slice_path(profile);
-  ensure_cgroup_dir(slice);
-  std::string base = slice + "/" + stem;
-  std::string path = base + ".scope";
-  for (int n = 1; !ensure_cgroup_dir(path); ++n) {
-    if (!cgroup_populated(path) && remove_cgroup_tree(path) && ensure_cgroup_dir(path)) break;
-    path = base + "-" + std::to_string(n) + ".scope";
-  }
-  App app{path, profile, cgroup_id(path)};
-  // Classify before the process arrives, so its first socket already finds its app.
-  register_app(app);
-  return apps_.at(app.cgroup_id);
-}
-
-void Daemon::register_app(App app) {
-  if (app.slot == 0 && (app.slot = app_slots_.take()) != 0)
-    enforcement_.reset_app_counters(app.slot);  // before any socket can carry the slot
-  enforcement_.set_cgroup(app.cgroup_id, profile_ids_.at(app.profile), app.slot);
-  apps_[app.cgroup_id] = app;
-}
-
-Counters Daemon::app_counters(std::uint64_t cgroup_id) const {
-  auto it = apps_.find(cgroup_id);
-  return enforcement_.counters_of(cgroup_id, it != apps_.end() ? it->second.slot : 0);
-}
-
 std::optional<nlohmann::json> Daemon::launch(AdminServer::ClientId client,
                                              const ipc::Request& request,
                                              const ipc::PeerCred& peer) {
@@ -541,7 +487,7 @@ std::optional<nlohmann::json> Daemon::launch(AdminServer::ClientId client,
 
   if (!scopes_) {
     // One cgroup per launch, named after the launcher's pid (which becomes the app's).
-    App app = create_app_cgroup(request.profile, stem);
+    App& app = registry_.create(profile_slice_path(request.profile), request.profile, stem);
     move_pid_to_cgroup(app.path, peer.pid);
     return finish_launch(request, peer, app);
   }
@@ -563,9 +509,7 @@ std::optional<nlohmann::json> Daemon::launch(AdminServer::ClientId client,
           if (cgroup.rfind(slice + "/", 0) != 0)
             throw Error("systemd put the process in " + relative(cgroup) + ", outside " +
                         relative(slice));
-          App app{cgroup, request.profile, cgroup_id(cgroup), false};
-          register_app(app);
-          app = apps_.at(app.cgroup_id);
+          const App& app = registry_.add(App{cgroup, request.profile, cgroup_id(cgroup), false});
           reply = finish_launch(request, peer, app);
         } catch (const std::exception& e) {
           log_warning("launch for pid " + std::to_string(peer.pid) + " refused: " + e.what());
@@ -590,10 +534,10 @@ void Daemon::watch_scopes_fd() {
 nlohmann::json Daemon::finish_launch(const ipc::Request& request, const ipc::PeerCred& peer,
                                      const App& app) {
   // What ksrun is about to exec (until then /proc shows ksrun itself), for `ksctl list`.
-  if (auto tracked = apps_.find(app.cgroup_id); tracked != apps_.end()) {
+  if (App* tracked = registry_.find(app.cgroup_id)) {
     std::string command;
     for (const auto& arg : request.argv) command += (command.empty() ? "" : " ") + arg;
-    tracked->second.command = command;
+    tracked->command = command;
   }
   std::string missing = not_effective_on(app.path);
   if (!missing.empty())
@@ -633,7 +577,8 @@ nlohmann::json Daemon::protect(const ipc::Request& request) {
   // and every socket it held before shows up in the check. If there are any, it goes
   // back where it was: a socket keeps the cgroup it was created in, so adopting the
   // process would leave them unprotected while looking protected.
-  App app = create_app_cgroup(request.profile, "protect-" + std::to_string(pid));
+  const App& app = registry_.create(profile_slice_path(request.profile), request.profile,
+                                    "protect-" + std::to_string(pid));
   move_pid_to_cgroup(app.path, pid);
   std::size_t sockets = 0;
   try {
@@ -712,75 +657,10 @@ void Daemon::watch_tree() {
                   "); a re-created slice is noticed within 1 s instead");
 }
 
-void Daemon::on_app_watch_events() {
-  // Events the apps' last moments produced first, while ksd still knows the apps.
-  consume_events();
-  alignas(inotify_event) char buf[4096];
-  ssize_t got;
-  while ((got = ::read(app_watch_fd_.get(), buf, sizeof(buf))) > 0) {
-    for (ssize_t at = 0; at < got;) {
-      const auto* ev = reinterpret_cast<const inotify_event*>(buf + at);
-      at += static_cast<ssize_t>(sizeof(inotify_event) + ev->len);
-      if (ev->mask & IN_Q_OVERFLOW) {
-        // Changes were lost (thousands of apps ending at once): read them all at the next
-        // sweep, within a second.
-        log_info("inotify queue overflowed: every app is read at the next sweep");
-        sweeps_since_full_sweep_ = kFullSweepEverySweeps;
-        continue;
-      }
-      auto watched = app_watches_.find(ev->wd);
-      if (watched == app_watches_.end()) continue;
-      const std::uint64_t id = watched->second;
-      if (ev->mask & IN_IGNORED) {
-        // The file is gone (the cgroup was removed): swept by reading again.
-        app_watches_.erase(watched);
-        if (auto app = apps_.find(id); app != apps_.end()) app->second.watch = -1;
-      }
-      try {
-        retire_app_if_empty(id);
-      } catch (const std::exception& e) {
-        log_error(std::string("cannot retire an emptied app (will retry): ") + e.what());
-      }
-    }
-  }
-}
-
-void Daemon::sweep_apps(bool all) {
-  std::vector<std::uint64_t> ids;
-  for (const auto& [id, app] : apps_)
-    if (all || app.watch < 0) ids.push_back(id);
-  for (std::uint64_t id : ids) retire_app_if_empty(id);
-}
-
-bool Daemon::app_is_empty(App& app) {
-  if (!cgroup_populated(app.path)) return true;
-  if (app.watch >= 0 || !app_watch_fd_) return false;
-  // Populated: from now on its cgroup.events says when it empties. (Not watched from its
-  // creation: an app whose process never arrives would never change the file.) Read once
-  // more after adding the watch: it may have emptied in between.
-  app.watch =
-      ::inotify_add_watch(app_watch_fd_.get(), (app.path + "/cgroup.events").c_str(), IN_MODIFY);
-  if (app.watch >= 0) app_watches_[app.watch] = app.cgroup_id;
-  return !cgroup_populated(app.path);
-}
-
-void Daemon::retire_app_if_empty(std::uint64_t cgroup_id) {
-  auto it = apps_.find(cgroup_id);
-  if (it == apps_.end()) return;
-  App& app = it->second;
-  if (!app_is_empty(app)) return;
-  if (app.owned && !remove_cgroup_tree(app.path)) return;  // tried again at the next sweep
-  enforcement_.remove_cgroup(app.cgroup_id);
-  enforcement_.remove_counters(app.cgroup_id);
-  app_slots_.release(app.slot);
-  if (app.watch >= 0) {
-    ::inotify_rm_watch(app_watch_fd_.get(), app.watch);  // (gone with the cgroup already)
-    app_watches_.erase(app.watch);
-  }
+void Daemon::remember_retired(const App& app) {
   // Its events may still be in the ring: they keep naming the app (a bounded cache).
-  if (cgroup_paths_.size() > 4 * kEventsKept) cgroup_paths_.clear();
+  if (cgroup_paths_.size() > 4 * EventLog::kKept) cgroup_paths_.clear();
   cgroup_paths_[app.cgroup_id] = relative(app.path);
-  apps_.erase(it);
 }
 
 std::uint32_t Daemon::profile_of_cgroup(const std::string& absolute_cgroup,
@@ -860,7 +740,7 @@ nlohmann::json Daemon::status_json() {
   // 10,000 apps cost 0.4 s per status. Anything unknown in the tree: walk and look.
   std::size_t protected_apps = 0;
   if (tree_holds_only_known_cgroups()) {
-    protected_apps = apps_.size();
+    protected_apps = registry_.apps().size();
     for (const auto& p : config_.profiles)
       if (!cgroup_pids(profile_slice_path(p.name)).empty()) ++protected_apps;
   } else {
@@ -879,7 +759,7 @@ bool Daemon::tree_holds_only_known_cgroups() const {
   // cgroup.stat counts the live descendants: equal to the profile slices plus the tracked
   // apps means there is nothing else (a service's own sub-cgroups, a directory someone
   // made, an app that vanished before the sweep saw it).
-  std::size_t known = apps_.size();
+  std::size_t known = registry_.apps().size();
   for (const auto& p : config_.profiles)
     if (::access(profile_slice_path(p.name).c_str(), F_OK) == 0) ++known;
   return cgroup_descendants(root_cgroup_) == known;
@@ -964,7 +844,7 @@ std::string Daemon::list_text() {
   // The apps ksd tracks need no stat, no walk up the tree and no /proc read: their id,
   // profile and command are known (with 10,000 apps, that was most of the time).
   std::unordered_map<std::string, App*> tracked;
-  for (auto& [id, app] : apps_) tracked[app.path] = &app;
+  for (auto& [id, app] : registry_.apps()) tracked[app.path] = &app;
   const auto by_cgroup = enforcement_.all_counters_by_cgroup();
   const auto by_slot = enforcement_.all_counters_by_slot();
   // Only known cgroups in the tree: those are the ones to list, no directory walk (three
@@ -972,7 +852,7 @@ std::string Daemon::list_text() {
   std::vector<std::string> cgroups;
   if (tree_holds_only_known_cgroups()) {
     for (const auto& p : config_.profiles) cgroups.push_back(profile_slice_path(p.name));
-    for (const auto& [id, app] : apps_) cgroups.push_back(app.path);
+    for (const auto& [id, app] : registry_.apps()) cgroups.push_back(app.path);
   } else {
     walk_cgroups(root_cgroup_, [&](const std::string& cg) { cgroups.push_back(cg); });
   }
@@ -1066,11 +946,10 @@ std::string Daemon::profile_name(std::uint32_t profile_id) const {
 std::string Daemon::cgroup_path_of(std::uint64_t id) {
   auto it = cgroup_paths_.find(id);
   if (it != cgroup_paths_.end()) return it->second;
-  auto app = apps_.find(id);
-  if (app != apps_.end()) return cgroup_paths_[id] = relative(app->second.path);
+  if (const App* app = registry_.find(id)) return cgroup_paths_[id] = relative(app->path);
   // Services and scopes systemd made: look once through the tree. Events are rate
   // limited per app, so this runs a few times a second at most.
-  if (cgroup_paths_.size() > 4 * kEventsKept) cgroup_paths_.clear();
+  if (cgroup_paths_.size() > 4 * EventLog::kKept) cgroup_paths_.clear();
   std::string found;
   if (id == attached_root_id_) found = relative(root_cgroup_);
   walk_cgroups(root_cgroup_, [&](const std::string& cg) {
@@ -1085,6 +964,15 @@ std::string Daemon::cgroup_path_of(std::uint64_t id) {
   return cgroup_paths_[id] = found;
 }
 
+std::string Daemon::command_of(std::uint32_t pid, const std::string& app) const {
+  std::string command = pid ? read_cmdline(static_cast<pid_t>(pid)) : "";
+  if (command.empty() && !app.empty() && app.front() == '/') {
+    auto pids = cgroup_pids(cgroup_mount_ + app);
+    if (!pids.empty()) command = read_cmdline(pids.front());
+  }
+  return command;
+}
+
 void Daemon::consume_events() {
   try {
     events_->consume();
@@ -1094,76 +982,22 @@ void Daemon::consume_events() {
 }
 
 void Daemon::on_event(const ks_event& event) {
-  nlohmann::json j = event_json(event, next_event_seq_++, boottime_to_realtime_us(event.time_ns));
-  const std::string app = cgroup_path_of(event.cgroup_id);
-  j["app"] = app;
-  j["profile"] = profile_name(event.profile_id);
-  std::string command = event.pid ? read_cmdline(static_cast<pid_t>(event.pid)) : "";
-  if (command.empty() && app.front() == '/') {
-    auto pids = cgroup_pids(cgroup_mount_ + app);
-    if (!pids.empty()) command = read_cmdline(pids.front());
-  }
-  j["command"] = command.substr(0, 200);
-
-  recent_events_.push_back(j);
-  if (recent_events_.size() > kEventsKept) recent_events_.pop_front();
-
-  Summary& s = summary_[event.cgroup_id];
-  if (s.events++ == 0) {
-    std::uint64_t blocked = app_counters(event.cgroup_id).blocked();
-    s.blocked_before = blocked > 0 ? blocked - 1 : 0;
-  }
-  s.last = j;
-
+  nlohmann::json j = event_log_.record(event, boottime_to_realtime_us(event.time_ns));
   if (server_) server_->push_event(j);
 }
 
 void Daemon::log_event_summary() {
   sweeps_since_summary_ = 0;
-  if (summary_.empty()) return;
-  std::size_t shown = 0;
-  for (const auto& [cgroup, s] : summary_) {
-    if (++shown > kSummaryMaxApps) break;
-    const std::uint64_t now = app_counters(cgroup).blocked();
-    const nlohmann::json& e = s.last;
-    std::string who = e.value("command", std::string());
-    if (who.empty()) who = e.value("comm", std::string());
-    log_warning(
-        "blocked " + std::to_string(now > s.blocked_before ? now - s.blocked_before : s.events) +
-        " attempt(s) of " + (who.empty() ? std::string("an app") : who.substr(0, 80)) + " (" +
-        e.value("app", std::string()) + ", profile " + e.value("profile", std::string()) +
-        ") in the last " + std::to_string(kSummaryEverySweeps) +
-        " s; last: " + e.value("hook", std::string()) +
-        (e.value("destination", std::string()).empty()
-             ? ""
-             : " to " + e.value("destination", std::string())) +
-        " (" + e.value("reason", std::string()) + ")");
-  }
-  if (summary_.size() > kSummaryMaxApps)
-    log_warning("... and " + std::to_string(summary_.size() - kSummaryMaxApps) +
-                " more app(s) with blocked attempts; see ksctl events");
-  summary_.clear();
+  for (const std::string& line : event_log_.take_summary(kSummaryEverySweeps)) log_warning(line);
 }
 
 nlohmann::json Daemon::events_json(AdminServer::ClientId client, const ipc::Request& request) {
-  nlohmann::json events = nlohmann::json::array();
-  std::size_t first = 0;
-  // The newest `limit` of those at or after `since`.
-  std::size_t matching = 0;
-  for (const auto& e : recent_events_)
-    if (e["seq"].get<std::uint64_t>() >= request.since) ++matching;
-  std::size_t skip = matching > request.limit ? matching - request.limit : 0;
-  for (const auto& e : recent_events_) {
-    if (e["seq"].get<std::uint64_t>() < request.since) continue;
-    if (first++ < skip) continue;
-    events.push_back(e);
-  }
   if (request.follow) server_->follow(client);
   Counters totals = enforcement_.totals();
   return {{"ok", true},
-          {"events", events},
-          {"next_seq", next_event_seq_},
-          {"kept", kEventsKept},
+          {"events", event_log_.query(request.since, request.limit)},
+          {"next_seq", event_log_.next_seq()},
+          {"kept", EventLog::kKept},
           {"blocked_total", totals.blocked()},
           {"events_dropped", totals.events_dropped},
           {"follow", request.follow}};

@@ -367,12 +367,17 @@ _lab_alive() {
   [[ -z ${2:-} || ${f[19]} == "$2" ]]
 }
 
+# Under emulation (scripts/kernel-matrix.sh runs the lab in qemu's TCG, which sets
+# QR_GUEST=1) processes start 15-20x slower: the bounds of waits for a condition (never of
+# assertions about how fast something fails) are LAB_WAIT_SCALE times longer there.
+LAB_WAIT_SCALE=${LAB_WAIT_SCALE:-$([[ ${QR_GUEST:-} == 1 ]] && echo 4 || echo 1)}
+
 # _lab_wait_until TIMEOUT_S CMD...: poll CMD every 10 ms until it succeeds (0) or the
-# timeout (whole seconds) passes (1).
+# timeout (whole seconds, times LAB_WAIT_SCALE) passes (1).
 _lab_wait_until() {
   local timeout=$1
   shift
-  local deadline=$((${EPOCHREALTIME/./} + ${timeout%.*} * 1000000))
+  local deadline=$((${EPOCHREALTIME/./} + ${timeout%.*} * LAB_WAIT_SCALE * 1000000))
   until "$@"; do
     ((${EPOCHREALTIME/./} < deadline)) || return 1
     _lab_sleep 0.01
@@ -398,7 +403,7 @@ lab_sleep_until() {
 # (ksctl, reading /proc/net/dev in a netns): polling them every 10 ms would take CPU from the
 # captures on a busy machine.
 lab_poll_until() {
-  local deadline=$((${EPOCHREALTIME/./} + $1 * 1000000))
+  local deadline=$((${EPOCHREALTIME/./} + $1 * LAB_WAIT_SCALE * 1000000))
   shift
   until "$@"; do
     ((${EPOCHREALTIME/./} < deadline)) || return 1

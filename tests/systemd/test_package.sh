@@ -14,7 +14,9 @@ source "$HERE/container.sh"
 
 CT=ks-pkg$$
 CT=${CT:0:32}
-DEB_DIR=$KS_BUILD_DIR/deb
+# package.sh's own default, next to build/: at the same depth in the checkout, so that
+# ccache finds every object of the main build (paths are hashed relative to the checkout).
+DEB_DIR=$KS_SOURCE_DIR/build-deb
 SNAP=$(mktemp -d /tmp/ks-pkg-test.XXXXXX)
 ct_rootfs
 ct_on_exit() {

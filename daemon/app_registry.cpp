@@ -1,0 +1,169 @@
+#include "app_registry.hpp"
+
+#include <dirent.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "killswitch/cgroup.hpp"
+#include "killswitch/error.hpp"
+#include "killswitch/log.hpp"
+
+namespace ks {
+
+AppRegistry::AppRegistry(AppMaps& maps, ProfileIdOf profile_id_of, OnRetired on_retired)
+    : maps_(maps),
+      profile_id_of_(std::move(profile_id_of)),
+      on_retired_(std::move(on_retired)),
+      watch_fd_(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK)) {
+  if (!watch_fd_)
+    log_warning(std::string("inotify_init1 (apps read every second instead): ") +
+                std::strerror(errno));
+}
+
+void AppRegistry::adopt_slice(const std::string& slice, const std::string& profile,
+                              const std::map<std::uint64_t, ks_cgroup_value>& entries,
+                              const std::function<bool(const std::string& name)>& owned) {
+  DIR* d = ::opendir(slice.c_str());
+  if (!d) return;
+  // A cgroup's id is its kernfs inode number, which readdir reports too: no stat per app
+  // (with 10,000 apps, a tenth of a second of start-up). The first app of each slice is
+  // checked against stat; should a kernel ever differ, every app is stat'ed.
+  bool trust_d_ino = false, checked = false;
+  while (dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (e->d_type != DT_DIR || name == "." || name == "..") continue;
+    App app{slice + "/" + name, profile, 0, owned(name)};
+    try {
+      if (trust_d_ino) {
+        app.cgroup_id = e->d_ino;
+      } else {
+        app.cgroup_id = cgroup_id(app.path);
+        if (!checked) trust_d_ino = app.cgroup_id == e->d_ino;
+        checked = true;
+      }
+    } catch (const Error&) {
+      continue;
+    }
+    // An app keeps the slot an earlier ksd gave it (its sockets carry it). One found
+    // without a slot (made while no ksd ran) gets none: its sockets so far carry none
+    // either, and the slots stay for the apps ksd launches, which are the ones about to
+    // open sockets. It is counted by cgroup id, as exactly, at the old per-packet price.
+    auto entry = entries.find(app.cgroup_id);
+    if (entry != entries.end() && slots_.claim(entry->second.app_slot))
+      app.slot = entry->second.app_slot;
+    apps_[app.cgroup_id] = app;
+  }
+  ::closedir(d);
+}
+
+App& AppRegistry::add(App app) {
+  const bool new_slot = app.slot == 0 && (app.slot = slots_.take()) != 0;
+  try {
+    if (new_slot) maps_.reset_app_counters(app.slot);  // before any socket can carry it
+    maps_.set_cgroup(app.cgroup_id, profile_id_of_(app.profile), app.slot);
+  } catch (...) {
+    if (new_slot) slots_.release(app.slot);
+    throw;
+  }
+  App& tracked = apps_[app.cgroup_id];
+  tracked = std::move(app);
+  return tracked;
+}
+
+App& AppRegistry::create(const std::string& slice, const std::string& profile,
+                         const std::string& stem) {
+  ensure_cgroup_dir(slice);
+  const std::string base = slice + "/" + stem;
+  std::string path = base + ".scope";
+  for (int n = 1; !ensure_cgroup_dir(path); ++n) {
+    if (!cgroup_populated(path) && remove_cgroup_tree(path) && ensure_cgroup_dir(path)) break;
+    path = base + "-" + std::to_string(n) + ".scope";
+  }
+  // Classified before the process arrives, so its first socket already finds its app.
+  return add(App{path, profile, cgroup_id(path)});
+}
+
+App* AppRegistry::find(std::uint64_t cgroup_id) {
+  auto it = apps_.find(cgroup_id);
+  return it == apps_.end() ? nullptr : &it->second;
+}
+
+Counters AppRegistry::counters(std::uint64_t cgroup_id) const {
+  auto it = apps_.find(cgroup_id);
+  return maps_.counters_of(cgroup_id, it != apps_.end() ? it->second.slot : 0);
+}
+
+void AppRegistry::on_watch_ready() {
+  alignas(inotify_event) char buf[4096];
+  ssize_t got;
+  while ((got = ::read(watch_fd_.get(), buf, sizeof(buf))) > 0) {
+    for (ssize_t at = 0; at < got;) {
+      const auto* ev = reinterpret_cast<const inotify_event*>(buf + at);
+      at += static_cast<ssize_t>(sizeof(inotify_event) + ev->len);
+      if (ev->mask & IN_Q_OVERFLOW) {
+        // Changes were lost (thousands of apps ending at once): read them all at the next
+        // sweep, within a second.
+        log_info("inotify queue overflowed: every app is read at the next sweep");
+        sweeps_since_full_sweep_ = kFullSweepEverySweeps;
+        continue;
+      }
+      auto watched = watches_.find(ev->wd);
+      if (watched == watches_.end()) continue;
+      const std::uint64_t id = watched->second;
+      if (ev->mask & IN_IGNORED) {
+        // The file is gone (the cgroup was removed): swept by reading again.
+        watches_.erase(watched);
+        if (App* app = find(id)) app->watch = -1;
+      }
+      try {
+        retire_if_empty(id);
+      } catch (const std::exception& e) {
+        log_error(std::string("cannot retire an emptied app (will retry): ") + e.what());
+      }
+    }
+  }
+}
+
+void AppRegistry::sweep() {
+  const bool all = ++sweeps_since_full_sweep_ >= kFullSweepEverySweeps;
+  if (all) sweeps_since_full_sweep_ = 0;
+  std::vector<std::uint64_t> ids;
+  for (const auto& [id, app] : apps_)
+    if (all || app.watch < 0) ids.push_back(id);
+  for (std::uint64_t id : ids) retire_if_empty(id);
+}
+
+bool AppRegistry::is_empty(App& app) {
+  if (!cgroup_populated(app.path)) return true;
+  if (app.watch >= 0 || !watch_fd_) return false;
+  // Populated: from now on its cgroup.events says when it empties. (Not watched from its
+  // creation: an app whose process never arrives would never change the file.) Read once
+  // more after adding the watch: it may have emptied in between.
+  app.watch =
+      ::inotify_add_watch(watch_fd_.get(), (app.path + "/cgroup.events").c_str(), IN_MODIFY);
+  if (app.watch >= 0) watches_[app.watch] = app.cgroup_id;
+  return !cgroup_populated(app.path);
+}
+
+void AppRegistry::retire_if_empty(std::uint64_t cgroup_id) {
+  auto it = apps_.find(cgroup_id);
+  if (it == apps_.end()) return;
+  App& app = it->second;
+  if (!is_empty(app)) return;
+  if (app.owned && !remove_cgroup_tree(app.path)) return;  // tried again at the next sweep
+  maps_.remove_cgroup(app.cgroup_id);
+  maps_.remove_counters(app.cgroup_id);
+  slots_.release(app.slot);
+  if (app.watch >= 0) {
+    ::inotify_rm_watch(watch_fd_.get(), app.watch);  // (gone with the cgroup already)
+    watches_.erase(app.watch);
+  }
+  on_retired_(app);
+  apps_.erase(it);
+}
+
+}  // namespace ks
