@@ -68,7 +68,11 @@ void AdminServer::accept_all() {
     UniqueFd client(::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
     if (!client) break;
     if (clients_.size() >= kMaxClients) continue;  // closes it: no fd exhaustion
-    adopt(std::move(client));
+    try {
+      adopt(std::move(client));
+    } catch (const Error&) {
+      // Not watchable (epoll full?): the connection is closed, the server goes on.
+    }
   }
 }
 
