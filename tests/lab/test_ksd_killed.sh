@@ -72,11 +72,15 @@ spawn_phase_probe() {
   mkfifo -m 600 "$LAB_DIR/$name.go"
   script='read -r go <"$1"
     "$2" connect-time --dst "$3" --timeout-ms 2000
-    exec "$2" udp --dst "$3" --count 20 --interval-ms 1 --expect-reply --reply-wait-ms 500'
+    exec "$2" udp --dst "$3" --count 20 --interval-ms 1 --expect-reply --reply-wait-ms "$4"'
+  # How long the echoes may take: 500 ms, longer under emulation (LAB_WAIT_SCALE).
+  local reply_wait_ms=$((500 * LAB_WAIT_SCALE))
   if [[ ${3:-} == ksrun ]]; then
-    ks_spawn_protected "$name" sh -c "$script" sh "$LAB_DIR/$name.go" "$KS_PROBE" "$dst"
+    ks_spawn_protected "$name" sh -c "$script" sh "$LAB_DIR/$name.go" "$KS_PROBE" "$dst" \
+      "$reply_wait_ms"
   else
-    lab_spawn_client "$name" sh -c "$script" sh "$LAB_DIR/$name.go" "$KS_PROBE" "$dst"
+    lab_spawn_client "$name" sh -c "$script" sh "$LAB_DIR/$name.go" "$KS_PROBE" "$dst" \
+      "$reply_wait_ms"
   fi
   PHASE_PID[$name]=$LAB_LAST_PID
 }
