@@ -324,19 +324,22 @@ void Daemon::apply_policy(const char* why) {
       bool changed = old == plan_.status.end() || i >= old->second.size() ||
                      old->second[i].state != t.state || old->second[i].ifindex != t.ifindex ||
                      old->second[i].ipv4 != t.ipv4 || old->second[i].ipv6 != t.ipv6;
-      if (changed && t.state == "up") loosen_rp_filter(t.name);
+      if (changed && t.state == TunnelState::kUp) loosen_rp_filter(t.name);
       if (changed)
-        log_info(
-            std::string(why) + ": profile " + profile + ": tunnel " + t.name + " " + t.state +
-            (t.ifindex ? " (ifindex " + std::to_string(t.ifindex) + ")" : "") +
-            (t.state == "up" ? std::string(t.ipv4 ? " ipv4" : "") + (t.ipv6 ? " ipv6" : "") : ""));
+        log_info(std::string(why) + ": profile " + profile + ": tunnel " + t.name + " " +
+                 tunnel_state_name(t.state) +
+                 (t.ifindex ? " (ifindex " + std::to_string(t.ifindex) + ")" : "") +
+                 (t.state == TunnelState::kUp
+                      ? std::string(t.ipv4 ? " ipv4" : "") + (t.ipv6 ? " ipv6" : "")
+                      : ""));
     }
   }
   plan_ = std::move(plan);
 
   std::string status;
   for (const auto& [profile, tunnels] : plan_.status)
-    for (const auto& t : tunnels) status += profile + ":" + t.name + "=" + t.state + " ";
+    for (const auto& t : tunnels)
+      status += profile + ":" + t.name + "=" + tunnel_state_name(t.state) + " ";
   sd_notifyf(0, "STATUS=%s", status.c_str());
 }
 
@@ -711,11 +714,11 @@ nlohmann::json Daemon::status_json() {
     bool any_up = false;
     for (const auto& t : plan_.status[p.name]) {
       pj["tunnels"].push_back({{"name", t.name},
-                               {"state", t.state},
+                               {"state", tunnel_state_name(t.state)},
                                {"ifindex", t.ifindex},
                                {"ipv4", t.ipv4},
                                {"ipv6", t.ipv6}});
-      any_up = any_up || t.state == "up";
+      any_up = any_up || t.state == TunnelState::kUp;
     }
     if (any_up) {
       pj["traffic"] = "through tunnel";
@@ -723,7 +726,7 @@ nlohmann::json Daemon::status_json() {
       // Why: each tunnel and its state ("wg0 missing", "wg1 down").
       std::string why;
       for (const auto& t : plan_.status[p.name])
-        why += (why.empty() ? "" : ", ") + t.name + " " + t.state;
+        why += (why.empty() ? "" : ", ") + t.name + " " + tunnel_state_name(t.state);
       pj["traffic"] = "blocked: " + (why.empty() ? std::string("no tunnel configured") : why);
     }
     pj["counters"] = counters_json(enforcement_.profile_counters(profile_ids_.at(p.name)));

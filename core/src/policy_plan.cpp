@@ -10,6 +10,18 @@
 
 namespace ks {
 
+const char* tunnel_state_name(TunnelState state) {
+  switch (state) {
+    case TunnelState::kUp:
+      return "up";
+    case TunnelState::kDown:
+      return "down";
+    case TunnelState::kMissing:
+      return "missing";
+  }
+  return "unknown";
+}
+
 ProfileIds assign_profile_ids(const Config& config, const ProfileIds& existing) {
   ProfileIds ids;
   std::vector<bool> used(KS_MAX_PROFILES, false);
@@ -73,15 +85,14 @@ PolicyPlan plan_policy(const Config& config, const ProfileIds& ids,
     for (const auto& name : profile.tunnels) {
       TunnelStatus st;
       st.name = name;
-      st.state = "missing";
       for (const auto& [ifindex, link] : links) {
         if (link.name != name) continue;
         st.ifindex = ifindex;
         st.ipv4 = link.has_ipv4;
         st.ipv6 = link.has_ipv6;
-        st.state = link.usable() ? "up" : "down";
+        st.state = link.usable() ? TunnelState::kUp : TunnelState::kDown;
       }
-      if (st.state == "up") {
+      if (st.state == TunnelState::kUp) {
         std::uint32_t families = (st.ipv4 ? KS_FAMILY_V4 : 0u) | (st.ipv6 ? KS_FAMILY_V6 : 0u);
         plan.tunnels[{id, st.ifindex}] = families;
         // First usable tunnel in configuration order is the one sockets are pinned to.

@@ -217,7 +217,7 @@ void expect_status(const TunnelStatus& st, const std::string& name, const std::s
                    std::uint32_t ifindex, bool v4, bool v6) {
   SCOPED_TRACE("tunnel " + name);
   EXPECT_EQ(st.name, name);
-  EXPECT_EQ(st.state, state);
+  EXPECT_EQ(tunnel_state_name(st.state), state);
   EXPECT_EQ(st.ifindex, ifindex);
   EXPECT_EQ(st.ipv4, v4);
   EXPECT_EQ(st.ipv6, v6);

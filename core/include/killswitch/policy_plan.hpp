@@ -21,9 +21,15 @@ using ProfileIds = std::map<std::string, std::uint32_t>;  // profile name -> id 
 // Throws ks::Error when more than KS_MAX_PROFILES - 1 profiles are configured.
 ProfileIds assign_profile_ids(const Config& config, const ProfileIds& existing);
 
+// A configured tunnel's state as ksd sees it. "up": the link exists and is usable (up,
+// with an address of a family); "down": it exists but is not; "missing": no such link.
+enum class TunnelState { kUp, kDown, kMissing };
+// "up", "down", "missing": the words of `ksctl status` and ksd's log.
+const char* tunnel_state_name(TunnelState state);
+
 struct TunnelStatus {
   std::string name;
-  std::string state;  // "up", "down" or "missing"
+  TunnelState state = TunnelState::kMissing;
   std::uint32_t ifindex = 0;
   bool ipv4 = false;
   bool ipv6 = false;
