@@ -12,7 +12,7 @@ int doctor_command(bool json) {
   bool warned = false;
   for (const ks::Diagnosis& d : ks::diagnose()) {
     checks.line(d.verdict, d.check, d.detail, d.fix);
-    warned = warned || d.verdict == "warn";
+    warned = warned || d.verdict == ks::Verdict::kWarn;
   }
   if (json) {
     std::cout << json_text({{"ok", !checks.failed()}, {"checks", checks.all()}}) << "\n";

@@ -160,7 +160,7 @@ int verify_self(const std::string& pin_dir, const std::string& slice) {
   Checks checks;
   std::string cgroup = ks::cgroup_of_pid(0);
   bool inside = cgroup == "/" + slice || cgroup.rfind("/" + slice + "/", 0) == 0;
-  checks.line(inside ? "ok" : "FAIL", "cgroup",
+  checks.line(inside ? ks::Verdict::kOk : ks::Verdict::kFail, "cgroup",
               cgroup + (inside ? " is in the protected tree" : " is not below /" + slice));
 
   bool pins_checked = false;
@@ -169,12 +169,13 @@ int verify_self(const std::string& pin_dir, const std::string& slice) {
     try {
       pinned = ks::Enforcement::pinned_program_ids(pin_dir);
       pins_checked = true;
-      checks.line("ok", "pins", std::to_string(pinned.size()) + " programs pinned in " + pin_dir);
+      checks.line(ks::Verdict::kOk, "pins",
+                  std::to_string(pinned.size()) + " programs pinned in " + pin_dir);
     } catch (const ks::Error& e) {
-      checks.line("FAIL", "pins", e.what());
+      checks.line(ks::Verdict::kFail, "pins", e.what());
     }
   } else {
-    checks.line("skip", "pins", "needs root (the pin directory is root-only)");
+    checks.line(ks::Verdict::kSkip, "pins", "needs root (the pin directory is root-only)");
   }
 
   // Every slice on the way from the tree root down to this cgroup must be classified: a
@@ -199,7 +200,7 @@ int verify_self(const std::string& pin_dir, const std::string& slice) {
         unclassified += (unclassified.empty() ? "" : ", ") + path + " (" + e.what() + ")";
       }
     }
-    checks.line(unclassified.empty() ? "ok" : "FAIL", "profile",
+    checks.line(unclassified.empty() ? ks::Verdict::kOk : ks::Verdict::kFail, "profile",
                 unclassified.empty()
                     ? "every slice on the way is classified"
                     : "not classified yet (re-created? ksd classifies it within a second): " +
@@ -210,24 +211,24 @@ int verify_self(const std::string& pin_dir, const std::string& slice) {
     try {
       ks::UniqueFd cg = ks::open_cgroup(ks::find_cgroup2_mount() + cgroup);
       std::string missing = ks::check_effective(cg.get(), pinned);
-      checks.line(missing.empty() ? "ok" : "FAIL", "effective",
+      checks.line(missing.empty() ? ks::Verdict::kOk : ks::Verdict::kFail, "effective",
                   missing.empty() ? "every pinned program is in force on this cgroup"
                                   : "not in force on this cgroup: " + missing);
     } catch (const ks::Error& e) {
-      checks.line("FAIL", "effective", e.what());
+      checks.line(ks::Verdict::kFail, "effective", e.what());
     }
   } else {
     checks.line(
-        "skip", "effective",
+        ks::Verdict::kSkip, "effective",
         pins_checked ? "needs CAP_NET_ADMIN (BPF_PROG_QUERY)" : "no pinned programs to compare");
   }
 
   try {
     ks::prove_canaries();
-    checks.line("ok", "canaries",
+    checks.line(ks::Verdict::kOk, "canaries",
                 "this process's sockets are judged (egress drop, connect refusal)");
   } catch (const ks::Error& e) {
-    checks.line("FAIL", "canaries", e.what());
+    checks.line(ks::Verdict::kFail, "canaries", e.what());
   }
   if (checks.failed()) {
     std::fprintf(stderr, "ksctl: this process is NOT protected by Killswitch\n");

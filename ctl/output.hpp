@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "killswitch/diagnostics.hpp"
+
 namespace ksctl {
 
 // One JSON document: indented for a person at a terminal, one line for scripts.
@@ -72,25 +74,28 @@ class Table {
   std::vector<std::vector<std::string>> rows_;
 };
 
-// One line per check ("ok", "FAIL", "skip", "warn" + name + detail, with a fix where there
-// is one); any FAIL makes the command fail. With json set, nothing is printed and the
-// checks are collected for one document instead.
+// One line per check (its verdict + name + detail, with a fix where there is one); any
+// kFail makes the command fail. With json set, nothing is printed and the checks are
+// collected for one document instead.
 class Checks {
  public:
   explicit Checks(bool json = false) : json_(json) {}
-  void line(const std::string& verdict, const std::string& check, const std::string& detail,
+  void line(ks::Verdict verdict, const std::string& check, const std::string& detail,
             const std::string& fix = "") {
-    if (verdict == "FAIL") failed_ = true;
+    if (verdict == ks::Verdict::kFail) failed_ = true;
+    const char* word = ks::verdict_name(verdict);
+    const bool show_fix = !fix.empty() && verdict != ks::Verdict::kOk;
     if (json_) {
-      nlohmann::json j = {{"check", check}, {"verdict", verdict}, {"detail", detail}};
-      if (!fix.empty() && verdict != "ok") j["fix"] = fix;
+      nlohmann::json j = {{"check", check}, {"verdict", word}, {"detail", detail}};
+      if (show_fix) j["fix"] = fix;
       all_.push_back(j);
       return;
     }
-    const char* color = verdict == "ok" ? "32" : verdict == "FAIL" ? "31" : "33";
-    std::printf("%s %s: %s\n", paint(pad(verdict, 4), color).c_str(), check.c_str(),
-                detail.c_str());
-    if (!fix.empty() && verdict != "ok") std::printf("     fix: %s\n", fix.c_str());
+    const char* color = verdict == ks::Verdict::kOk     ? "32"
+                        : verdict == ks::Verdict::kFail ? "31"
+                                                        : "33";
+    std::printf("%s %s: %s\n", paint(pad(word, 4), color).c_str(), check.c_str(), detail.c_str());
+    if (show_fix) std::printf("     fix: %s\n", fix.c_str());
   }
   bool failed() const { return failed_; }
   const nlohmann::json& all() const { return all_; }

@@ -184,10 +184,10 @@ int verify_command(const VerifyOptions& options) {
   try {
     status = ks::ipc::call(options.socket_path, {{"op", "status"}});
   } catch (const ks::Error& e) {
-    checks.line("FAIL", "daemon", e.what(), "start ksd (systemctl start ksd)");
+    checks.line(ks::Verdict::kFail, "daemon", e.what(), "start ksd (systemctl start ksd)");
   }
   if (!status.is_null()) {
-    checks.line("ok", "daemon",
+    checks.line(ks::Verdict::kOk, "daemon",
                 "ksd " + status.value("version", std::string("?")) + " (pid " +
                     std::to_string(status.value("pid", 0)) + ") answers");
     const auto& programs = status["programs"];
@@ -196,22 +196,22 @@ int verify_command(const VerifyOptions& options) {
         ks::ProgramIds pinned = ks::Enforcement::pinned_program_ids(options.pin_dir);
         bool same = true;
         for (const auto& [hook, id] : pinned) same = same && programs["ids"].value(hook, 0u) == id;
-        checks.line(same ? "ok" : "FAIL", "pins",
+        checks.line(same ? ks::Verdict::kOk : ks::Verdict::kFail, "pins",
                     same ? std::to_string(pinned.size()) + " programs pinned in " + options.pin_dir
                          : "the pinned links run other programs than ksd loaded",
                     "restart ksd: it re-pins and swaps its programs in");
       } catch (const ks::Error& e) {
-        checks.line("FAIL", "pins", e.what(),
+        checks.line(ks::Verdict::kFail, "pins", e.what(),
                     "restart ksd (systemctl restart ksd): it pins and attaches again");
       }
     } else {
-      checks.line(programs.value("pinned", false) ? "ok" : "FAIL", "pins",
+      checks.line(programs.value("pinned", false) ? ks::Verdict::kOk : ks::Verdict::kFail, "pins",
                   programs.value("pinned", false) ? "ksd reports every program pinned"
                                                   : "ksd reports missing pins",
                   "restart ksd");
     }
     checks.line(
-        programs.value("attached", false) ? "ok" : "FAIL", "attached",
+        programs.value("attached", false) ? ks::Verdict::kOk : ks::Verdict::kFail, "attached",
         programs.value("attached", false)
             ? "every program is in force on " + status.value("cgroup_root", std::string())
             : "not in force on the protected tree: " + programs.value("missing", std::string("?")),
@@ -226,7 +226,7 @@ int verify_command(const VerifyOptions& options) {
     struct stat own {};
     if (::stat("/proc/self/ns/net", &own) == 0 && status.contains("netns_inode") &&
         status["netns_inode"].get<std::uint64_t>() != own.st_ino) {
-      checks.line("FAIL", "netns",
+      checks.line(ks::Verdict::kFail, "netns",
                   "ksctl runs in another network namespace than ksd, so its probes cannot "
                   "test the tunnel",
                   "run it in ksd's: nsenter --net=/proc/" + std::to_string(status.value("pid", 0)) +
@@ -237,21 +237,22 @@ int verify_command(const VerifyOptions& options) {
   if (!status.is_null()) {
     auto profile = status["profiles"].find(options.profile);
     if (profile == status["profiles"].end()) {
-      checks.line("FAIL", "profile", "no profile \"" + options.profile + "\" in the configuration",
+      checks.line(ks::Verdict::kFail, "profile",
+                  "no profile \"" + options.profile + "\" in the configuration",
                   "ksctl verify --profile NAME, with NAME from ksctl status");
     } else {
       traffic = profile->value("traffic", std::string());
       Probe p = run_probe(options.socket_path, options.profile, false);
       const std::string check = "tunnel (" + options.profile + ")";
       if (p.result.contains("error")) {
-        checks.line("FAIL", check, p.result.value("error", std::string()));
+        checks.line(ks::Verdict::kFail, check, p.result.value("error", std::string()));
       } else {
         std::size_t sent = 0;
         for (const auto& s : p.result["sends"]) sent += s.value("result", std::string()) == "ok";
         const std::uint64_t allowed = counter(p.counters, "allowed_packets");
         const std::uint64_t blocked = counter(p.counters, "blocked");
         if (traffic.rfind("blocked", 0) == 0) {
-          checks.line(sent == 0 && allowed == 0 ? "skip" : "FAIL", check,
+          checks.line(sent == 0 && allowed == 0 ? ks::Verdict::kSkip : ks::Verdict::kFail, check,
                       sent == 0 && allowed == 0
                           ? "traffic is " + traffic + ": the probe's sends were refused and " +
                                 "nothing left, so the way through the tunnel cannot be tested now"
@@ -260,11 +261,11 @@ int verify_command(const VerifyOptions& options) {
                       "bring the VPN up and run ksctl verify again");
         } else if (sent == static_cast<std::size_t>(kProbeSends) && allowed >= sent &&
                    blocked == 0) {
-          checks.line("ok", check,
+          checks.line(ks::Verdict::kOk, check,
                       "the protected probe's " + std::to_string(sent) +
                           " datagrams left through the tunnel; none was refused or dropped");
         } else {
-          checks.line("FAIL", check,
+          checks.line(ks::Verdict::kFail, check,
                       std::to_string(sent) + " of " + std::to_string(kProbeSends) +
                           " probe sends succeeded; ksd counted " + std::to_string(allowed) +
                           " packets through the tunnel and " + std::to_string(blocked) +
@@ -278,7 +279,7 @@ int verify_command(const VerifyOptions& options) {
     Probe p = run_probe(options.socket_path, options.profile, true);
     const std::string check = "no tunnel";
     if (p.result.contains("error")) {
-      checks.line("FAIL", check, p.result.value("error", std::string()));
+      checks.line(ks::Verdict::kFail, check, p.result.value("error", std::string()));
     } else {
       bool fast = true, refused = true;
       double worst = 0;
@@ -296,7 +297,7 @@ int verify_command(const VerifyOptions& options) {
       char worst_text[32];
       std::snprintf(worst_text, sizeof(worst_text), "%.2f ms", worst);
       if (refused && fast && allowed == 0 && counted) {
-        checks.line("ok", check,
+        checks.line(ks::Verdict::kOk, check,
                     "with its tunnel missing, the probe's connect and sends failed at once "
                     "(" +
                         p.result["connect"].value("result", std::string()) + ", at most " +
@@ -304,7 +305,7 @@ int verify_command(const VerifyOptions& options) {
                         std::to_string(allowed) + " packets allowed, " + std::to_string(blocked) +
                         " attempts refused)");
       } else {
-        checks.line("FAIL", check,
+        checks.line(ks::Verdict::kFail, check,
                     std::string("with its tunnel missing: ") +
                         (refused ? "" : "a connect or send was NOT refused; ") +
                         (fast ? "" : std::string("a refusal took ") + worst_text + "; ") +

@@ -26,7 +26,7 @@ namespace {
 constexpr int kMinMajor = 6, kMinMinor = 1;
 constexpr int kUnixMajor = 6, kUnixMinor = 7;  // cgroup/connect_unix
 
-Diagnosis make(const char* check, const char* verdict, std::string detail, std::string fix = "",
+Diagnosis make(const char* check, Verdict verdict, std::string detail, std::string fix = "",
                bool essential = false) {
   return {check, verdict, std::move(detail), std::move(fix), essential};
 }
@@ -68,18 +68,18 @@ std::string kernel_config(const std::string& release) {
 
 Diagnosis check_kernel(const std::string& release) {
   if (!kernel_at_least(release, kMinMajor, kMinMinor))
-    return make("kernel", "FAIL",
+    return make("kernel", Verdict::kFail,
                 "Linux " + release +
                     " is older than 6.1 (bpf_set_retval in connect/sendmsg programs, see "
                     "docs/kernels.md)",
                 "run Linux 6.1 or newer (Debian 12's own kernel is 6.1)", true);
-  return make("kernel", "ok", "Linux " + release);
+  return make("kernel", Verdict::kOk, "Linux " + release);
 }
 
 Diagnosis check_kernel_config(const std::string& release) {
   std::string config = kernel_config(release);
   if (config.empty())
-    return make("kernel config", "warn",
+    return make("kernel config", Verdict::kWarn,
                 "neither /proc/config.gz nor /boot/config-" + release + " is readable",
                 "the BPF probes below decide");
   std::string missing;
@@ -90,10 +90,10 @@ Diagnosis check_kernel_config(const std::string& release) {
       missing += (missing.empty() ? "" : ", ") + std::string(option);
   }
   if (!missing.empty())
-    return make("kernel config", "FAIL", "not built in: " + missing,
+    return make("kernel config", Verdict::kFail, "not built in: " + missing,
                 "a kernel built with them (every distribution kernel is)", true);
   bool btf = config.find("CONFIG_DEBUG_INFO_BTF=y\n") != std::string::npos;
-  return make("kernel config", "ok",
+  return make("kernel config", Verdict::kOk,
               std::string("CONFIG_BPF_SYSCALL, CONFIG_CGROUP_BPF, CONFIG_BPF_JIT") +
                   (btf ? ", CONFIG_DEBUG_INFO_BTF" : ""));
 }
@@ -163,14 +163,15 @@ Diagnosis check_bpf() {
       missing += (missing.empty() ? "" : ", ") + std::string(use.name);
   if (!missing.empty()) {
     if (::geteuid() != 0)
-      return make("bpf", "warn", "cannot probe BPF without privileges (missing: " + missing + ")",
+      return make("bpf", Verdict::kWarn,
+                  "cannot probe BPF without privileges (missing: " + missing + ")",
                   "run ksctl doctor as root");
-    return make("bpf", "FAIL", "the kernel refuses: " + missing,
+    return make("bpf", Verdict::kFail, "the kernel refuses: " + missing,
                 "a kernel with BPF and cgroup BPF enabled, and no BPF LSM policy or seccomp "
                 "filter forbidding bpf() to root",
                 true);
   }
-  return make("bpf", "ok",
+  return make("bpf", Verdict::kOk,
               "bpf() works; cgroup_skb, sock_create and sock_addr programs, socket storage, ring "
               "buffers, bpf_set_retval and every other helper the programs call are available");
 }
@@ -180,14 +181,14 @@ Diagnosis check_cgroup2() {
   try {
     mount = find_cgroup2_mount();
   } catch (const Error& e) {
-    return make("cgroup2", "FAIL", e.what(),
+    return make("cgroup2", Verdict::kFail, e.what(),
                 "mount cgroup2 (systemd does; by hand: mount -t cgroup2 none /sys/fs/cgroup)",
                 true);
   }
   struct statfs fs {};
   bool unified = ::statfs("/sys/fs/cgroup", &fs) == 0 &&
                  static_cast<unsigned long>(fs.f_type) == CGROUP2_SUPER_MAGIC;
-  return make("cgroup2", "ok",
+  return make("cgroup2", Verdict::kOk,
               unified ? "unified hierarchy at " + mount
                       : "hybrid hierarchy: cgroup2 at " + mount + " next to cgroup v1");
 }
@@ -195,18 +196,18 @@ Diagnosis check_cgroup2() {
 Diagnosis check_bpffs() {
   struct statfs fs {};
   if (::statfs("/sys/fs/bpf", &fs) == 0 && static_cast<unsigned long>(fs.f_type) == BPF_FS_MAGIC)
-    return make("bpffs", "ok", "mounted on /sys/fs/bpf");
-  return make("bpffs", "warn", "no BPF filesystem on /sys/fs/bpf",
+    return make("bpffs", Verdict::kOk, "mounted on /sys/fs/bpf");
+  return make("bpffs", Verdict::kWarn, "no BPF filesystem on /sys/fs/bpf",
               "mount -t bpf bpf /sys/fs/bpf (killswitch-early.service and an unsandboxed ksd do "
               "it themselves)");
 }
 
 Diagnosis check_btf() {
   if (::access("/sys/kernel/btf/vmlinux", R_OK) == 0)
-    return make("btf", "ok", "/sys/kernel/btf/vmlinux");
+    return make("btf", Verdict::kOk, "/sys/kernel/btf/vmlinux");
   // libbpf needs the kernel's BTF for an object with CO-RE relocations, even when the
   // program that holds them (connect_unix) is not loaded (docs/kernels.md).
-  return make("btf", "FAIL",
+  return make("btf", Verdict::kFail,
               "no /sys/kernel/btf/vmlinux: the BPF programs cannot be loaded without the "
               "kernel's BTF",
               "a kernel built with CONFIG_DEBUG_INFO_BTF=y (every Debian and Ubuntu kernel is)",
@@ -226,11 +227,11 @@ Diagnosis check_privileges() {
          {std::pair{39, "CAP_BPF"}, std::pair{12, "CAP_NET_ADMIN"}, std::pair{21, "CAP_SYS_ADMIN"}})
       if (!(effective >> bit & 1)) missing += (missing.empty() ? "" : ", ") + std::string(name);
     if (!missing.empty())
-      return make("privileges", "FAIL", "root, but without " + missing,
+      return make("privileges", Verdict::kFail, "root, but without " + missing,
                   "run ksd with these capabilities (ksd.service has them)", true);
-    return make("privileges", "ok", "root with CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN");
+    return make("privileges", Verdict::kOk, "root with CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN");
   }
-  return make("privileges", "warn",
+  return make("privileges", Verdict::kWarn,
               "uid " + std::to_string(::geteuid()) +
                   ": ksd needs root; some checks here are incomplete without it",
               "sudo ksctl doctor");
@@ -250,24 +251,25 @@ Diagnosis check_firewall() {
       problems.push_back("iptables filter OUTPUT policy is DROP");
   }
   if (!looked)
-    return make("firewall", "ok", "neither nft nor iptables-save is installed: nothing to check");
+    return make("firewall", Verdict::kOk,
+                "neither nft nor iptables-save is installed: nothing to check");
   if (!problems.empty()) {
     std::string detail;
     for (const auto& p : problems) detail += (detail.empty() ? "" : "; ") + p;
-    return make("firewall", "warn", detail + " (a manual kill switch?)",
+    return make("firewall", Verdict::kWarn, detail + " (a manual kill switch?)",
                 "it must accept the VPN's own traffic (its UDP endpoint port) and the tunnel "
                 "interface, or the tunnel cannot come up; Killswitch does not need such rules");
   }
-  return make("firewall", "ok", "no output chain drops by default");
+  return make("firewall", Verdict::kOk, "no output chain drops by default");
 }
 
 Diagnosis check_installation() {
   const std::string pin_dir = "/sys/fs/bpf/killswitch";
   if (::geteuid() != 0)
-    return make("pins", "warn", "not readable without root", "sudo ksctl doctor");
+    return make("pins", Verdict::kWarn, "not readable without root", "sudo ksctl doctor");
   if (Enforcement::pins_present(pin_dir))
-    return make("pins", "ok", "Killswitch's programs are pinned in " + pin_dir);
-  return make("pins", "warn",
+    return make("pins", Verdict::kOk, "Killswitch's programs are pinned in " + pin_dir);
+  return make("pins", Verdict::kWarn,
               "no Killswitch programs pinned in " + pin_dir + ": nothing is protected",
               "systemctl enable --now killswitch-early.service ksd.service (or start ksd)");
 }
@@ -304,9 +306,9 @@ std::vector<Diagnosis> check_guarantees(const std::string& release, bool kernel_
   std::vector<Diagnosis> out;
   const char* unmet = "this kernel cannot run the kill switch (see the checks above)";
   for (const Guarantee& g : kCommon)
-    out.push_back(kernel_ok ? make(("guarantee: " + std::string(g.name)).c_str(), "ok",
+    out.push_back(kernel_ok ? make(("guarantee: " + std::string(g.name)).c_str(), Verdict::kOk,
                                    std::string(g.what) + " [" + g.how + "]")
-                            : make(("guarantee: " + std::string(g.name)).c_str(), "FAIL",
+                            : make(("guarantee: " + std::string(g.name)).c_str(), Verdict::kFail,
                                    std::string(g.what) + ": " + unmet));
   // Root can probe the hook itself; anyone can read the kernel's version and BTF.
   const bool unix_hooks =
@@ -315,24 +317,39 @@ std::vector<Diagnosis> check_guarantees(const std::string& release, bool kernel_
       "name lookups through systemd-resolved's or nscd's unix socket are refused (they "
       "would be sent outside the tunnel)";
   if (!kernel_ok)
-    out.push_back(make("guarantee: local resolvers", "FAIL", what + ": " + unmet));
+    out.push_back(make("guarantee: local resolvers", Verdict::kFail, what + ": " + unmet));
   else if (unix_hooks)
-    out.push_back(make("guarantee: local resolvers", "ok", what + " [cgroup/connect_unix]"));
+    out.push_back(
+        make("guarantee: local resolvers", Verdict::kOk, what + " [cgroup/connect_unix]"));
   else if (auto why = resolver_guard_problem())
-    out.push_back(make("guarantee: local resolvers", "FAIL",
+    out.push_back(make("guarantee: local resolvers", Verdict::kFail,
                        what + ": Linux " + release +
                            " has no cgroup/connect_unix (6.7+) and resolver_guard cannot run (" +
                            *why + "), so ksd refuses to start",
                        "Linux 6.7+, or a kernel that allows BPF tracing programs (docs/kernels.md)",
                        true));
   else
-    out.push_back(make("guarantee: local resolvers", "ok",
+    out.push_back(make("guarantee: local resolvers", Verdict::kOk,
                        what + " [Linux " + release + " has no cgroup/connect_unix (6.7+): " +
                            "resolver_guard, fmod_ret on " + kResolverGuardTarget + "]"));
   return out;
 }
 
 }  // namespace
+
+const char* verdict_name(Verdict verdict) {
+  switch (verdict) {
+    case Verdict::kOk:
+      return "ok";
+    case Verdict::kWarn:
+      return "warn";
+    case Verdict::kFail:
+      return "FAIL";
+    case Verdict::kSkip:
+      return "skip";
+  }
+  return "?";
+}
 
 bool kernel_at_least(const std::string& release, int major, int minor) {
   int ma = 0, mi = 0;
@@ -384,7 +401,7 @@ std::vector<Diagnosis> diagnose() {
                                 check_installation()};
   bool kernel_ok = true;
   for (const Diagnosis& d : all)
-    if (d.essential && d.verdict == "FAIL" && d.check != "privileges") kernel_ok = false;
+    if (d.essential && d.verdict == Verdict::kFail && d.check != "privileges") kernel_ok = false;
   for (Diagnosis& g : check_guarantees(u.release, kernel_ok)) all.push_back(std::move(g));
   return all;
 }
@@ -395,7 +412,7 @@ std::vector<Diagnosis> essential_failures() {
   std::vector<Diagnosis> failed;
   for (const Diagnosis& d : {check_kernel(u.release), check_kernel_config(u.release), check_bpf(),
                              check_cgroup2(), check_privileges()})
-    if (d.verdict == "FAIL") failed.push_back(d);
+    if (d.verdict == Verdict::kFail) failed.push_back(d);
   return failed;
 }
 

@@ -56,7 +56,8 @@ TEST(Diagnostics, NamesEachGuaranteeAndItsHook) {
   for (const ks::Diagnosis& d : ks::diagnose()) {
     if (d.check.rfind("guarantee: ", 0) != 0) continue;
     guarantees.push_back(d.check.substr(11));
-    if (d.check == "guarantee: local resolvers") local_resolvers = d.verdict + " " + d.detail;
+    if (d.check == "guarantee: local resolvers")
+      local_resolvers = std::string(ks::verdict_name(d.verdict)) + " " + d.detail;
   }
   const std::vector<std::string> expected = {"tunnel only",    "fails fast",   "dns",
                                              "multicast",      "survives ksd", "other netns",

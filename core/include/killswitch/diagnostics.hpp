@@ -9,9 +9,15 @@
 
 namespace ks {
 
+// A check's outcome. kFail: the kill switch cannot run as it is (or, for verify, does not
+// protect); kSkip: not checked (a precondition is missing).
+enum class Verdict { kOk, kWarn, kFail, kSkip };
+// "ok", "warn", "FAIL", "skip": what `ksctl doctor` and `verify` print and put in JSON.
+const char* verdict_name(Verdict verdict);
+
 struct Diagnosis {
-  std::string check;    // "kernel", "bpf", "cgroup2", ...
-  std::string verdict;  // "ok", "warn", "FAIL"
+  std::string check;  // "kernel", "bpf", "cgroup2", ...
+  Verdict verdict = Verdict::kOk;
   std::string detail;
   std::string fix;         // what to do when it is not ok
   bool essential = false;  // FAIL here: ksd cannot protect anything
