@@ -16,9 +16,9 @@ lab_up
 ks_up "$(printf '[profiles.default]\ntunnels = ["wg0"]\n')"
 ks_wait_tunnel_state up
 
-python3 - "$KS_SOCK" >"$LAB_DIR/clients.out" 2>&1 <<'PY' &
+python3 - "$KS_SOCK" "$LAB_WAIT_SCALE" >"$LAB_DIR/clients.out" 2>&1 <<'PY' &
 import json, socket, sys, time
-path = sys.argv[1]
+path, scale = sys.argv[1], int(sys.argv[2])  # scale: LAB_WAIT_SCALE (slower under emulation)
 def connect():
     s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     s.connect(path)
@@ -26,7 +26,7 @@ def connect():
 a = connect()
 a.send(json.dumps({"op": "events", "follow": True}).encode()); a.recv(1 << 20)
 # Never read again: replies queue up until ksd cannot deliver one and closes A.
-a.settimeout(20)
+a.settimeout(20 * scale)
 for _ in range(5000):
     try:
         a.send(json.dumps({"op": "status"}).encode())
@@ -34,7 +34,7 @@ for _ in range(5000):
         break
 replies = 0
 a.setblocking(False)
-deadline = time.time() + 20
+deadline = time.time() + 20 * scale
 while time.time() < deadline:
     try:
         m = a.recv(1 << 20)
@@ -49,7 +49,7 @@ time.sleep(0.3)
 c = connect()
 c.send(json.dumps({"op": "events", "follow": True}).encode()); c.recv(1 << 20)
 print("READY", flush=True)
-time.sleep(3)
+time.sleep(3 * scale)
 for name, s in [("C", c)] + [("B%d" % i, b) for i, b in enumerate(bs)]:
     s.setblocking(False)
     try:

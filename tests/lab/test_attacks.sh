@@ -212,7 +212,7 @@ chmod 644 "$PY"
 # ---- 1. TunnelVision --------------------------------------------------------------------------
 capture_start tunnelvision
 tx=$(server_tx)
-ks_spawn_protected tv-sender "$KS_PROBE" udp --dst "$LAB_TARGET4" --duration 3 --interval-ms 2 \
+ks_spawn_protected tv-sender "$KS_PROBE" udp --dst "$LAB_TARGET4" --duration $((3 * LAB_WAIT_SCALE)) --interval-ms 2 \
   --expect-reply --ready-file "$LAB_DIR/tv.ready"
 TV_PID=$LAB_LAST_PID
 lab_wait_file "$LAB_DIR/tv.ready"

@@ -64,7 +64,7 @@ assert_eq "$(<"$PIDFILE")" "$pid" "a second start leaves the running ksd alone"
 
 # ---- 3. stop: protection stays --------------------------------------------------------------------------
 # ksrun needs ksd to launch: a protected sender started now runs on through the stop.
-ks_spawn_protected sender "$KS_PROBE" udp --dst "$LAB_TARGET4" --duration 4 --interval-ms 5 \
+ks_spawn_protected sender "$KS_PROBE" udp --dst "$LAB_TARGET4" --duration $((4 * LAB_WAIT_SCALE)) --interval-ms 5 \
   --expect-reply
 SENDER=$LAB_LAST_PID
 _lab_sleep 0.5
