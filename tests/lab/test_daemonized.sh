@@ -23,6 +23,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/killswitch.sh"
 command -v pgrep >/dev/null 2>&1 || fail "pgrep (procps) is missing; refusing to run"
 
 INTERVAL_MS=5 # every sender (4 of them)
+# How long the daemonized senders run: 30 s, longer under emulation (LAB_WAIT_SCALE). An
+# environment variable: the senders' scripts are single-quoted and run under ksrun.
+export KS_SENDER_S=$((30 * LAB_WAIT_SCALE))
 
 # ---- helpers -------------------------------------------------------------------------------------
 status_field() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
@@ -52,7 +55,7 @@ cat >"$NB/escape.sh" <<'EOF'
 out=$1 root=$2 probe=$3 dst=$4 interval=$5
 if { echo $$ >"$root/cgroup.procs"; } 2>"$out/escape.err"; then r=moved; else r=refused; fi
 echo "$r" >"$out/escape.result"
-exec "$probe" udp --dst "$dst" --duration 30 --interval-ms "$interval" --expect-reply \
+exec "$probe" udp --dst "$dst" --duration "$KS_SENDER_S" --interval-ms "$interval" --expect-reply \
   --ready-file "$out/escape.ready" >"$out/escape.json" 2>&1
 EOF
 chmod 755 "$NB/escape.sh"
@@ -61,11 +64,11 @@ capture_start all
 T0=$(lab_now)
 
 # ---- the daemonized senders -----------------------------------------------------------------------
-ks_run_client sh -c 'setsid -f "$0" udp --dst "$1" --duration 30 --interval-ms "$2" \
+ks_run_client sh -c 'setsid -f "$0" udp --dst "$1" --duration "$KS_SENDER_S" --interval-ms "$2" \
   --expect-reply --ready-file "$3" </dev/null >"$4" 2>&1; exit 0' \
   "$KS_PROBE" "$LAB_TARGET4" "$INTERVAL_MS" "$LAB_DIR/setsid.ready" "$LAB_DIR/setsid.json"
 pass "setsid: the launcher (ksrun) and its child exited with status 0"
-ks_run_client sh -c '(setsid "$0" udp --dst "$1" --duration 30 --interval-ms "$2" \
+ks_run_client sh -c '(setsid "$0" udp --dst "$1" --duration "$KS_SENDER_S" --interval-ms "$2" \
   --expect-reply --ready-file "$3" </dev/null >"$4" 2>&1 &); exit 0' \
   "$KS_PROBE" "$LAB_TARGET4" "$INTERVAL_MS" "$LAB_DIR/subshell.ready" "$LAB_DIR/subshell.json"
 pass "subshell: the launcher (ksrun) and its child exited with status 0"
@@ -73,7 +76,7 @@ ks_run_nobody -- sh -c 'setsid -f sh "$0" "$@" </dev/null >/dev/null 2>&1; exit 
   "$NB/escape.sh" "$NB" "$CG2" "$KS_PROBE" "$LAB_TARGET4" "$INTERVAL_MS"
 pass "escaper: the launcher (ksrun as nobody) and its child exited with status 0"
 # Positive control: the same double fork without ksrun.
-lab_exec_client sh -c 'setsid -f "$0" udp --dst "$1" --duration 30 --interval-ms "$2" \
+lab_exec_client sh -c 'setsid -f "$0" udp --dst "$1" --duration "$KS_SENDER_S" --interval-ms "$2" \
   --expect-reply --ready-file "$3" </dev/null >"$4" 2>&1; exit 0' \
   "$KS_PROBE" "$LAB_CONTROL_TARGET4" "$INTERVAL_MS" "$LAB_DIR/control.ready" "$LAB_DIR/control.json"
 
