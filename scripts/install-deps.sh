@@ -12,6 +12,7 @@ packages=(
   libsystemd-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
   googletest libgtest-dev libgmock-dev clang-format shellcheck
   ccache # the .deb's second build of the same sources (scripts/package.sh) hits the cache
+  libclang-rt-dev # libFuzzer and the sanitizers' runtimes for clang (scripts/fuzz.sh)
   # lab, demo and tests
   iproute2 wireguard-go wireguard-tools tcpdump util-linux procps iperf3 kmod python3
   liburing-dev # ks-probe's io_uring sends

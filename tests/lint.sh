@@ -10,7 +10,7 @@ for tool in clang-format shellcheck; do
   command -v "$tool" >/dev/null || { echo "FAIL: $tool is not installed (scripts/install-deps.sh)"; exit 1; }
 done
 
-mapfile -t sources < <(find bpf core daemon launcher ctl tests -type f \
+mapfile -t sources < <(find bpf core daemon launcher ctl tests fuzz -type f \
   \( -name '*.c' -o -name '*.h' -o -name '*.cpp' -o -name '*.hpp' \) | sort)
 if out=$(clang-format --dry-run -Werror "${sources[@]}" 2>&1); then
   echo "PASS: clang-format: ${#sources[@]} sources formatted"

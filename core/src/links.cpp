@@ -350,6 +350,15 @@ void LinkWatcher::dump(std::uint16_t type, std::map<std::uint32_t, LinkState>& l
   }
 }
 
+bool LinkWatcher::apply_datagram(const char* buf, std::size_t len,
+                                 std::map<std::uint32_t, LinkState>& links) {
+  std::map<std::uint32_t, AddressMap> addrs;
+  return for_each_message(buf, len, [&](const Message& m) {
+    if (m.hdr.nlmsg_type >= NLMSG_MIN_TYPE)  // what drain_events() passes on
+      apply(m.payload, m.payload_len, m.hdr.nlmsg_type, links, addrs);
+  });
+}
+
 void LinkWatcher::apply(const char* payload, std::size_t len, std::uint16_t type,
                         std::map<std::uint32_t, LinkState>& links,
                         std::map<std::uint32_t, AddressMap>& addrs) {

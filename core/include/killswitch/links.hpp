@@ -61,6 +61,12 @@ class LinkWatcher {
   const std::map<std::uint32_t, LinkState>& links() const { return links_; }
   std::optional<LinkState> find(std::string_view name) const;
 
+  // Applies every RTM_{NEW,DEL}{LINK,ADDR} message of one rtnetlink datagram to a link
+  // table, as process() does with what the kernel sends (the parser of input ksd takes from
+  // the kernel; fuzzed by fuzz/fuzz_netlink.cpp). Returns false when the framing is broken.
+  static bool apply_datagram(const char* buf, std::size_t len,
+                             std::map<std::uint32_t, LinkState>& links);
+
   // How many full re-dumps ran after the initial one (overruns and resync() calls); lets
   // the daemon log overruns and tests prove the overrun path ran.
   std::uint64_t resync_count() const { return resyncs_; }
