@@ -9,6 +9,7 @@
 #   4. ksd run as root without CAP_BPF refuses to start, says why, and creates nothing.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/killswitch.sh"
 
 NS=ksdoc$$
 PIN=/sys/fs/bpf/ksdoc$$
@@ -32,7 +33,16 @@ expect() { # JSON CHECK VERDICT [DETAIL-SUBSTRING]
 
 # ---- 1. as root --------------------------------------------------------------------------
 j=$(doctor_json)
-expect "$j" kernel "$(uname -r | awk -F. '($1 > 6 || ($1 == 6 && $2 >= 7)) { print "ok"; exit } { print "warn" }')" "$(uname -r)"
+expect "$j" kernel ok "$(uname -r)"
+# Every guarantee holds on every supported kernel; the one that differs names its hook.
+for g in "tunnel only" "fails fast" dns multicast "survives ksd" "other netns"; do
+  expect "$j" "guarantee: $g" ok
+done
+if ks_kernel_has_unix_hooks; then
+  expect "$j" "guarantee: local resolvers" ok "[cgroup/connect_unix]"
+else
+  expect "$j" "guarantee: local resolvers" ok "resolver_guard"
+fi
 expect "$j" bpf ok
 if [[ $(stat -f -c %T /sys/fs/cgroup) == cgroup2fs ]]; then
   expect "$j" cgroup2 ok "unified hierarchy"
