@@ -225,7 +225,7 @@ void Enforcement::drop_stale_link_pins() const {
     std::string name = e->d_name;
     if (name.rfind("link_", 0) != 0) continue;
     bool known = false;
-    // Also a hook of another kernel: resolver_guard after an upgrade to 6.7+.
+    // A hook this kernel does not use is stale too (resolver_guard after an upgrade to 6.7+).
     for (const HookInfo& hook : active_hooks())
       known = known || name == std::string("link_") + hook.name;
     if (!known) stale.push_back(pin_dir_ + "/" + name);
