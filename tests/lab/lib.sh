@@ -648,7 +648,7 @@ tunnel_recreate() {
   tunnel_ifindex
 }
 
-# tunnel_handshake_check: proves the WireGuard tunnel itself is up without sending from the
+# tunnel_handshake_check [SINCE]: proves the WireGuard tunnel itself is up without sending from the
 # client's tunnel address: a persistent keepalive makes the client's wireguard-go complete
 # a fresh handshake with the server (then the keepalive is switched off again). Used
 # where the client deliberately refuses all traffic of its tunnel address (ksd dead after
@@ -663,9 +663,9 @@ client_latest_handshake() {
   out=$(tunnel_wg show "$LAB_TUNNEL_IF" latest-handshakes) || return 1
   echo "${out##*[[:space:]]}"
 }
-tunnel_handshake_check() {
-  local since peer rc=0
-  since=$(date +%s)
+tunnel_handshake_check() { # [SINCE: epoch seconds a handshake may be as old as; default now]
+  local since=${1:-} peer rc=0
+  [[ -n $since ]] || since=$(date +%s)
   peer=$(<"$LAB_DIR/server.pub")
   tunnel_wg set "$LAB_TUNNEL_IF" peer "$peer" persistent-keepalive 1
   _lab_wait_until 5 _lab_handshake_after "$since" || rc=1
