@@ -4,8 +4,10 @@
 #include "admin_server.hpp"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -59,6 +61,13 @@ class AdminServerTest : public ::testing::Test {
     return {UniqueFd(client), server};
   }
 
+  // The client follows the events (its reply read).
+  void Follow(const UniqueFd& client, int fd) {
+    Send(client, R"({"op":"events","follow":true})");
+    server_.on_ready(fd);
+    ASSERT_TRUE(Receive(client));
+  }
+
   static void Send(const UniqueFd& client, const std::string& text) {
     ASSERT_EQ(::send(client.get(), text.data(), text.size(), 0), static_cast<ssize_t>(text.size()));
   }
@@ -92,7 +101,8 @@ TEST_F(AdminServerTest, AnswersARequest) {
 
 TEST_F(AdminServerTest, GarbageGetsAnErrorAndNoHandlerCall) {
   auto [client, fd] = Connect();
-  for (const char* garbage : {"", "{", "[1,2]", "\xff\xfe", R"({"op":"format-disk"})"}) {
+  // The empty one last: it ends the connection.
+  for (const char* garbage : {"{", "[1,2]", "\xff\xfe", R"({"op":"format-disk"})", ""}) {
     Send(client, garbage);
     server_.on_ready(fd);
     auto reply = Receive(client);
@@ -107,16 +117,41 @@ TEST_F(AdminServerTest, GarbageGetsAnErrorAndNoHandlerCall) {
   EXPECT_TRUE(handled_.empty());
 }
 
-TEST_F(AdminServerTest, ChangesNeedTheAdminGroupOrRoot) {
-  if (::geteuid() == 0) GTEST_SKIP() << "root may change state; run as a user to see the refusal";
-  auto [client, fd] = Connect();
-  Send(client, R"({"op":"reload"})");
-  server_.on_ready(fd);
-  auto reply = Receive(client);
-  ASSERT_TRUE(reply);
-  EXPECT_EQ((*reply)["ok"], false);
-  EXPECT_NE((*reply)["error"].get<std::string>().find("permission denied"), std::string::npos);
-  EXPECT_TRUE(handled_.empty());
+// A socketpair's SO_PEERCRED are its creator's: so that CI (root) sees the refusal too, a
+// child becomes nobody first and runs server and client itself; its exit status says what
+// it saw (0: refused with "permission denied", the handler never called).
+TEST(AdminServerPermissions, ChangesNeedTheAdminGroupOrRoot) {
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    if (::geteuid() == 0 &&
+        (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0))
+      ::_exit(2);
+    RecordingWatcher watcher;
+    bool handled = false;
+    AdminServer server(watcher, std::nullopt,
+                       [&](AdminServer::ClientId, const ipc::Request&, const ipc::PeerCred&) {
+                         handled = true;
+                         return std::optional<std::string>(ipc::message_text({{"ok", true}}));
+                       });
+    int fds[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds) != 0)
+      ::_exit(3);
+    server.adopt(UniqueFd(fds[1]));
+    const std::string request = R"({"op":"reload"})";
+    if (::send(fds[0], request.data(), request.size(), 0) < 0) ::_exit(4);
+    server.on_ready(fds[1]);
+    std::string reply(4096, '\0');
+    ssize_t n = ::recv(fds[0], reply.data(), reply.size(), MSG_DONTWAIT);
+    if (n <= 0) ::_exit(5);
+    reply.resize(static_cast<std::size_t>(n));
+    ::_exit(!handled && reply.find("permission denied") != std::string::npos ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0)
+      << "1: reload by nobody was not refused; 2-5: the child could not set up";
 }
 
 TEST_F(AdminServerTest, HangUpForgetsTheClient) {
@@ -161,9 +196,7 @@ TEST_F(AdminServerTest, DeferredReplyForAGoneClientReachesNoOneElse) {
 
 TEST_F(AdminServerTest, FollowersGetEventsUntilTheyGo) {
   auto [client, fd] = Connect();
-  Send(client, R"({"op":"events","follow":true})");
-  server_.on_ready(fd);
-  ASSERT_TRUE(Receive(client));
+  Follow(client, fd);
   server_.push_event({{"seq", 1}});
   auto e = Receive(client);
   ASSERT_TRUE(e);
@@ -176,9 +209,7 @@ TEST_F(AdminServerTest, FollowersGetEventsUntilTheyGo) {
 TEST_F(AdminServerTest, AFailedReplyEndsTheStreamToo) {
   AdminServer::ClientId follower = 0;
   auto [client, fd] = Connect(&follower);
-  Send(client, R"({"op":"events","follow":true})");
-  server_.on_ready(fd);
-  ASSERT_TRUE(Receive(client));
+  Follow(client, fd);
   ASSERT_TRUE(server_.is_following(follower));
   // The connection breaks for sending (as when the peer's buffer is gone): the reply to
   // the next request fails.
@@ -197,9 +228,7 @@ TEST_F(AdminServerTest, AFailedReplyEndsTheStreamToo) {
 TEST_F(AdminServerTest, AFollowerThatCannotKeepUpIsClosed) {
   AdminServer::ClientId follower = 0;
   auto [client, fd] = Connect(&follower);
-  Send(client, R"({"op":"events","follow":true})");
-  server_.on_ready(fd);
-  ASSERT_TRUE(Receive(client));
+  Follow(client, fd);
   // Never read: the socket's buffer fills, the push fails, the stream ends.
   for (int i = 0; i < 100000 && server_.client_count() > 0; ++i)
     server_.push_event({{"seq", i}, {"padding", std::string(512, 'x')}});
