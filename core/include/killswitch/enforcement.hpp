@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "killswitch/counters.hpp"
 #include "killswitch/fd.hpp"
 #include "killswitch/hooks.hpp"
 #include "killswitch_abi.h"
@@ -21,25 +22,6 @@
 struct killswitch_bpf;  // the bpftool-generated skeleton
 
 namespace ks {
-
-// Whole-tree counters, summed over CPUs.
-struct Counters {
-  std::uint64_t allowed_packets = 0, allowed_bytes = 0;
-  std::uint64_t blocked_packets = 0, blocked_bytes = 0;
-  std::uint64_t blocked_connects = 0;
-  std::uint64_t events_dropped = 0;  // blocked attempts without an event (rate limit, ring full)
-  std::uint64_t blocked() const { return blocked_packets + blocked_connects; }
-  template <typename C>  // Counters, or the kernel's ks_counters (one CPU's share)
-  Counters& operator+=(const C& c) {
-    allowed_packets += c.allowed_packets;
-    allowed_bytes += c.allowed_bytes;
-    blocked_packets += c.blocked_packets;
-    blocked_bytes += c.blocked_bytes;
-    blocked_connects += c.blocked_connects;
-    events_dropped += c.events_dropped;
-    return *this;
-  }
-};
 
 struct SkeletonDeleter {
   void operator()(killswitch_bpf* skel) const;

@@ -1,0 +1,175 @@
+#include "killswitch/json_text.hpp"
+
+#include <charconv>
+
+namespace ks {
+namespace {
+
+// The length of the valid UTF-8 sequence at s[i], or 0 when there is none (overlong
+// forms, surrogates and code points above U+10FFFF are not valid, RFC 3629).
+std::size_t utf8_sequence(std::string_view s, std::size_t i) {
+  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char b0 = byte(i);
+  std::size_t len;
+  unsigned char lo = 0x80, hi = 0xBF;  // the range of the second byte
+  if (b0 >= 0xC2 && b0 <= 0xDF) {
+    len = 2;
+  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
+    len = 3;
+    if (b0 == 0xE0) lo = 0xA0;  // no overlong three-byte forms
+    if (b0 == 0xED) hi = 0x9F;  // no surrogates
+  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
+    len = 4;
+    if (b0 == 0xF0) lo = 0x90;  // no overlong four-byte forms
+    if (b0 == 0xF4) hi = 0x8F;  // nothing above U+10FFFF
+  } else {
+    return 0;
+  }
+  if (i + len > s.size()) return 0;
+  if (byte(i + 1) < lo || byte(i + 1) > hi) return 0;
+  for (std::size_t k = 2; k < len; ++k)
+    if (byte(i + k) < 0x80 || byte(i + k) > 0xBF) return 0;
+  return len;
+}
+
+void append_string(std::string& out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out += '"';
+  for (std::size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x80) {
+      const std::size_t len = utf8_sequence(s, i);
+      if (len == 0) {
+        out += "\xEF\xBF\xBD";  // U+FFFD for the byte that starts no valid sequence
+        ++i;
+      } else {
+        out.append(s.substr(i, len));
+        i += len;
+      }
+      continue;
+    }
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      default:
+        if (c < 0x20) {
+          out += "\\u00";
+          out += kHex[c >> 4];
+          out += kHex[c & 0xF];
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+    ++i;
+  }
+  out += '"';
+}
+
+template <typename Int>
+void append_number(std::string& out, Int number) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), number);
+  (void)ec;  // 24 characters hold any 64-bit integer
+  out.append(buf, end);
+}
+
+}  // namespace
+
+JsonText& JsonText::begin_object() {
+  separate();
+  out_ += '{';
+  return *this;
+}
+
+JsonText& JsonText::end_object() {
+  out_ += '}';
+  need_comma_ = true;
+  return *this;
+}
+
+JsonText& JsonText::begin_array() {
+  separate();
+  out_ += '[';
+  return *this;
+}
+
+JsonText& JsonText::end_array() {
+  out_ += ']';
+  need_comma_ = true;
+  return *this;
+}
+
+JsonText& JsonText::key(std::string_view name) {
+  separate();
+  append_string(out_, name);
+  out_ += ':';
+  return *this;
+}
+
+JsonText& JsonText::value(std::string_view text) {
+  separate();
+  append_string(out_, text);
+  need_comma_ = true;
+  return *this;
+}
+
+JsonText& JsonText::value(std::uint64_t number) {
+  separate();
+  append_number(out_, number);
+  need_comma_ = true;
+  return *this;
+}
+
+JsonText& JsonText::value(std::int64_t number) {
+  separate();
+  append_number(out_, number);
+  need_comma_ = true;
+  return *this;
+}
+
+JsonText& JsonText::value(bool flag) {
+  separate();
+  out_ += flag ? "true" : "false";
+  need_comma_ = true;
+  return *this;
+}
+
+JsonText& JsonText::raw(std::string_view json) {
+  separate();
+  out_.append(json);
+  need_comma_ = true;
+  return *this;
+}
+
+JsonText& JsonText::counters(const Counters& c) {
+  begin_object();
+  for_each_counter(c, [this](const char* name, std::uint64_t v) { member(name, v); });
+  return end_object();
+}
+
+std::string json_string(std::string_view text) {
+  std::string out;
+  append_string(out, text);
+  return out;
+}
+
+}  // namespace ks
