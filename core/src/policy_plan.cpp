@@ -127,4 +127,44 @@ std::vector<ks_lan_key> plan_lan(const Config& config, const ProfileIds& ids) {
   return keys;
 }
 
+CgroupChanges plan_cgroup_changes(const std::map<std::uint64_t, ks_cgroup_value>& have,
+                                  const std::map<std::uint64_t, ks_cgroup_value>& want) {
+  CgroupChanges changes;
+  for (const auto& [id, value] : have)
+    if (!want.count(id)) changes.remove.push_back(id);
+  for (const auto& [id, value] : want) {
+    auto it = have.find(id);
+    if (it == have.end() || it->second.profile_id != value.profile_id ||
+        it->second.app_slot != value.app_slot)
+      changes.set[id] = value;
+  }
+  return changes;
+}
+
+std::vector<std::pair<std::string, TunnelStatus>> changed_tunnels(
+    const std::map<std::string, std::vector<TunnelStatus>>& before,
+    const std::map<std::string, std::vector<TunnelStatus>>& after) {
+  std::vector<std::pair<std::string, TunnelStatus>> changed;
+  for (const auto& [profile, tunnels] : after) {
+    auto old = before.find(profile);
+    for (std::size_t i = 0; i < tunnels.size(); ++i) {
+      const TunnelStatus& t = tunnels[i];
+      const bool same = old != before.end() && i < old->second.size() &&
+                        old->second[i].name == t.name && old->second[i].state == t.state &&
+                        old->second[i].ifindex == t.ifindex && old->second[i].ipv4 == t.ipv4 &&
+                        old->second[i].ipv6 == t.ipv6;
+      if (!same) changed.emplace_back(profile, t);
+    }
+  }
+  return changed;
+}
+
+std::string tunnel_summary(const std::map<std::string, std::vector<TunnelStatus>>& status) {
+  std::string line;
+  for (const auto& [profile, tunnels] : status)
+    for (const auto& t : tunnels)
+      line += (line.empty() ? "" : " ") + profile + ":" + t.name + "=" + tunnel_state_name(t.state);
+  return line;
+}
+
 }  // namespace ks

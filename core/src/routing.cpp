@@ -191,6 +191,35 @@ std::vector<RuleSpec> plan_source_rules(const LinkAddress& address, std::uint32_
   return {lookup, unreachable};
 }
 
+std::vector<RuleSpec> plan_all_rules(const Config& config, const ProfileIds& ids,
+                                     const std::set<std::uint32_t>& ids_in_use,
+                                     const std::map<std::uint32_t, LinkState>& links) {
+  std::vector<RuleSpec> rules;
+  for (std::uint32_t id : ids_in_use) {
+    const Profile* profile = nullptr;
+    for (const auto& [name, profile_id] : ids)
+      if (profile_id == id) profile = config.find_profile(name);
+    for (auto& r : plan_rules(id, profile)) rules.push_back(r);
+  }
+  std::vector<LinkAddress> sourced;
+  for (const auto& profile : config.profiles) {
+    auto id = ids.find(profile.name);
+    if (id == ids.end()) continue;
+    for (const auto& tunnel : profile.tunnels) {
+      for (const auto& [ifindex, link] : links) {
+        if (link.name != tunnel) continue;
+        for (const auto& address : link.addresses) {
+          if (std::find(sourced.begin(), sourced.end(), address) != sourced.end()) continue;
+          sourced.push_back(address);
+          for (auto& r : plan_source_rules(address, table_for_profile(id->second)))
+            rules.push_back(r);
+        }
+      }
+    }
+  }
+  return rules;
+}
+
 PolicyRouting::PolicyRouting()
     : sock_(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE)) {
   if (!sock_) throw_errno("cannot open a NETLINK_ROUTE socket");

@@ -557,5 +557,72 @@ TEST(PlanLan, NoAllowLanNoKeys) {
   EXPECT_TRUE(plan_lan(config_of(kOneProfile), {{"default", 1}}).empty());
 }
 
+// ---- plan_cgroup_changes: only what differs is written ----
+
+TEST(PlanCgroupChanges, WritesOnlyWhatDiffers) {
+  const std::map<std::uint64_t, ks_cgroup_value> have = {
+      {10, {1, 0}}, {11, {1, 5}}, {12, {2, 0}}, {13, {1, 0}}};
+  const std::map<std::uint64_t, ks_cgroup_value> want = {
+      {10, {1, 0}}, {11, {1, 6}}, {12, {3, 0}}, {14, {2, 7}}};
+  const CgroupChanges c = plan_cgroup_changes(have, want);
+  EXPECT_EQ(c.remove, std::vector<std::uint64_t>({13}));
+  ASSERT_EQ(c.set.size(), 3u);  // 11 (slot), 12 (profile), 14 (new); 10 is unchanged
+  EXPECT_EQ(c.set.at(11).app_slot, 6u);
+  EXPECT_EQ(c.set.at(12).profile_id, 3u);
+  EXPECT_EQ(c.set.at(14).profile_id, 2u);
+  EXPECT_EQ(c.set.at(14).app_slot, 7u);
+}
+
+TEST(PlanCgroupChanges, NothingToDoWhenEqualAndEverythingWhenEmpty) {
+  const std::map<std::uint64_t, ks_cgroup_value> m = {{1, {1, 0}}, {2, {2, 3}}};
+  const CgroupChanges same = plan_cgroup_changes(m, m);
+  EXPECT_TRUE(same.remove.empty());
+  EXPECT_TRUE(same.set.empty());
+  const CgroupChanges gone = plan_cgroup_changes(m, {});
+  EXPECT_EQ(gone.remove, std::vector<std::uint64_t>({1, 2}));
+  EXPECT_EQ(plan_cgroup_changes({}, m).set.size(), 2u);
+}
+
+// ---- changed_tunnels, tunnel_summary: what ksd logs and tells its manager ----
+
+TunnelStatus tunnel(const std::string& name, TunnelState state, std::uint32_t ifindex = 0,
+                    bool v4 = false, bool v6 = false) {
+  TunnelStatus t;
+  t.name = name;
+  t.state = state;
+  t.ifindex = ifindex;
+  t.ipv4 = v4;
+  t.ipv6 = v6;
+  return t;
+}
+
+TEST(ChangedTunnels, ReportsNewAndChangedTunnelsOnly) {
+  const std::map<std::string, std::vector<TunnelStatus>> before = {
+      {"default", {tunnel("wg0", TunnelState::kUp, 3, true), tunnel("wg1", TunnelState::kDown, 4)}},
+      {"work", {tunnel("tun0", TunnelState::kMissing)}}};
+  auto after = before;
+  after["default"][0].ifindex = 9;  // re-created
+  after["work"][0] = tunnel("tun0", TunnelState::kMissing);  // unchanged
+  after["new"] = {tunnel("wg2", TunnelState::kUp, 5, false, true)};
+  const auto changed = changed_tunnels(before, after);
+  ASSERT_EQ(changed.size(), 2u);
+  EXPECT_EQ(changed[0].first, "default");
+  EXPECT_EQ(changed[0].second.ifindex, 9u);
+  EXPECT_EQ(changed[1].first, "new");
+  EXPECT_TRUE(changed_tunnels(after, after).empty());
+  // Families count as a change (a tunnel that gains IPv6 now carries it).
+  auto v6 = after;
+  v6["default"][0].ipv6 = true;
+  EXPECT_EQ(changed_tunnels(after, v6).size(), 1u);
+}
+
+TEST(TunnelSummary, OneWordPerTunnel) {
+  EXPECT_EQ(tunnel_summary({{"default", {tunnel("wg0", TunnelState::kUp, 3, true),
+                                         tunnel("wg1", TunnelState::kDown)}},
+                            {"work", {tunnel("tun0", TunnelState::kMissing)}}}),
+            "default:wg0=up default:wg1=down work:tun0=missing");
+  EXPECT_EQ(tunnel_summary({}), "");
+}
+
 }  // namespace
 }  // namespace ks

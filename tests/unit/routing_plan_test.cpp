@@ -8,6 +8,8 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <map>
+#include <set>
 #include <array>
 #include <cstdint>
 #include <ostream>
@@ -353,6 +355,50 @@ TEST(RulePlan, RuleEquality) {
   RuleSpec other_priority = TableRule(AF_INET);
   other_priority.priority = 92;
   EXPECT_NE(TableRule(AF_INET), other_priority);
+}
+
+// ---- plan_all_rules: every profile id in use, and the tunnels' source rules ----
+
+LinkState TunnelLink(const std::string& name, std::uint32_t ifindex,
+                     std::vector<std::pair<int, const char*>> addresses) {
+  LinkState l;
+  l.name = name;
+  l.ifindex = ifindex;
+  for (const auto& [family, text] : addresses) l.addresses.push_back({family, Addr(family, text)});
+  return l;
+}
+
+TEST(PlanAllRules, EachIdInUseGetsItsRulesAndEachTunnelAddressItsSourceRules) {
+  Config config = parse_config(R"(
+[profiles.default]
+tunnels = ["wg0"]
+[profiles.work]
+tunnels = ["wg0", "tun1"]
+)",
+                               "/test/config.toml");
+  const ProfileIds ids = {{"default", 1}, {"work", 2}};
+  const std::map<std::uint32_t, LinkState> links = {
+      {3, TunnelLink("wg0", 3, {{AF_INET, "10.0.0.2"}, {AF_INET6, "fd00::2"}})},
+      {4, TunnelLink("tun1", 4, {{AF_INET, "10.8.0.2"}})},
+      {5, TunnelLink("eth0", 5, {{AF_INET, "192.0.2.7"}})}};
+  const std::set<std::uint32_t> in_use = {KS_PROFILE_NONE, 1, 2, 7};  // 7: a removed profile
+  const auto rules = plan_all_rules(config, ids, in_use, links);
+
+  std::vector<RuleSpec> want;
+  for (std::uint32_t id : in_use) {
+    const Profile* profile = id == 1 ? config.find_profile("default")
+                             : id == 2 ? config.find_profile("work")
+                                       : nullptr;
+    for (const auto& r : plan_rules(id, profile)) want.push_back(r);
+  }
+  // wg0's addresses by the first profile naming it (default), tun1's by work; eth0 none.
+  for (const auto& r : plan_source_rules({AF_INET, Addr(AF_INET, "10.0.0.2")}, table_for_profile(1)))
+    want.push_back(r);
+  for (const auto& r : plan_source_rules({AF_INET6, Addr(AF_INET6, "fd00::2")}, table_for_profile(1)))
+    want.push_back(r);
+  for (const auto& r : plan_source_rules({AF_INET, Addr(AF_INET, "10.8.0.2")}, table_for_profile(2)))
+    want.push_back(r);
+  EXPECT_EQ(rules, want);
 }
 
 }  // namespace

@@ -46,6 +46,24 @@ struct PolicyPlan {
 PolicyPlan plan_policy(const Config& config, const ProfileIds& ids,
                        const std::map<std::uint32_t, LinkState>& links);
 
+// The writes that turn the classification map's entries `have` into `want` (cgroup id ->
+// profile and app slot): only what differs, since with 10,000 apps this runs on every
+// link event.
+struct CgroupChanges {
+  std::vector<std::uint64_t> remove;
+  std::map<std::uint64_t, ks_cgroup_value> set;
+};
+CgroupChanges plan_cgroup_changes(const std::map<std::uint64_t, ks_cgroup_value>& have,
+                                  const std::map<std::uint64_t, ks_cgroup_value>& want);
+
+// The tunnels whose state, ifindex or families differ from `before` (new ones included),
+// as (profile, tunnel) in the order of `after`.
+std::vector<std::pair<std::string, TunnelStatus>> changed_tunnels(
+    const std::map<std::string, std::vector<TunnelStatus>>& before,
+    const std::map<std::string, std::vector<TunnelStatus>>& after);
+// One line, "profile:tunnel=state ...": the daemon's status for its service manager.
+std::string tunnel_summary(const std::map<std::string, std::vector<TunnelStatus>>& status);
+
 // allow_lan CIDRs of every profile as LPM keys (IPv4 stored IPv4-mapped).
 std::vector<ks_lan_key> plan_lan(const Config& config, const ProfileIds& ids);
 

@@ -28,12 +28,15 @@
 
 #include <array>
 #include <cstdint>
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "killswitch/config.hpp"
 #include "killswitch/fd.hpp"
 #include "killswitch/links.hpp"
+#include "killswitch/policy_plan.hpp"
 #include "killswitch_abi.h"
 
 namespace ks {
@@ -83,6 +86,13 @@ std::vector<RouteSpec> plan_routes(const ks_profile& entry);
 std::vector<RuleSpec> plan_rules(std::uint32_t profile_id, const Profile* profile);
 // Source rules for one tunnel address: replies from it go by `table`, or nowhere.
 std::vector<RuleSpec> plan_source_rules(const LinkAddress& address, std::uint32_t table);
+// Every rule ksd keeps: each profile id in use (`ids_in_use`: KS_PROFILE_NONE, configured
+// profiles and removed ones whose sockets may still exist) gets its rules; every address of
+// a configured tunnel gets source rules by the table of the first profile (in config order)
+// that names the tunnel, so kernel-made replies (RST, ICMP) from it stay in the tunnel.
+std::vector<RuleSpec> plan_all_rules(const Config& config, const ProfileIds& ids,
+                                     const std::set<std::uint32_t>& ids_in_use,
+                                     const std::map<std::uint32_t, LinkState>& links);
 
 class PolicyRouting {
  public:

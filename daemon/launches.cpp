@@ -1,0 +1,170 @@
+#include "launches.hpp"
+
+#include <unistd.h>
+
+#include "killswitch/cgroup.hpp"
+#include "killswitch/error.hpp"
+#include "killswitch/log.hpp"
+#include "killswitch/proc.hpp"
+
+namespace ks {
+namespace {
+
+std::string joined(const std::vector<std::string>& argv) {
+  std::string text;
+  for (const auto& arg : argv) text += (text.empty() ? "" : " ") + arg;
+  return text;
+}
+
+}  // namespace
+
+Launches::Launches(EventLoop& loop, const PolicySync& policy, ProtectedTree& tree,
+                   AppRegistry& registry, const Enforcement& enforcement, bool systemd_scopes,
+                   ReplyLater reply_later)
+    : loop_(loop),
+      policy_(policy),
+      tree_(tree),
+      registry_(registry),
+      enforcement_(enforcement),
+      reply_later_(std::move(reply_later)) {
+  if (!systemd_scopes) return;
+  if (tree_.slices_are_systemd_units()) {
+    scopes_ = std::make_unique<systemd::TransientScopes>();
+    log_info("systemd host: ksrun apps get transient scopes from systemd");
+  } else {
+    log_warning(
+        "the tree's slice name has a dash, so systemd would not nest its profile "
+        "slices in it; ksrun apps get cgroups made by ksd instead of transient scopes");
+  }
+}
+
+bool Launches::owns_cgroup(const std::string& name) const {
+  return name.starts_with("protect-") || (name.starts_with("ksrun-") && !scopes_);
+}
+
+std::optional<nlohmann::json> Launches::launch(AdminServer::ClientId client,
+                                               const ipc::Request& request,
+                                               const ipc::PeerCred& peer) {
+  policy_.id_of(request.profile);  // an unknown profile is refused here
+  if (peer.pid <= 0) throw Error("cannot identify the calling process");
+  const std::string stem = "ksrun-" + std::to_string(peer.pid);
+
+  if (!scopes_) {
+    // One cgroup per launch, named after the launcher's pid (which becomes the app's).
+    App& app = registry_.create(tree_.profile_slice_path(request.profile), request.profile, stem);
+    move_pid_to_cgroup(app.path, peer.pid);
+    return finish(request, peer, app);
+  }
+
+  // systemd moves the caller into a new scope in the profile's slice; the programs on the
+  // tree root are inherited by the scope's cgroup the moment systemd creates it, and the
+  // caller is waiting for our answer, so it runs nothing in between.
+  ensure_cgroup_dir(tree_.profile_slice_path(request.profile));
+  const std::string cmd = request.argv.empty() ? "" : request.argv.front();
+  scopes_->start(
+      stem, tree_.profile_slice_unit(request.profile), peer.pid,
+      "Killswitch-protected " + cmd.substr(0, 100) + " (profile " + request.profile + ")",
+      [this, client, request, peer](const std::string& error) {
+        nlohmann::json reply;
+        try {
+          if (!error.empty()) throw Error(error);
+          const std::string cgroup = tree_.mount() + cgroup_of_pid(peer.pid);
+          const std::string slice = tree_.profile_slice_path(request.profile);
+          if (cgroup.rfind(slice + "/", 0) != 0)
+            throw Error("systemd put the process in " + tree_.relative(cgroup) + ", outside " +
+                        tree_.relative(slice));
+          const App& app = registry_.add(App{cgroup, request.profile, cgroup_id(cgroup), false});
+          reply = finish(request, peer, app);
+        } catch (const std::exception& e) {
+          log_warning("launch for pid " + std::to_string(peer.pid) + " refused: " + e.what());
+          reply = {{"ok", false}, {"error", e.what()}};
+        }
+        reply_later_(client, reply);
+      });
+  rewatch();
+  return std::nullopt;
+}
+
+nlohmann::json Launches::finish(const ipc::Request& request, const ipc::PeerCred& peer,
+                                const App& app) {
+  // What ksrun is about to exec (until then /proc shows ksrun itself), for `ksctl list`.
+  const std::string command = joined(request.argv);
+  if (App* tracked = registry_.find(app.cgroup_id)) tracked->command = command;
+  const std::string missing = tree_.not_effective_on(app.path);
+  if (!missing.empty())
+    throw Error("enforcement is not effective on " + tree_.relative(app.path) + ": " + missing);
+  log_info("launch: uid " + std::to_string(peer.uid) + " pid " + std::to_string(peer.pid) +
+           " profile " + request.profile + " in " + tree_.relative(app.path) + ": " +
+           command.substr(0, 200));
+
+  nlohmann::json prog_ids = nlohmann::json::object();
+  for (const auto& [hook, id] : enforcement_.program_ids()) prog_ids[hook] = id;
+  return {{"ok", true},
+          {"cgroup", tree_.relative(app.path)},
+          {"cgroup_id", app.cgroup_id},
+          {"profile", request.profile},
+          {"program_ids", prog_ids}};
+}
+
+nlohmann::json Launches::protect(const ipc::Request& request) {
+  policy_.id_of(request.profile);  // an unknown profile is refused here
+  const pid_t pid = request.pid;
+  const std::string who = "process " + std::to_string(pid);
+  if (pid == ::getpid()) throw Error("ksd does not protect itself");
+  std::string original;
+  try {
+    original = cgroup_of_pid(pid);
+  } catch (const Error&) {
+    throw Error("no " + who);
+  }
+  const std::string tree = tree_.relative(tree_.root());
+  if (original == tree || original.rfind(tree + "/", 0) == 0)
+    throw Error(who + " is already protected (" + original + ")");
+
+  // Move first, then look: sockets the process creates from the move on are protected,
+  // and every socket it held before shows up in the check. If there are any, it goes
+  // back where it was: a socket keeps the cgroup it was created in, so adopting the
+  // process would leave them unprotected while looking protected.
+  const App& app = registry_.create(tree_.profile_slice_path(request.profile), request.profile,
+                                    "protect-" + std::to_string(pid));
+  move_pid_to_cgroup(app.path, pid);
+  std::size_t sockets = 0;
+  try {
+    sockets = count_inet_sockets(pid);
+  } catch (const Error& e) {
+    move_pid_to_cgroup(tree_.mount() + original, pid);
+    throw Error(std::string("cannot check its sockets: ") + e.what());
+  }
+  if (sockets > 0) {
+    move_pid_to_cgroup(tree_.mount() + original, pid);
+    throw Error(who + " has " + std::to_string(sockets) +
+                " network socket(s) opened before protection; they would stay unprotected, "
+                "so it was not adopted. Restart it with ksrun.");
+  }
+  const std::string missing = tree_.not_effective_on(app.path);
+  if (!missing.empty())
+    throw Error("enforcement is not effective on " + tree_.relative(app.path) + ": " + missing);
+  log_info("protect: " + who + " adopted into " + tree_.relative(app.path) + " (profile " +
+           request.profile + "); its threads and future children are protected");
+  return {{"ok", true}, {"cgroup", tree_.relative(app.path)}, {"profile", request.profile}};
+}
+
+void Launches::on_scopes_ready() {
+  if (scopes_) scopes_->process();
+}
+
+void Launches::rewatch() {
+  if (!scopes_) return;
+  const int fd = scopes_->fd();
+  if (scopes_fd_ >= 0 && fd != scopes_fd_) loop_.unwatch(scopes_fd_);
+  scopes_fd_ = fd;
+  if (fd < 0) return;
+  // POLLIN/POLLOUT have the values of EPOLLIN/EPOLLOUT.
+  loop_.watch_for(fd, static_cast<std::uint32_t>(scopes_->events()));
+}
+
+void Launches::expire(std::chrono::steady_clock::time_point now) {
+  if (scopes_) scopes_->expire(now);
+}
+
+}  // namespace ks

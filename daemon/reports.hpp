@@ -1,0 +1,45 @@
+// What `ksctl status` and `ksctl list` show, as JSON text (docs/interface.md).
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "app_registry.hpp"
+#include "killswitch/enforcement.hpp"
+#include "killswitch/task_cgroups.hpp"
+#include "policy_sync.hpp"
+#include "protected_tree.hpp"
+
+namespace ks {
+
+class Reports {
+ public:
+  Reports(std::string pin_dir, const Enforcement& enforcement, const PolicySync& policy,
+          const ProtectedTree& tree, AppRegistry& registry);
+
+  std::string status_text();
+  // Every cgroup of the tree with processes in it: its profile, pids, command, counters.
+  // Fills in the command of tracked apps that have none yet.
+  std::string list_text();
+
+ private:
+  // How many cgroups of the tree have processes.
+  std::size_t protected_apps() const;
+  // Every process's pids by cgroup id in one read (the task iterator, loaded on the first
+  // list); nullopt where it cannot be used: then each app's cgroup.procs is read.
+  std::optional<PidsByCgroup> pids_by_cgroup();
+
+  std::string pin_dir_;
+  const Enforcement& enforcement_;
+  const PolicySync& policy_;
+  const ProtectedTree& tree_;
+  AppRegistry& registry_;
+  std::unique_ptr<TaskCgroups> task_cgroups_;  // null when it cannot load
+  bool task_cgroups_tried_ = false;
+};
+
+// The command line of a process, arguments separated by spaces ("" when it is gone).
+std::string read_cmdline(pid_t pid);
+
+}  // namespace ks
