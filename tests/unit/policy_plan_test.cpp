@@ -601,7 +601,7 @@ TEST(ChangedTunnels, ReportsNewAndChangedTunnelsOnly) {
       {"default", {tunnel("wg0", TunnelState::kUp, 3, true), tunnel("wg1", TunnelState::kDown, 4)}},
       {"work", {tunnel("tun0", TunnelState::kMissing)}}};
   auto after = before;
-  after["default"][0].ifindex = 9;  // re-created
+  after["default"][0].ifindex = 9;                           // re-created
   after["work"][0] = tunnel("tun0", TunnelState::kMissing);  // unchanged
   after["new"] = {tunnel("wg2", TunnelState::kUp, 5, false, true)};
   const auto changed = changed_tunnels(before, after);
@@ -617,9 +617,10 @@ TEST(ChangedTunnels, ReportsNewAndChangedTunnelsOnly) {
 }
 
 TEST(TunnelSummary, OneWordPerTunnel) {
-  EXPECT_EQ(tunnel_summary({{"default", {tunnel("wg0", TunnelState::kUp, 3, true),
-                                         tunnel("wg1", TunnelState::kDown)}},
-                            {"work", {tunnel("tun0", TunnelState::kMissing)}}}),
+  EXPECT_EQ(tunnel_summary(
+                {{"default",
+                  {tunnel("wg0", TunnelState::kUp, 3, true), tunnel("wg1", TunnelState::kDown)}},
+                 {"work", {tunnel("tun0", TunnelState::kMissing)}}}),
             "default:wg0=up default:wg1=down work:tun0=missing");
   EXPECT_EQ(tunnel_summary({}), "");
 }

@@ -8,11 +8,11 @@
 #include <sys/socket.h>
 
 #include <algorithm>
-#include <map>
-#include <set>
 #include <array>
 #include <cstdint>
+#include <map>
 #include <ostream>
+#include <set>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -386,17 +386,20 @@ tunnels = ["wg0", "tun1"]
 
   std::vector<RuleSpec> want;
   for (std::uint32_t id : in_use) {
-    const Profile* profile = id == 1 ? config.find_profile("default")
+    const Profile* profile = id == 1   ? config.find_profile("default")
                              : id == 2 ? config.find_profile("work")
                                        : nullptr;
     for (const auto& r : plan_rules(id, profile)) want.push_back(r);
   }
   // wg0's addresses by the first profile naming it (default), tun1's by work; eth0 none.
-  for (const auto& r : plan_source_rules({AF_INET, Addr(AF_INET, "10.0.0.2")}, table_for_profile(1)))
+  for (const auto& r :
+       plan_source_rules({AF_INET, Addr(AF_INET, "10.0.0.2")}, table_for_profile(1)))
     want.push_back(r);
-  for (const auto& r : plan_source_rules({AF_INET6, Addr(AF_INET6, "fd00::2")}, table_for_profile(1)))
+  for (const auto& r :
+       plan_source_rules({AF_INET6, Addr(AF_INET6, "fd00::2")}, table_for_profile(1)))
     want.push_back(r);
-  for (const auto& r : plan_source_rules({AF_INET, Addr(AF_INET, "10.8.0.2")}, table_for_profile(2)))
+  for (const auto& r :
+       plan_source_rules({AF_INET, Addr(AF_INET, "10.8.0.2")}, table_for_profile(2)))
     want.push_back(r);
   EXPECT_EQ(rules, want);
 }
