@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "killswitch/error.hpp"
+#include "killswitch/json_text.hpp"
 
 namespace ks {
 
@@ -176,8 +177,9 @@ void AdminServer::follow(ClientId client) {
   if (Client* c = find(client)) c->following = true;
 }
 
-void AdminServer::push_event(const nlohmann::json& event) {
-  const std::string text = ipc::message_text({{"event", event}});
+void AdminServer::push_event(std::string_view event_json) {
+  std::string text;
+  JsonText(text).begin_object().key("event").raw(event_json).end_object();
   std::vector<ClientId> following;
   for (const auto& [fd, c] : clients_)
     if (c.following) following.push_back(c.id);

@@ -57,7 +57,7 @@ class AdminServer {
   void follow(ClientId client);
   // Sends {"event": event} to every following client; one that cannot take it is closed
   // (too slow or gone: its stream ends rather than block the daemon).
-  void push_event(const nlohmann::json& event);
+  void push_event(std::string_view event_json);
 
   std::size_t client_count() const { return clients_.size(); }
   bool is_following(ClientId client) const;

@@ -132,8 +132,7 @@ void Daemon::run() {
   ::signal(SIGPIPE, SIG_IGN);
   timer_fd_ = interval_timer_fd(kSweepIntervalSeconds);
   events_ = std::make_unique<EventReader>(enforcement_.events_fd(), [this](const ks_event& e) {
-    nlohmann::json j = event_log_.record(e, boottime_to_realtime_us(e.time_ns));
-    server_.push_event(j);
+    server_.push_event(event_log_.record(e, boottime_to_realtime_us(e.time_ns)));
   });
   for (int fd : {signal_fd_.get(), timer_fd_.get(), links_.fd(), tree_.watch_fd(), events_->fd(),
                  registry_.watch_fd()})
@@ -269,7 +268,7 @@ std::string Daemon::events_text(AdminServer::ClientId client, const ipc::Request
   std::string out;
   JsonText j(out);
   j.begin_object().member("ok", true);
-  j.key("events").raw(ipc::message_text(event_log_.query(request.since, request.limit)));
+  j.key("events").raw(event_log_.query(request.since, request.limit));
   j.member("next_seq", event_log_.next_seq()).member("kept", std::uint64_t{EventLog::kKept});
   j.member("blocked_total", totals.blocked()).member("events_dropped", totals.events_dropped);
   j.member("follow", request.follow).end_object();

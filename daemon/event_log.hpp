@@ -9,7 +9,6 @@
 #include <deque>
 #include <functional>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -35,11 +34,12 @@ class EventLog {
 
   explicit EventLog(Context context) : context_(std::move(context)) {}
 
-  // Numbers the event, keeps it, notes it for the summary; its JSON (for followers).
-  nlohmann::json record(const ks_event& event, std::int64_t realtime_us);
+  // Numbers the event, keeps it, notes it for the summary; its JSON text (for followers).
+  // Rendered once: followers, queries and the summary all use what is kept.
+  const std::string& record(const ks_event& event, std::int64_t realtime_us);
 
-  // The newest `limit` events numbered `since` or later, oldest first.
-  nlohmann::json query(std::uint64_t since, std::size_t limit) const;
+  // The newest `limit` events numbered `since` or later, oldest first, as a JSON array.
+  std::string query(std::uint64_t since, std::size_t limit) const;
   std::uint64_t next_seq() const { return next_seq_; }
 
   // One journal line per app with events since the last call (at most kSummaryMaxApps,
@@ -48,14 +48,23 @@ class EventLog {
   std::vector<std::string> take_summary(unsigned seconds);
 
  private:
+  struct Kept {
+    std::uint64_t seq = 0;
+    std::string text;  // the event's JSON
+  };
+  // What the summary line says of an app's last event.
+  struct Last {
+    std::string who;  // the command, else the task name
+    std::string app, profile, hook, destination, reason;
+  };
   struct Summary {
     std::uint64_t events = 0;
     std::uint64_t blocked_before = 0;
-    nlohmann::json last;
+    Last last;
   };
 
   Context context_;
-  std::deque<nlohmann::json> recent_;
+  std::deque<Kept> recent_;
   std::uint64_t next_seq_ = 1;
   std::map<std::uint64_t, Summary> summary_;  // by cgroup id
 };

@@ -9,6 +9,7 @@
 #include <ctime>
 
 #include "killswitch/error.hpp"
+#include "killswitch/json_text.hpp"
 
 namespace ks {
 
@@ -162,26 +163,23 @@ std::string format_local(std::int64_t realtime_us) {
   return format_time(realtime_us, false, ' ', 3);
 }
 
-nlohmann::json event_json(const ks_event& e, std::uint64_t seq, std::int64_t realtime_us) {
-  std::string comm(e.comm, strnlen(e.comm, sizeof(e.comm)));
-  nlohmann::json j = {{"seq", seq},
-                      {"time", format_utc(realtime_us)},
-                      {"time_us", realtime_us},
-                      {"cgroup_id", e.cgroup_id},
-                      {"pid", e.pid},
-                      {"comm", comm},
-                      {"profile_id", e.profile_id},
-                      {"hook", hook_name(e.hook)},
-                      {"reason", reason_name(e.reason)},
-                      {"reason_text", reason_text(e.reason)},
-                      {"protocol", protocol_name(e.protocol)},
-                      {"family", e.family},
-                      {"address", e.family ? address_text(e) : ""},
-                      {"port", e.port},
-                      {"destination", event_destination(e)},
-                      {"ifindex", e.ifindex},
-                      {"bytes", e.bytes}};
-  return j;
+std::string event_text(const ks_event& e, std::uint64_t seq, std::int64_t realtime_us,
+                       const EventApp& app) {
+  std::string out;
+  JsonText j(out);
+  j.begin_object().member("seq", seq).member("time", format_utc(realtime_us));
+  j.member("time_us", realtime_us).member("cgroup_id", std::uint64_t{e.cgroup_id});
+  j.member("pid", std::uint32_t{e.pid});
+  j.member("comm", std::string_view(e.comm, strnlen(e.comm, sizeof(e.comm))));
+  j.member("profile_id", std::uint32_t{e.profile_id}).member("hook", hook_name(e.hook));
+  j.member("reason", reason_name(e.reason)).member("reason_text", reason_text(e.reason));
+  j.member("protocol", protocol_name(e.protocol)).member("family", std::uint32_t{e.family});
+  j.member("address", e.family ? address_text(e) : std::string());
+  j.member("port", std::uint32_t{e.port}).member("destination", event_destination(e));
+  j.member("ifindex", std::uint32_t{e.ifindex}).member("bytes", std::uint64_t{e.bytes});
+  j.member("app", app.app).member("profile", app.profile).member("command", app.command);
+  j.end_object();
+  return out;
 }
 
 EventReader::EventReader(int ring_map_fd, Callback on_event) : on_event_(std::move(on_event)) {

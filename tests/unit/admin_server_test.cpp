@@ -197,7 +197,7 @@ TEST_F(AdminServerTest, DeferredReplyForAGoneClientReachesNoOneElse) {
 TEST_F(AdminServerTest, FollowersGetEventsUntilTheyGo) {
   auto [client, fd] = Connect();
   Follow(client, fd);
-  server_.push_event({{"seq", 1}});
+  server_.push_event(R"({"seq":1})");
   auto e = Receive(client);
   ASSERT_TRUE(e);
   EXPECT_EQ((*e)["event"]["seq"], 1);
@@ -221,7 +221,7 @@ TEST_F(AdminServerTest, AFailedReplyEndsTheStreamToo) {
 
   auto [stranger, stranger_fd] = Connect(nullptr, fd);  // the fd number is free again
   ASSERT_EQ(stranger_fd, fd);
-  server_.push_event({{"seq", 2}, {"secret", "the first client's"}});
+  server_.push_event(R"({"seq":2,"secret":"the first client's"})");
   EXPECT_FALSE(Receive(stranger)) << "a new client got another client's events";
 }
 
@@ -231,7 +231,8 @@ TEST_F(AdminServerTest, AFollowerThatCannotKeepUpIsClosed) {
   Follow(client, fd);
   // Never read: the socket's buffer fills, the push fails, the stream ends.
   for (int i = 0; i < 100000 && server_.client_count() > 0; ++i)
-    server_.push_event({{"seq", i}, {"padding", std::string(512, 'x')}});
+    server_.push_event(R"({"seq":)" + std::to_string(i) + R"(,"padding":")" +
+                       std::string(512, 'x') + "\"}");
   EXPECT_EQ(server_.client_count(), 0u);
   EXPECT_FALSE(watcher_.watched.count(fd));
 }

@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 
 namespace ks {
@@ -38,8 +40,8 @@ class EventLogTest : public ::testing::Test {
 };
 
 TEST_F(EventLogTest, NumbersAndDescribesEachEvent) {
-  auto first = log_.record(Event(7), 1000);
-  auto second = log_.record(Event(8), 2000);
+  auto first = nlohmann::json::parse(log_.record(Event(7), 1000));
+  auto second = nlohmann::json::parse(log_.record(Event(8), 2000));
   EXPECT_EQ(first["seq"], 1);
   EXPECT_EQ(second["seq"], 2);
   EXPECT_EQ(log_.next_seq(), 3u);
@@ -52,15 +54,15 @@ TEST_F(EventLogTest, NumbersAndDescribesEachEvent) {
 
 TEST_F(EventLogTest, KeepsTheNewestAndAnswersBySeqAndLimit) {
   for (std::size_t i = 0; i < EventLog::kKept + 10; ++i) log_.record(Event(7), 0);
-  auto all = log_.query(0, 100000);
+  auto all = nlohmann::json::parse(log_.query(0, 100000));
   ASSERT_EQ(all.size(), EventLog::kKept);
   EXPECT_EQ(all.front()["seq"], 11) << "the oldest ten are gone";
-  auto newest = log_.query(0, 3);
+  auto newest = nlohmann::json::parse(log_.query(0, 3));
   ASSERT_EQ(newest.size(), 3u);
   EXPECT_EQ(newest.back()["seq"], EventLog::kKept + 10);
-  auto since = log_.query(EventLog::kKept + 9, 100);
+  auto since = nlohmann::json::parse(log_.query(EventLog::kKept + 9, 100));
   ASSERT_EQ(since.size(), 2u);
-  EXPECT_TRUE(log_.query(EventLog::kKept + 11, 100).empty());
+  EXPECT_EQ(log_.query(EventLog::kKept + 11, 100), "[]");
 }
 
 TEST_F(EventLogTest, SummaryCountsWhatTheKernelCounted) {
@@ -76,6 +78,21 @@ TEST_F(EventLogTest, SummaryCountsWhatTheKernelCounted) {
             std::string::npos)
       << lines[0];
   EXPECT_TRUE(log_.take_summary(10).empty()) << "a new period starts empty";
+}
+
+TEST_F(EventLogTest, SummaryNamesTheTaskWhenTheCommandIsUnknown) {
+  EventLog log{EventLog::Context{[](std::uint64_t) { return std::string("/app"); },
+                                 [](std::uint32_t) { return std::string("default"); },
+                                 [](std::uint32_t, const std::string&) { return std::string(); },
+                                 [](std::uint64_t) { return std::uint64_t{1}; }}};
+  ks_event e = Event(7);
+  std::memcpy(e.comm, "curl", 4);
+  log.record(e, 0);
+  auto lines = log.take_summary(10);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_NE(lines[0].find("blocked 1 attempt(s) of curl (/app, profile default)"),
+            std::string::npos)
+      << lines[0];
 }
 
 TEST_F(EventLogTest, SummaryIsBoundedInLines) {

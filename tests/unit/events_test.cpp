@@ -53,7 +53,8 @@ TEST(Events, Json) {
   e.protocol = IPPROTO_TCP;
   e.pid = 4242;
   std::memcpy(e.comm, "qbittorrent", 11);
-  nlohmann::json j = ks::event_json(e, 7, 1795670537123456);
+  nlohmann::json j =
+      nlohmann::json::parse(ks::event_text(e, 7, 1795670537123456, {"/app", "default", "qbt"}));
   EXPECT_EQ(j["seq"], 7);
   EXPECT_EQ(j["time"], "2026-11-26T05:22:17.123456Z");
   EXPECT_EQ(j["hook"], "connect4");
@@ -63,12 +64,16 @@ TEST(Events, Json) {
   EXPECT_EQ(j["address"], "198.51.100.7");
   EXPECT_EQ(j["comm"], "qbittorrent");
   EXPECT_EQ(j["pid"], 4242);
+  EXPECT_EQ(j["app"], "/app");
+  EXPECT_EQ(j["profile"], "default");
+  EXPECT_EQ(j["command"], "qbt");
 }
 
 TEST(Events, FullCommNameIsNotOverrun) {
   ks_event e{};
   std::memset(e.comm, 'x', sizeof(e.comm));  // the kernel does not NUL-terminate a full name
-  EXPECT_EQ(ks::event_json(e, 1, 0)["comm"].get<std::string>().size(), sizeof(e.comm));
+  EXPECT_EQ(nlohmann::json::parse(ks::event_text(e, 1, 0, {}))["comm"].get<std::string>().size(),
+            sizeof(e.comm));
 }
 
 TEST(Events, RequestFields) {

@@ -6,7 +6,6 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <string>
 
 #include "killswitch_abi.h"
@@ -35,10 +34,18 @@ std::string format_utc(std::int64_t realtime_us);
 // "2026-11-26 06:16:03.123" in the local time zone, for people.
 std::string format_local(std::int64_t realtime_us);
 
-// The event as JSON: seq, time, time_us, cgroup_id, pid, comm, profile_id, hook, reason,
-// reason_text, protocol, family, address, port, destination, ifindex, bytes. The daemon
-// adds what only it knows (app, profile, command).
-nlohmann::json event_json(const ks_event& event, std::uint64_t seq, std::int64_t realtime_us);
+// What ksd knows about an event's app that the kernel does not put in the event.
+struct EventApp {
+  std::string app;      // the cgroup, "/killswitch.slice/..."
+  std::string profile;  // the profile's name
+  std::string command;  // the command line, at most 200 bytes of it
+};
+
+// The event as JSON text: seq, time, time_us, cgroup_id, pid, comm, profile_id, hook,
+// reason, reason_text, protocol, family, address, port, destination, ifindex, bytes, app,
+// profile, command (docs/interface.md).
+std::string event_text(const ks_event& event, std::uint64_t seq, std::int64_t realtime_us,
+                       const EventApp& app);
 
 // Consumes the ring buffer; `on_event` runs for every record.
 class EventReader {
