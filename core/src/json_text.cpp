@@ -5,9 +5,16 @@
 namespace ks {
 namespace {
 
-// The length of the valid UTF-8 sequence at s[i], or 0 when there is none (overlong
-// forms, surrogates and code points above U+10FFFF are not valid, RFC 3629).
-std::size_t utf8_sequence(std::string_view s, std::size_t i) {
+// At s[i], a byte of 0x80 or more: how many bytes a valid UTF-8 sequence there has
+// (`valid`), or else how many bytes its longest valid beginning has (`invalid`, at least
+// 1): the "maximal subpart" that becomes one U+FFFD (Unicode's recommended practice, and
+// what nlohmann-json's replace does). Overlong forms, surrogates and code points above
+// U+10FFFF are not valid (RFC 3629).
+struct Utf8Scan {
+  std::size_t valid = 0;
+  std::size_t invalid = 0;
+};
+Utf8Scan scan_utf8(std::string_view s, std::size_t i) {
   const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
   const unsigned char b0 = byte(i);
   std::size_t len;
@@ -23,13 +30,14 @@ std::size_t utf8_sequence(std::string_view s, std::size_t i) {
     if (b0 == 0xF0) lo = 0x90;  // no overlong four-byte forms
     if (b0 == 0xF4) hi = 0x8F;  // nothing above U+10FFFF
   } else {
-    return 0;
+    return {0, 1};
   }
-  if (i + len > s.size()) return 0;
-  if (byte(i + 1) < lo || byte(i + 1) > hi) return 0;
-  for (std::size_t k = 2; k < len; ++k)
-    if (byte(i + k) < 0x80 || byte(i + k) > 0xBF) return 0;
-  return len;
+  for (std::size_t k = 1; k < len; ++k) {
+    const bool ok = i + k < s.size() && byte(i + k) >= (k == 1 ? lo : 0x80) &&
+                    byte(i + k) <= (k == 1 ? hi : 0xBF);
+    if (!ok) return {0, k};
+  }
+  return {len, 0};
 }
 
 void append_string(std::string& out, std::string_view s) {
@@ -38,13 +46,13 @@ void append_string(std::string& out, std::string_view s) {
   for (std::size_t i = 0; i < s.size();) {
     const auto c = static_cast<unsigned char>(s[i]);
     if (c >= 0x80) {
-      const std::size_t len = utf8_sequence(s, i);
-      if (len == 0) {
-        out += "\xEF\xBF\xBD";  // U+FFFD for the byte that starts no valid sequence
-        ++i;
+      const Utf8Scan scan = scan_utf8(s, i);
+      if (scan.valid) {
+        out.append(s.substr(i, scan.valid));
+        i += scan.valid;
       } else {
-        out.append(s.substr(i, len));
-        i += len;
+        out += "\xEF\xBF\xBD";  // U+FFFD for the bytes that begin no valid sequence
+        i += scan.invalid;
       }
       continue;
     }

@@ -285,64 +285,79 @@ void PolicyRouting::dump(std::uint16_t type, int family, std::size_t fixed_len, 
   }
 }
 
+std::optional<ParsedRule> parse_rule_message(const void* message, std::size_t length) {
+  const auto* h = static_cast<const nlmsghdr*>(message);
+  if (length < NLMSG_LENGTH(sizeof(fib_rule_hdr)) ||
+      h->nlmsg_len < NLMSG_LENGTH(sizeof(fib_rule_hdr)) || h->nlmsg_len > length)
+    return std::nullopt;
+  const auto* hdr = static_cast<const fib_rule_hdr*>(NLMSG_DATA(h));
+  RuleSpec r;
+  r.family = hdr->family;
+  r.action = hdr->action;
+  r.dst_len = hdr->dst_len;
+  r.src_len = hdr->src_len;
+  r.table = hdr->table;
+  std::uint8_t protocol = 0;
+  bool other_selector = false;  // iif, oif, src, uid range, ports, ...: not a rule of ours
+  int len = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof(*hdr)));
+  for (auto* a = reinterpret_cast<const rtattr*>(reinterpret_cast<const char*>(hdr) +
+                                                 NLMSG_ALIGN(sizeof(*hdr)));
+       RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+    const std::size_t payload = RTA_PAYLOAD(a);
+    const void* data = RTA_DATA(a);
+    std::uint32_t u32 = 0;
+    if (payload >= 4) std::memcpy(&u32, data, 4);
+    switch (a->rta_type) {
+      case FRA_PRIORITY:
+        r.priority = u32;
+        break;
+      case FRA_FWMARK:
+        r.mark = u32;
+        break;
+      case FRA_FWMASK:
+        r.mark_mask = u32;
+        break;
+      case FRA_TABLE:
+        r.table = u32;
+        break;
+      case FRA_DST:
+        std::memcpy(r.dst.data(), data, std::min<std::size_t>(payload, 16));
+        break;
+      case FRA_SRC:
+        std::memcpy(r.src.data(), data, std::min<std::size_t>(payload, 16));
+        break;
+      case FRA_PROTOCOL:
+        if (payload >= 1) std::memcpy(&protocol, data, 1);
+        break;
+      case FRA_SUPPRESS_PREFIXLEN:  // always dumped; -1 means unused
+      case FRA_SUPPRESS_IFGROUP:
+        other_selector = other_selector || u32 != 0xffffffffu;
+        break;
+      default:
+        other_selector = true;
+    }
+  }
+  if (r.action != FR_ACT_TO_TBL) r.table = 0;
+  const bool mark_rule = r.priority >= kLanRulePriority && r.priority <= kUnreachableRulePriority;
+  const bool source_rule =
+      r.priority == kSourceRulePriority || r.priority == kSourceUnreachableRulePriority;
+  const bool ours =
+      protocol == kRouteProtocol && !other_selector && hdr->tos == 0 &&
+      !(hdr->flags & FIB_RULE_INVERT) &&
+      // Exact marks (0xffffffff) are an older ksd's rules: ours to replace.
+      ((mark_rule && (r.mark_mask == KS_MARK_RULE_MASK || r.mark_mask == 0xffffffffu) &&
+        hdr->src_len == 0 && (r.mark & KS_MARK_TAG_MASK) == KS_MARK_BASE) ||
+       (source_rule && r.mark == 0 && hdr->src_len > 0 && hdr->dst_len == 0));
+  return ParsedRule{r, ours};
+}
+
 std::vector<RuleSpec> PolicyRouting::our_rules() {
   std::vector<RuleSpec> out;
   for (int family : {AF_INET, AF_INET6}) {
     dump(RTM_GETRULE, family, sizeof(fib_rule_hdr), [&](nlmsghdr* h) {
       if (h->nlmsg_type != RTM_NEWRULE) return;
-      auto* hdr = static_cast<fib_rule_hdr*>(NLMSG_DATA(h));
-      RuleSpec r;
-      r.family = hdr->family;
-      r.action = hdr->action;
-      r.dst_len = hdr->dst_len;
-      r.src_len = hdr->src_len;
-      r.table = hdr->table;
-      std::uint8_t protocol = 0;
-      bool other_selector = false;  // iif, oif, src, uid range, ports, ...: not a rule of ours
-      int len = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof(*hdr)));
-      for (auto* a =
-               reinterpret_cast<rtattr*>(reinterpret_cast<char*>(hdr) + NLMSG_ALIGN(sizeof(*hdr)));
-           RTA_OK(a, len); a = RTA_NEXT(a, len)) {
-        if (a->rta_type == FRA_PRIORITY) std::memcpy(&r.priority, RTA_DATA(a), 4);
-        if (a->rta_type == FRA_FWMARK) std::memcpy(&r.mark, RTA_DATA(a), 4);
-        if (a->rta_type == FRA_FWMASK) std::memcpy(&r.mark_mask, RTA_DATA(a), 4);
-        if (a->rta_type == FRA_TABLE) std::memcpy(&r.table, RTA_DATA(a), 4);
-        if (a->rta_type == FRA_DST)
-          std::memcpy(r.dst.data(), RTA_DATA(a), std::min<std::size_t>(RTA_PAYLOAD(a), 16));
-        if (a->rta_type == FRA_PROTOCOL) std::memcpy(&protocol, RTA_DATA(a), 1);
-        if (a->rta_type == FRA_SRC)
-          std::memcpy(r.src.data(), RTA_DATA(a), std::min<std::size_t>(RTA_PAYLOAD(a), 16));
-        std::uint32_t u32 = 0;
-        if (RTA_PAYLOAD(a) >= 4) std::memcpy(&u32, RTA_DATA(a), 4);
-        switch (a->rta_type) {
-          case FRA_SUPPRESS_PREFIXLEN:  // always dumped; -1 means unused
-          case FRA_SUPPRESS_IFGROUP:
-            other_selector = other_selector || u32 != 0xffffffffu;
-            break;
-          case FRA_PRIORITY:
-          case FRA_FWMARK:
-          case FRA_FWMASK:
-          case FRA_TABLE:
-          case FRA_DST:
-          case FRA_SRC:
-          case FRA_PROTOCOL:
-            break;
-          default:
-            other_selector = true;
-        }
-      }
-      if (r.action != FR_ACT_TO_TBL) r.table = 0;
-      const bool mark_rule =
-          r.priority >= kLanRulePriority && r.priority <= kUnreachableRulePriority;
-      const bool source_rule =
-          r.priority == kSourceRulePriority || r.priority == kSourceUnreachableRulePriority;
-      bool ours = protocol == kRouteProtocol && !other_selector && hdr->tos == 0 &&
-                  !(hdr->flags & FIB_RULE_INVERT) &&
-                  // Exact marks (0xffffffff) are an older ksd's rules: ours to replace.
-                  ((mark_rule && (r.mark_mask == KS_MARK_RULE_MASK || r.mark_mask == 0xffffffffu) &&
-                    hdr->src_len == 0 && (r.mark & KS_MARK_TAG_MASK) == KS_MARK_BASE) ||
-                   (source_rule && r.mark == 0 && hdr->src_len > 0 && hdr->dst_len == 0));
-      if (ours) out.push_back(r);
+      auto parsed = parse_rule_message(h, h->nlmsg_len);
+      if (parsed && parsed->ours) out.push_back(parsed->rule);
     });
   }
   return out;

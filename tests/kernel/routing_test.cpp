@@ -193,25 +193,10 @@ class Changes {
   }
 
  private:
+  // The production parser: what ksd reads back is what the test reads.
   static RuleSpec Rule(nlmsghdr* h) {
-    auto* hdr = static_cast<fib_rule_hdr*>(NLMSG_DATA(h));
-    RuleSpec r;
-    r.family = hdr->family;
-    r.action = hdr->action;
-    r.dst_len = hdr->dst_len;
-    r.table = hdr->table;
-    int len = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof(*hdr)));
-    for (auto* a =
-             reinterpret_cast<rtattr*>(reinterpret_cast<char*>(hdr) + NLMSG_ALIGN(sizeof(*hdr)));
-         RTA_OK(a, len); a = RTA_NEXT(a, len)) {
-      if (a->rta_type == FRA_PRIORITY) std::memcpy(&r.priority, RTA_DATA(a), 4);
-      if (a->rta_type == FRA_FWMARK) std::memcpy(&r.mark, RTA_DATA(a), 4);
-      if (a->rta_type == FRA_FWMASK) std::memcpy(&r.mark_mask, RTA_DATA(a), 4);
-      if (a->rta_type == FRA_TABLE) std::memcpy(&r.table, RTA_DATA(a), 4);
-      if (a->rta_type == FRA_DST)
-        std::memcpy(r.dst.data(), RTA_DATA(a), std::min<std::size_t>(RTA_PAYLOAD(a), 16));
-    }
-    return r;
+    auto parsed = parse_rule_message(h, h->nlmsg_len);
+    return parsed ? parsed->rule : RuleSpec{};
   }
 
   // "<family> /<dst_len> dev ifindex <oif> metric <m> table <t>", or "" for other tables.

@@ -47,6 +47,9 @@ TEST(JsonText, KeepsValidUtf8AndReplacesWhatIsNot) {
   EXPECT_EQ(one_string("\xC0\xAF"), "\"" + fffd + fffd + "\"");             // overlong '/'
   EXPECT_EQ(one_string("\xED\xA0\x80"), "\"" + fffd + fffd + fffd + "\"");  // surrogate
   EXPECT_EQ(one_string("\xF4\x90\x80\x80"), "\"" + fffd + fffd + fffd + fffd + "\"");
+  // A sequence cut short by a byte that cannot continue it: one U+FFFD for its beginning.
+  EXPECT_EQ(one_string("\xED\x80\xC0\xAF"), "\"" + fffd + fffd + fffd + "\"");
+  EXPECT_EQ(one_string("\xE2\x82"), "\"" + fffd + "\"");
   // Whatever the bytes, the text is valid JSON, as strict as nlohmann's parser.
   std::string noise;
   for (int i = 0; i < 4096; ++i) noise += static_cast<char>((i * 7919 + 13) & 0xFF);

@@ -24,7 +24,8 @@ class JsonText {
   JsonText& key(std::string_view name);
 
   // Strings from the system need not be UTF-8 (a command line, a task name): what is not
-  // valid UTF-8 is written as U+FFFD, byte by byte; control characters are escaped.
+  // valid UTF-8 is written as U+FFFD (one per maximal invalid subpart, as nlohmann-json
+  // does); control characters are escaped.
   JsonText& value(std::string_view text);
   JsonText& value(const char* text) { return value(std::string_view(text)); }
   JsonText& value(const std::string& text) { return value(std::string_view(text)); }

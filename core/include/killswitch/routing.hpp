@@ -29,6 +29,7 @@
 #include <array>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -93,6 +94,15 @@ std::vector<RuleSpec> plan_source_rules(const LinkAddress& address, std::uint32_
 std::vector<RuleSpec> plan_all_rules(const Config& config, const ProfileIds& ids,
                                      const std::set<std::uint32_t>& ids_in_use,
                                      const std::map<std::uint32_t, LinkState>& links);
+
+// One RTM_NEWRULE/RTM_DELRULE message as rtnetlink sends it (a dump's or a notification's):
+// the rule, and whether it is one of ours (see sync_rules). Reads only within `length`;
+// nullopt when the message is too short to be a rule.
+struct ParsedRule {
+  RuleSpec rule;
+  bool ours = false;
+};
+std::optional<ParsedRule> parse_rule_message(const void* message, std::size_t length);
 
 class PolicyRouting {
  public:
