@@ -6,7 +6,7 @@
 #include <map>
 
 #include "killswitch/links.hpp"
-#include "killswitch/routing.hpp"
+#include "killswitch/routing_plan.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::map<std::uint32_t, ks::LinkState> links;

@@ -440,12 +440,12 @@ TEST(PlanPolicy, DnsUnusedSlotsStayZero) {
 tunnels = ["wg0"]
 dns = ["fd00::53"]
 )");
-  const ks_profile& p = plan_policy(c, {{"default", 1}}, {}).profiles.at(1);
+  const ks_profile p = plan_policy(c, {{"default", 1}}, {}).profiles.at(1);
   ASSERT_EQ(p.dns_count, 1u);
   EXPECT_EQ(hex(p.dns[0], 16), "fd000000000000000000000000000053");
   for (int i = 1; i < KS_MAX_DNS; ++i) EXPECT_EQ(hex(p.dns[i], 16), std::string(32, '0')) << i;
 
-  const ks_profile& none = plan_policy(config_of(kOneProfile), {{"default", 1}}, {}).profiles.at(1);
+  const ks_profile none = plan_policy(config_of(kOneProfile), {{"default", 1}}, {}).profiles.at(1);
   EXPECT_EQ(none.dns_count, 0u);
   for (int i = 0; i < KS_MAX_DNS; ++i) EXPECT_EQ(hex(none.dns[i], 16), std::string(32, '0')) << i;
 }

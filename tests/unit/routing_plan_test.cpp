@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "killswitch/config.hpp"
-#include "killswitch/routing.hpp"
+#include "killswitch/routing_plan.hpp"
 #include "killswitch_abi.h"
 
 namespace ks {
