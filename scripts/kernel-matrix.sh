@@ -7,14 +7,12 @@
 #
 #   sudo scripts/kernel-matrix.sh [--lab none|ci|core|all] [KERNEL...]
 #
-#   --lab core   the lab's core scenarios: tunnel up, down, VPN client crash and
-#                re-creation (lab_tunnel_down: protected traffic flows through the tunnel
-#                before, between and after the outages), ksd SIGKILLed then tunnel gone and
-#                re-created (lab_ksd_killed), DNS, and the resolvers' unix sockets
-#                (resolver_guard stands in for cgroup/connect_unix before 6.7)
-#   --lab ci     what CI runs on 6.1 (.ci/run): lab_local_resolver, the one core scenario
-#                that has passed every time under emulation next to the host's tests; the
-#                others still fail now and then under TCG for timing (docs/testing.md)
+#   --lab core   what CI runs on 6.1 (.ci/run): the lab's core scenarios: tunnel up, down,
+#                VPN client crash and re-creation (lab_tunnel_down: protected traffic flows
+#                through the tunnel before, between and after the outages), ksd SIGKILLed
+#                then tunnel gone and re-created (lab_ksd_killed), DNS, and the resolvers'
+#                unix sockets (resolver_guard stands in for cgroup/connect_unix before 6.7)
+#   --lab ci     lab_local_resolver only (the 6.1-specific guarantee; a quick check)
 #   --lab all    every lab scenario (tests/lab; about 25 minutes per kernel under TCG)
 #   --lab none   doctor, unit and kernel tests only (the default)
 #

@@ -1,6 +1,8 @@
 // plan_routes: ks_profiles entry -> the routes of the profile's table;
 // plan_rules: (profile id, configured profile) -> the profile's policy rules. Pure; the
 // kernel side of the same routes and rules is tests/kernel/routing_test.cpp.
+#include "killswitch/routing_plan.hpp"
+
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <linux/fib_rules.h>
@@ -18,7 +20,6 @@
 #include <vector>
 
 #include "killswitch/config.hpp"
-#include "killswitch/routing_plan.hpp"
 #include "killswitch_abi.h"
 
 namespace ks {
