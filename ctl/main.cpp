@@ -329,7 +329,7 @@ int systemd_unprotect(const std::string& unit, const std::string& unit_dir) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run(int argc, char** argv) {
   std::string socket_path = ks::ipc::default_socket_path();
   bool json = false;
 
@@ -496,5 +496,16 @@ int main(int argc, char** argv) {
   } catch (const ks::Error& e) {
     std::fprintf(stderr, "ksctl: %s\n", e.what());
     return kFailed;
+  }
+}
+
+// Nothing escapes as an uncaught exception (that would abort with a core dump and exit
+// 134): building the command line parser can still throw (std::bad_alloc).
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ksctl: error: %s\n", e.what());
+    return ksctl::kFailed;
   }
 }

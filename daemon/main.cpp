@@ -9,7 +9,7 @@
 #include "killswitch/error.hpp"
 #include "killswitch/log.hpp"
 
-int main(int argc, char** argv) {
+static int run(int argc, char** argv) {
   // Large transient buffers (a `ksctl list` reply is 4 MB with 10,000 apps, libbpf reads
   // the kernel's 5.5 MB BTF) come from mmap and go back to the kernel when freed. glibc's
   // default raises this threshold after the first such free, and the next ones then stay
@@ -66,4 +66,15 @@ int main(int argc, char** argv) {
     return 1;
   }
   return 0;
+}
+
+// Nothing escapes as an uncaught exception (that would abort with a core dump and exit
+// 134): building the command line parser can still throw (std::bad_alloc).
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ksd: error: %s\n", e.what());
+    return 1;
+  }
 }

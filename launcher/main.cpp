@@ -31,7 +31,7 @@ constexpr int kNotFound = 127;
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run(int argc, char** argv) {
   std::string socket_path = ks::ipc::default_socket_path();
   std::string profile(ks::kDefaultProfile);
   std::vector<std::string> command;
@@ -79,10 +79,22 @@ int main(int argc, char** argv) {
   }
 
   std::vector<char*> args;
+  args.reserve(command.size() + 1);
   for (auto& a : command) args.push_back(a.data());
   args.push_back(nullptr);
   ::execvp(args[0], args.data());
   int err = errno;
   std::fprintf(stderr, "ksrun: cannot run %s: %s\n", shown.c_str(), std::strerror(err));
   return err == ENOENT ? kNotFound : kNotExecutable;
+}
+
+// Nothing escapes as an uncaught exception (that would abort with a core dump and exit
+// 134): building the command line parser can still throw (std::bad_alloc).
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ksrun: error: %s\n", e.what());
+    return kRefused;
+  }
 }

@@ -149,7 +149,7 @@ void refresh_address_flags(LinkState& link, const std::map<std::string, unsigned
   if (addrs == nullptr) return;
   for (const auto& [key, scope] : *addrs) {
     // Key: family, prefix length, IFA_LOCAL length, IFA_LOCAL, IFA_ADDRESS (see apply()).
-    const int family = key[0];
+    const int family = static_cast<unsigned char>(key[0]);
     // Link-local and host-scope IPv6 (fe80::/10, ::1) cannot carry tunnel traffic.
     if (family == AF_INET6 && scope != RT_SCOPE_UNIVERSE) continue;
     if (family == AF_INET) link.has_ipv4 = true;
