@@ -15,6 +15,7 @@
 #   --lab ci     lab_local_resolver only (the 6.1-specific guarantee; a quick check)
 #   --lab all    every lab scenario (tests/lab; about 25 minutes per kernel under TCG)
 #   --lab none   doctor, unit and kernel tests only (the default)
+#   --lab 'lab_(dns|escapes)'   the scenarios a ctest regex names (one that starts with lab_)
 #
 # KERNEL is what run-in-kernel.sh takes: an alias (6.1, 6.12: the newest such package in the
 # apt sources) or an ABI (6.1.0-57-amd64); default: 6.1 6.12 (Debian 12's kernel and the
@@ -27,7 +28,7 @@ build=${KS_BUILD_DIR:-$root/build}
 tool=$root/scripts/run-in-kernel.sh
 lab=none
 if [[ ${1:-} == --lab ]]; then
-  lab=${2:?--lab wants none, ci, core or all}
+  lab=${2:?--lab wants none, ci, core, all or a regex of lab_ names}
   shift 2
 fi
 case $lab in
@@ -35,7 +36,8 @@ case $lab in
   ci) lab_regex='^lab_local_resolver$' ;;
   core) lab_regex='^lab_(tunnel_down|ksd_killed|dns|local_resolver)$' ;;
   all) lab_regex='^lab_' ;;
-  *) echo "kernel-matrix: --lab wants none, ci, core or all, not $lab" >&2; exit 2 ;;
+  lab_*|'^lab_'*) lab_regex=$lab ;;
+  *) echo "kernel-matrix: --lab wants none, ci, core, all or a regex of lab_ names, not $lab" >&2; exit 2 ;;
 esac
 timeout=${KS_KERNEL_TIMEOUT:-$([[ $lab == all ]] && echo 3600 || echo 1500)}
 [[ -x $build/ksctl && -x $build/tests/ks_kernel_tests ]] ||
