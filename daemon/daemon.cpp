@@ -11,6 +11,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 
 #include "killswitch/cgroup.hpp"
@@ -26,11 +27,32 @@ namespace {
 constexpr int kSweepIntervalSeconds = 1;
 constexpr unsigned kSummaryEverySweeps = 10;  // a journal line per app at most every 10 s
 
+// The socket's directory must let every user reach the socket (0755) whatever the umask
+// of the shell that started ksd: with umask 077 it was made 0700 and every unprivileged
+// ksrun failed with "Permission denied". A directory ksd creates gets 0755; the default
+// one (/run/killswitch, ksd's own) is repaired when an earlier start left it wrong. A
+// directory someone else made (--socket /tmp/x.sock) is never changed.
+void ensure_socket_dir(const std::string& dir) {
+  if (dir.empty()) return;
+  const bool created = ::mkdir(dir.c_str(), 0755) == 0;
+  if (!created && errno != EEXIST) throw_errno("cannot create " + dir);
+  const std::string default_dir = ipc::kDefaultSocketPath;
+  if (!created && dir != default_dir.substr(0, default_dir.find_last_of('/'))) return;
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) throw_errno("cannot stat " + dir);
+  if ((st.st_mode & 07777) == 0755) return;
+  if (::chmod(dir.c_str(), 0755) != 0) throw_errno("cannot make " + dir + " 0755");
+  if (!created) {
+    char mode[8];
+    std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    log_warning("repaired " + dir + ": mode " + mode +
+                " -> 0755, so that every user can reach the admin socket");
+  }
+}
+
 // A second ksd on the same socket would fight over the maps: refuse to start.
 UniqueFd lock_single_instance(const std::string& socket_path) {
-  std::string dir = socket_path.substr(0, socket_path.find_last_of('/'));
-  if (!dir.empty() && ::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
-    throw_errno("cannot create " + dir);
+  ensure_socket_dir(socket_path.substr(0, socket_path.find_last_of('/')));
   std::string lock_path = socket_path + ".lock";
   UniqueFd fd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
   if (!fd) throw_errno("cannot open lock file " + lock_path);

@@ -1,13 +1,37 @@
 // ksd — the Killswitch daemon. See docs/ and `ksd --help`.
 #include <malloc.h>
+#include <net/if.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
 #include "daemon.hpp"
+#include "killswitch/config.hpp"
 #include "killswitch/diagnostics.hpp"
 #include "killswitch/error.hpp"
 #include "killswitch/log.hpp"
+
+// ksd --check: the configuration as ksd would read it, and what in it is legal but likely
+// not meant. Nothing else is touched: no lock, no pins, no cgroups (an unprivileged user
+// may run it before installing a file).
+static int check_config(const std::string& path) {
+  ks::Config config;
+  try {
+    config = ks::load_config(path);
+  } catch (const ks::Error& e) {
+    std::fprintf(stderr, "ksd: %s\nksd: configuration is NOT valid; ksd would refuse it\n",
+                 e.what());
+    return 1;
+  }
+  const auto warnings = ks::config_warnings(
+      config, [](const std::string& name) { return ::if_nametoindex(name.c_str()) != 0; });
+  for (const auto& w : warnings) std::printf("warning: %s\n", w.c_str());
+  std::string names;
+  for (const auto& p : config.profiles) names += (names.empty() ? "" : ", ") + p.name;
+  std::printf("%s: valid; %zu profile(s): %s%s\n", path.c_str(), config.profiles.size(),
+              names.c_str(), warnings.empty() ? "" : " (see the warnings)");
+  return 0;
+}
 
 static int run(int argc, char** argv) {
   // Large transient buffers (a `ksctl list` reply is 4 MB with 10,000 apps, libbpf reads
@@ -39,7 +63,19 @@ static int run(int argc, char** argv) {
   app.add_flag("--attach-only", options.attach_only,
                "put enforcement in place (pinned programs, maps, routing rules) and exit; for "
                "the early-boot unit");
-  CLI11_PARSE(app, argc, argv);
+  bool check = false;
+  app.add_flag("--check", check,
+               "read and validate the configuration, print warnings, touch nothing; exit 0 "
+               "when it is valid, 1 when not (any user may run it)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version exit 0; a usage error exits 1 as ksd(8) documents (CLI11's own
+    // codes, 105 and up, are not ours to promise).
+    app.exit(e);
+    return e.get_exit_code() == 0 ? 0 : 1;
+  }
+  if (check) return check_config(options.config_path);
 
   if (::geteuid() != 0) {
     std::fprintf(stderr, "ksd: must run as root (it loads BPF programs and manages cgroups)\n");

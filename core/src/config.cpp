@@ -340,6 +340,29 @@ Config parse_config(std::string_view toml_text, const std::string& path) {
   return Parser(path).parse(toml_text);
 }
 
+std::vector<std::string> config_warnings(
+    const Config& config, const std::function<bool(const std::string&)>& link_exists) {
+  std::vector<std::string> warnings;
+  if (!config.find_profile(kDefaultProfile))
+    warnings.push_back(
+        "no profile named \"default\": ksrun and ksctl protect without "
+        "--profile are refused, and processes placed directly in the "
+        "protected tree's root are blocked");
+  for (const Profile& p : config.profiles) {
+    if (p.dns.empty())
+      warnings.push_back("profile " + p.name +
+                         " has no dns: its apps resolve no names (their "
+                         "DNS queries are refused, since the system's resolver is outside the "
+                         "tunnel); add the resolver your VPN gives you");
+    for (const std::string& tunnel : p.tunnels)
+      if (!link_exists(tunnel))
+        warnings.push_back("profile " + p.name + ": tunnel " + tunnel +
+                           " does not exist now: its apps are blocked until it does (normal "
+                           "while the VPN is disconnected)");
+  }
+  return warnings;
+}
+
 Config load_config(const std::string& path) {
   // Plain POSIX I/O so the error carries the real errno (ENOENT, EACCES, EISDIR, ...).
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));

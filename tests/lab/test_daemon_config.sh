@@ -121,3 +121,36 @@ set -e
 assert_eq "$rc" 3 "ksctl status exits 3 when ksd is down"
 assert_eq "$(json_get "$out" /daemon)" "not running" "status says the daemon is not running"
 assert_eq "$(json_get "$out" /programs/pinned)" true "... and that enforcement is still pinned"
+
+# ---- a root shell with umask 077 starts ksd: unprivileged users still reach it -----------------
+# ksd makes its socket's directory 0755 whatever the umask (it was 0700, and every
+# unprivileged ksrun failed with "Permission denied").
+KS_SOCK=$LAB_DIR/run077/ksd.sock
+old_umask=$(umask)
+umask 077
+ks_start
+umask "$old_umask"
+mode=$(stat -c %a "$LAB_DIR/run077")
+assert_eq "$mode" 755 "ksd started with umask 077 makes its socket directory 0755"
+assert_eq "$(ks_run_nobody sh -c 'echo protected')" protected \
+  "an unprivileged ksrun reaches that ksd and runs its command"
+
+# ---- ksd --check: validates without touching anything, as any user ---------------------------
+printf '[profiles.work]\ntunnels = ["wg0", "tun9"]\n' >"$LAB_DIR/check.toml"
+chmod 644 "$LAB_DIR/check.toml"
+out=$(lab_exec_client "${LAB_AS_NOBODY[@]}" "$KS_KSD" --check --config "$LAB_DIR/check.toml")
+[[ $out == *'no profile named "default"'* && $out == *"profile work has no dns"* &&
+  $out == *"tunnel tun9 does not exist now"* && $out != *"tunnel wg0 does not"* ]] ||
+  fail "ksd --check does not name the problems: $out"
+pass "ksd --check (as nobody) names what is likely wrong: $(tr '\n' ' ' <<<"$out")"
+set +e
+err=$("$KS_KSD" --check --config "$bad" 2>&1)
+rc=$?
+set -e
+assert_eq "$rc" 1 "ksd --check exits 1 on an invalid configuration"
+[[ $err == *"NOT valid"* ]] || fail "ksd --check does not say it is invalid: $err"
+set +e
+"$KS_KSD" --no-such-option >/dev/null 2>&1
+rc=$?
+set -e
+assert_eq "$rc" 1 "ksd exits 1 (as ksd(8) says) on an unknown option, not CLI11's 109"

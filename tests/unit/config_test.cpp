@@ -594,3 +594,33 @@ TEST_F(LoadConfig, DirectoryIsNotAFile) {
 
 }  // namespace
 }  // namespace ks
+
+namespace {
+
+TEST(ConfigWarnings, NamesWhatIsLegalButLikelyWrong) {
+  const ks::Config c = ks::parse_config(R"([profiles.work]
+tunnels = ["wg0", "tun9"]
+[profiles.torrents]
+tunnels = ["wg0"]
+dns = ["10.99.0.1"]
+)",
+                                        "/test/config.toml");
+  const auto warnings =
+      ks::config_warnings(c, [](const std::string& name) { return name == "wg0"; });
+  ASSERT_EQ(warnings.size(), 3u);
+  EXPECT_NE(warnings[0].find("no profile named \"default\""), std::string::npos) << warnings[0];
+  EXPECT_NE(warnings[1].find("profile work has no dns"), std::string::npos) << warnings[1];
+  EXPECT_NE(warnings[2].find("profile work: tunnel tun9 does not exist now"), std::string::npos)
+      << warnings[2];
+}
+
+TEST(ConfigWarnings, NoneForACompleteConfig) {
+  const ks::Config c = ks::parse_config(R"([profiles.default]
+tunnels = ["wg0"]
+dns = ["10.99.0.1"]
+)",
+                                        "/test/config.toml");
+  EXPECT_TRUE(ks::config_warnings(c, [](const std::string&) { return true; }).empty());
+}
+
+}  // namespace

@@ -11,6 +11,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -56,6 +57,14 @@ inline constexpr std::size_t kMaxProfiles = 63;      // KS_MAX_PROFILES - 1: id 
 // Throws ks::Error("PATH:LINE: profiles.NAME.KEY: what is wrong") on any problem.
 Config parse_config(std::string_view toml_text, const std::string& path);
 Config load_config(const std::string& path);
+
+// What is legal in a configuration but likely not what its author meant, one sentence each
+// (`ksd --check`): no `default` profile (ksrun without --profile is refused), a profile
+// without `dns` (its apps resolve no names: their DNS is refused), a tunnel that does not
+// exist now (its profile's apps are blocked until it appears). link_exists(name) says
+// whether an interface of that name exists.
+std::vector<std::string> config_warnings(
+    const Config& config, const std::function<bool(const std::string&)>& link_exists);
 
 // Validators, also used by ksctl and the admin protocol.
 bool is_valid_interface_name(std::string_view name);  // Linux dev_valid_name()
