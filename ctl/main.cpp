@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -18,6 +19,7 @@
 
 #include "commands.hpp"
 #include "killswitch/cgroup.hpp"
+#include "killswitch/cli_hints.hpp"
 #include "killswitch/config.hpp"
 #include "killswitch/enforcement.hpp"
 #include "killswitch/error.hpp"
@@ -409,6 +411,21 @@ static int run(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    // CLI11 says only "A subcommand is required" for a mistyped one: name it, and the
+    // command it was probably meant to be.
+    std::vector<std::string_view> commands;
+    for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; }))
+      commands.push_back(sub->get_name());
+    static constexpr std::string_view kWithValue[] = {"--socket", "--pin-dir"};
+    const std::vector<std::string> args(argv + 1, argv + argc);
+    const auto word = ks::first_word(args, kWithValue);
+    if (e.get_exit_code() != 0 && word &&
+        std::find(commands.begin(), commands.end(), *word) == commands.end()) {
+      const auto hint = ks::closest_word(*word, commands);
+      std::fprintf(stderr, "ksctl: unknown command \"%s\"%s; run ksctl --help for the list\n",
+                   word->c_str(), hint ? (" (did you mean " + *hint + "?)").c_str() : "");
+      return kUsage;
+    }
     int rc = app.exit(e);
     return rc == 0 ? kOk : kUsage;
   }

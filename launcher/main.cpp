@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "killswitch/cgroup.hpp"
+#include "killswitch/cli_hints.hpp"
 #include "killswitch/config.hpp"
 #include "killswitch/error.hpp"
 #include "killswitch/ipc.hpp"
@@ -47,6 +48,20 @@ static int run(int argc, char** argv) {
   // untouched and in order (ksrun --profile p -- curl --proxy x ...).
   app.prefix_command();
   app.footer("Usage: ksrun [--profile NAME] [--socket PATH] [--] COMMAND [ARGS...]");
+  // An option ksrun does not know, before the command ("--prfile work qbittorrent"), is a
+  // typo, not the command: CLI11 would hand it over as COMMAND.
+  static constexpr std::string_view kOptions[] = {"--profile", "--socket", "--help", "-h",
+                                                  "--version"};
+  static constexpr std::string_view kWithValue[] = {"--profile", "--socket"};
+  const std::vector<std::string> words(argv + 1, argv + argc);
+  if (auto bad = ks::first_unknown_option(words, kOptions, kWithValue)) {
+    const auto hint = ks::closest_word(*bad, kOptions);
+    std::fprintf(stderr,
+                 "ksrun: unknown option %s%s; nothing was run (a COMMAND that starts "
+                 "with - goes after --)\n",
+                 bad->c_str(), hint ? (" (did you mean " + *hint + "?)").c_str() : "");
+    return kRefused;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

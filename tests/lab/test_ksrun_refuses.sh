@@ -129,3 +129,20 @@ assert_eq "${lines[0]}" 65534 "as nobody: COMMAND runs as nobody"
 pass "as nobody: COMMAND runs in the protected tree (${lines[1]})"
 assert_eq "${lines[2]}" 0000000000000000 "as nobody: COMMAND holds no capability"
 assert_eq "$(json_get "${lines[3]}" /replies)" 5 "as nobody: COMMAND's traffic goes through the tunnel"
+
+# ---- a mistyped option is named, never run as the command -----------------------------------
+# CLI11 handed "--prfile" over as COMMAND ("refusing to run --prfile unprotected").
+marker=$LAB_DIR/typo-ran
+RC=0
+ERR=$(ks_run_client --prfile work touch "$marker" 2>&1) || RC=$?
+assert_eq "$RC" 125 "ksrun --prfile (a typo) is refused"
+[[ $ERR == *"unknown option --prfile (did you mean --profile?)"* ]] ||
+  fail "ksrun does not name the mistyped option: $ERR"
+pass "ksrun names the mistyped option and the one meant: $ERR"
+assert_fails "... and runs nothing" test -e "$marker"
+RC=0
+ERR=$(ks_ctl stauts 2>&1) || RC=$?
+assert_eq "$RC" 2 "ksctl stauts (a typo) is a usage error"
+[[ $ERR == *'unknown command "stauts" (did you mean status?)'* ]] ||
+  fail "ksctl does not name the mistyped command: $ERR"
+pass "ksctl names the mistyped command and the one meant: $ERR"
