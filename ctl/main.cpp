@@ -113,17 +113,74 @@ void print_list(const nlohmann::json& l) {
   table.print();
 }
 
-int teardown(const std::string& pin_dir, const std::string& slice, bool kill_apps) {
+struct TeardownOptions {
+  std::string socket_path;
+  std::string pin_dir;
+  std::string slice;
+  bool kill_apps = false;
+  bool yes = false;    // no question on a terminal
+  bool force = false;  // even while ksd runs (then its own pin dir and tree)
+};
+
+// Asks on the terminal; true for "y"/"yes". Without a terminal nobody can be asked: true
+// (scripts and package removal run it so, with what they name explicitly).
+bool confirmed(const std::string& question) {
+  if (!::isatty(STDIN_FILENO) || !::isatty(STDERR_FILENO)) return true;
+  std::fprintf(stderr, "%s [y/N] ", question.c_str());
+  std::string answer;
+  if (!std::getline(std::cin, answer)) return false;
+  return answer == "y" || answer == "Y" || answer == "yes";
+}
+
+int teardown(TeardownOptions o) {
   if (::geteuid() != 0) {
     std::fprintf(stderr, "ksctl: teardown needs root\n");
     return kFailed;
   }
-  std::string root = ks::find_cgroup2_mount() + "/" + slice;
-  if (ks::cgroup_populated(root)) {
-    if (!kill_apps) {
+  std::string root = ks::find_cgroup2_mount() + "/" + o.slice;
+  // A running ksd would put everything back at once, and it knows what it uses.
+  try {
+    const nlohmann::json st = ks::ipc::call(o.socket_path, {{"op", "status"}}, 2000);
+    const std::string ksd_pins = st.value("pin_dir", o.pin_dir);
+    const std::string ksd_root = st.value("cgroup_root", root);
+    if (!o.force) {
+      std::fprintf(stderr,
+                   "ksctl: ksd (pid %lld) is running with pins in %s and the tree %s; it would "
+                   "put protection back. Stop it first (systemctl stop ksd), or pass --force "
+                   "to remove what it uses anyway. Nothing was removed.\n",
+                   st.value("pid", 0LL), ksd_pins.c_str(), ksd_root.c_str());
+      return kFailed;
+    }
+    o.pin_dir = ksd_pins;
+    root = ksd_root;
+  } catch (const ks::Error&) {
+    // ksd is not running (at this socket): the given (or default) pin dir and slice.
+  }
+
+  ks::PolicyRouting routing;
+  const std::size_t rules = routing.our_rules().size();
+  const bool pins = ::access(o.pin_dir.c_str(), F_OK) == 0;
+  const bool tree = ::access(root.c_str(), F_OK) == 0;
+  if (!pins && !tree && rules == 0) {
+    std::printf("nothing to remove: no pins in %s, no tree %s, no Killswitch routing rules\n",
+                o.pin_dir.c_str(), root.c_str());
+    return kOk;
+  }
+  std::string plan;
+  if (pins) plan += "\n  the pinned programs, links and maps in " + o.pin_dir;
+  if (rules) plan += "\n  " + std::to_string(rules) + " routing rule(s) and the profiles' tables";
+  if (tree) plan += "\n  the protected tree " + root;
+  if (!o.yes && !confirmed("Remove protection:" + plan + "\n?")) {
+    std::fprintf(stderr, "ksctl: nothing was removed\n");
+    return kFailed;
+  }
+
+  if (tree && ks::cgroup_populated(root)) {
+    if (!o.kill_apps) {
       std::fprintf(stderr,
                    "ksctl: protected processes are still running in %s; removing protection "
-                   "would let them send outside the tunnel. Stop them, or pass --kill-apps.\n",
+                   "would let them send outside the tunnel. Stop them, or pass --kill-apps. "
+                   "Nothing was removed.\n",
                    root.c_str());
       return kFailed;
     }
@@ -134,16 +191,23 @@ int teardown(const std::string& pin_dir, const std::string& slice, bool kill_app
       return kFailed;
     }
     for (int i = 0; i < 100 && ks::cgroup_populated(root); ++i) ::usleep(20000);
+    std::printf("killed the protected processes in %s\n", root.c_str());
   }
-  ks::Enforcement::remove_pins(pin_dir);
+  if (pins) {
+    ks::Enforcement::remove_pins(o.pin_dir);
+    std::printf("removed the pins in %s\n", o.pin_dir.c_str());
+  }
   // The steering rules and tables live in this network namespace (ksd's, normally).
-  ks::PolicyRouting().remove_all();
+  routing.remove_all();
+  if (rules) std::printf("removed %zu routing rule(s) and their tables\n", rules);
+  if (!tree) return kOk;
   // On a systemd host the slices are units: while they are active, systemd re-creates
   // their cgroups (at the next daemon-reload, for one). The tree is empty, so stopping
   // them stops nothing else.
+  const std::string slice_unit = root.substr(root.find_last_of('/') + 1);
   if (ks::systemd::is_systemd_host()) {
     try {
-      ks::systemd::stop_unit(slice);
+      ks::systemd::stop_unit(slice_unit);
     } catch (const ks::Error& e) {
       std::fprintf(stderr, "ksctl: %s\n", e.what());
     }
@@ -152,7 +216,7 @@ int teardown(const std::string& pin_dir, const std::string& slice, bool kill_app
     std::fprintf(stderr, "ksctl: could not remove %s\n", root.c_str());
     return kFailed;
   }
-  std::printf("protection removed: unpinned %s, removed %s\n", pin_dir.c_str(), root.c_str());
+  std::printf("removed the protected tree %s\n", root.c_str());
   return kOk;
 }
 
@@ -370,11 +434,17 @@ static int run(int argc, char** argv) {
   protect->add_option("--profile", protect_profile, "profile")->capture_default_str();
 
   std::string slice = "killswitch.slice";
-  bool kill_apps = false;
+  TeardownOptions teardown_options;
   auto* down = app.add_subcommand(
-      "teardown", "remove protection: unpin the programs and remove the protected tree");
-  down->add_option("--slice", slice, "protected tree name")->capture_default_str();
-  down->add_flag("--kill-apps", kill_apps, "kill protected processes first");
+      "teardown",
+      "remove protection: unpin the programs, remove the routing rules and the protected "
+      "tree (refused while ksd runs unless --force; asks on a terminal unless --yes)");
+  down->add_option("--slice", slice, "protected tree name (when ksd is not running)")
+      ->capture_default_str();
+  down->add_flag("--kill-apps", teardown_options.kill_apps, "kill protected processes first");
+  down->add_flag("--yes,-y", teardown_options.yes, "do not ask");
+  down->add_flag("--force", teardown_options.force,
+                 "even while ksd runs: remove the pins and tree it uses (it reports them)");
 
   bool doctor_json = false;
   auto* doctor = app.add_subcommand(
@@ -436,7 +506,12 @@ static int run(int argc, char** argv) {
       events_options.socket_path = socket_path;
       return ksctl::events_command(events_options);
     }
-    if (down->parsed()) return teardown(pin_dir, slice, kill_apps);
+    if (down->parsed()) {
+      teardown_options.socket_path = socket_path;
+      teardown_options.pin_dir = pin_dir;
+      teardown_options.slice = slice;
+      return teardown(teardown_options);
+    }
     if (verify->parsed()) {
       if (verify_self_flag) return verify_self(pin_dir, slice);
       verify_options.socket_path = socket_path;

@@ -159,8 +159,12 @@ ks_down() {
     lab_stop "$KS_DAEMON_PID" KILL 5 || rc=1
     KS_DAEMON_PID=""
   fi
-  # ksctl teardown is the product's own way; the raw removal below is the safety net.
-  "$KS_KSCTL" --pin-dir "$KS_PIN_DIR" teardown --slice "$KS_SLICE" >/dev/null 2>&1 || true
+  # ksctl teardown is the product's own way; the raw removal below is the safety net. In
+  # the client netns: the routing rules it removes are there (never the host's own).
+  if [[ -e /run/netns/$LAB_NS_C ]]; then
+    lab_exec_client "$KS_KSCTL" --socket "$KS_SOCK" --pin-dir "$KS_PIN_DIR" teardown \
+      --slice "$KS_SLICE" --yes >/dev/null 2>&1 || true
+  fi
   rm -rf "$KS_PIN_DIR" 2>/dev/null || true
   if [[ -d $KS_CGROUP_ROOT ]]; then
     find "$KS_CGROUP_ROOT" -depth -type d -exec rmdir {} \; 2>/dev/null || true
