@@ -408,6 +408,9 @@ static int run(int argc, char** argv) {
                  "pin directory, read when ksd is down (status) or removed (teardown)")
       ->capture_default_str();
   app.require_subcommand(1);
+  // Global options (--socket, --pin-dir) are taken after the subcommand too:
+  // `ksctl status --socket PATH` as well as `ksctl --socket PATH status`.
+  app.fallthrough();
 
   auto* status = app.add_subcommand("status", "daemon, enforcement, tunnels and totals");
   status->add_flag("--json", json, "print one JSON document");

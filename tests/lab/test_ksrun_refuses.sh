@@ -146,3 +146,6 @@ assert_eq "$RC" 2 "ksctl stauts (a typo) is a usage error"
 [[ $ERR == *'unknown command "stauts" (did you mean status?)'* ]] ||
   fail "ksctl does not name the mistyped command: $ERR"
 pass "ksctl names the mistyped command and the one meant: $ERR"
+# Global options after the subcommand are taken too.
+assert_eq "$(json_get "$("$KS_KSCTL" status --json --socket "$KS_SOCK")" /daemon)" running \
+  "ksctl status --json --socket PATH (the global option after the subcommand) reaches ksd"
