@@ -9,10 +9,12 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <set>
 #include <string>
 #include <string_view>
@@ -395,6 +397,21 @@ int systemd_unprotect(const std::string& unit, const std::string& unit_dir) {
 
 }  // namespace
 
+// A whole number from lo to hi, checked before CLI11 converts it: its own validators say
+// "Value abc not in range 0.000000 to 1797693134862315...", a 309-digit number.
+static CLI::Validator whole_number_in(std::uint64_t lo, std::uint64_t hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& text) -> std::string {
+        std::uint64_t v = 0;
+        const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+        if (ec != std::errc() || end != text.data() + text.size() || v < lo || v > hi)
+          return "\"" + text + "\" is not a whole number from " + std::to_string(lo) + " to " +
+                 std::to_string(hi);
+        return std::string();
+      },
+      "");
+}
+
 static int run(int argc, char** argv) {
   std::string socket_path = ks::ipc::default_socket_path();
   bool json = false;
@@ -425,15 +442,23 @@ static int run(int argc, char** argv) {
   events->add_flag("--json", events_options.json,
                    "one JSON document (with --follow: one JSON object per line)");
   events->add_flag("-f,--follow", events_options.follow, "keep printing new events");
-  events->add_option("--since", events_options.since, "first sequence number to show");
-  events->add_option("--limit", events_options.limit, "show at most this many (the newest)")
-      ->check(CLI::Range(1, static_cast<int>(ks::ipc::kMaxEventsPerReply)));
+  events->add_option("--since", events_options.since, "first sequence number to show")
+      ->type_name("SEQ");
+  events
+      ->add_option("--limit", events_options.limit,
+                   "show at most this many, the newest (1 to " +
+                       std::to_string(ks::ipc::kMaxEventsPerReply) + ")")
+      ->type_name("N")
+      ->check(whole_number_in(1, ks::ipc::kMaxEventsPerReply));
 
   int protect_pid = 0;
   std::string protect_profile = "default";
   auto* protect = app.add_subcommand(
       "protect", "adopt a running process (refused if it already holds network sockets)");
-  protect->add_option("--pid", protect_pid, "process id")->required()->check(CLI::PositiveNumber);
+  protect->add_option("--pid", protect_pid, "process id")
+      ->required()
+      ->type_name("PID")
+      ->check(whole_number_in(1, std::numeric_limits<int>::max()));
   protect->add_option("--profile", protect_profile, "profile")->capture_default_str();
 
   std::string slice = "killswitch.slice";

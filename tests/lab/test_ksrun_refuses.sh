@@ -149,3 +149,10 @@ pass "ksctl names the mistyped command and the one meant: $ERR"
 # Global options after the subcommand are taken too.
 assert_eq "$(json_get "$("$KS_KSCTL" status --json --socket "$KS_SOCK")" /daemon)" running \
   "ksctl status --json --socket PATH (the global option after the subcommand) reaches ksd"
+# A bad number is named plainly (CLI11's own check printed a 309-digit range).
+RC=0
+ERR=$(ks_ctl protect --pid abc 2>&1) || RC=$?
+assert_eq "$RC" 2 "ksctl protect --pid abc is a usage error"
+[[ $ERR == *'"abc" is not a whole number from 1 to'* && ${#ERR} -lt 200 ]] ||
+  fail "ksctl protect --pid abc: $ERR"
+pass "... named plainly: $(head -1 <<<"$ERR")"
