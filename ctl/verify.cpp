@@ -184,9 +184,11 @@ int verify_command(const VerifyOptions& options) {
 
   // ---- 1. daemon, pins, attachment ----
   nlohmann::json status;
+  bool daemon_down = false;  // exit 3, as for every command that needs ksd (ksctl(8))
   try {
     status = ks::ipc::call(options.socket_path, {{"op", "status"}});
   } catch (const ks::Error& e) {
+    daemon_down = true;
     checks.line(ks::Verdict::kFail, "daemon", e.what(), "start ksd (systemctl start ksd)");
   }
   if (!status.is_null()) {
@@ -325,6 +327,7 @@ int verify_command(const VerifyOptions& options) {
     std::printf("%s\n", checks.failed() ? red("the kill switch is NOT working as it should").c_str()
                                         : green("the kill switch works").c_str());
   }
+  if (daemon_down) return kDaemonDown;
   return checks.failed() ? kFailed : kOk;
 }
 

@@ -76,3 +76,10 @@ pass "... and names the missing pin"
 ks_kill9
 ks_start
 assert_ok "a restarted ksd pins again: verify passes" ks_ctl_client verify
+
+# ---- 5. ksd down: exit 3, as for every command that needs ksd (ksctl(8)) ---------------------
+ks_stop
+verify_rc
+assert_eq "$rc" 3 "ksctl verify exits 3 while ksd is down"
+[[ $out == *"FAIL daemon: cannot reach ksd"* ]] || fail "verify: $out"
+pass "... and says it cannot reach ksd"
