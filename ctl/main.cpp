@@ -433,7 +433,8 @@ static int run(int argc, char** argv) {
   status->add_flag("--json", json, "print one JSON document");
   auto* list = app.add_subcommand("list", "one row per protected app");
   list->add_flag("--json", json, "print one JSON document");
-  app.add_subcommand("reload", "re-read the configuration (a bad file changes nothing)");
+  app.add_subcommand("reload", "re-read the configuration (a bad file changes nothing)")
+      ->add_flag("--json", json, "print one JSON document");
 
   ksctl::EventsOptions events_options;
   auto* events = app.add_subcommand("events",
@@ -460,6 +461,7 @@ static int run(int argc, char** argv) {
       ->type_name("PID")
       ->check(whole_number_in(1, std::numeric_limits<int>::max()));
   protect->add_option("--profile", protect_profile, "profile")->capture_default_str();
+  protect->add_flag("--json", json, "print one JSON document");
 
   std::string slice = "killswitch.slice";
   TeardownOptions teardown_options;
@@ -600,6 +602,8 @@ static int run(int argc, char** argv) {
       return kFailed;
     }
     reply.erase("ok");
+    if (json && !status->parsed() && !list->parsed() && !protect->parsed())
+      reply["reloaded"] = true;
     if (json) {
       std::cout << json_text(reply) << "\n";
     } else if (status->parsed()) {

@@ -135,6 +135,8 @@ assert_eq "$mode" 755 "ksd started with umask 077 makes its socket directory 075
 assert_eq "$(ks_run_nobody sh -c 'echo protected')" protected \
   "an unprivileged ksrun reaches that ksd and runs its command"
 
+assert_eq "$(json_get "$(ks_ctl reload --json)" /reloaded)" true "ksctl reload --json says so in JSON"
+
 # ---- ksd --check: validates without touching anything, as any user ---------------------------
 printf '[profiles.work]\ntunnels = ["wg0", "tun9"]\n' >"$LAB_DIR/check.toml"
 chmod 644 "$LAB_DIR/check.toml"

@@ -56,3 +56,10 @@ assert_eq "$(lab_cgroup_of "$holder")" "$before" "the refused process is left wh
 assert_fails "no such process" ks_ctl protect --pid 999999
 assert_fails "unknown profile" ks_ctl protect --pid "$holder" --profile nosuch
 assert_fails "unprivileged callers may not adopt" lab_as_nobody "$KS_KSCTL" --socket "$KS_SOCK" protect --pid "$holder"
+
+# --json: the adoption as one JSON document.
+lab_spawn_client jsonwaiter sleep 60
+out=$(ks_ctl protect --pid "$LAB_LAST_PID" --json)
+[[ $(json_get "$out" /cgroup) == /"$KS_SLICE"/* && $(json_get "$out" /profile) == default ]] ||
+  fail "ksctl protect --json: $out"
+pass "ksctl protect --json: $out"
