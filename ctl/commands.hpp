@@ -29,6 +29,12 @@ struct VerifyOptions {
 };
 int verify_command(const VerifyOptions& options);
 
-int doctor_command(bool json);
+struct DoctorOptions {
+  bool json = false;
+  std::string socket_path;
+  std::string pin_dir;
+  std::string config_path;
+};
+int doctor_command(const DoctorOptions& options);
 
 }  // namespace ksctl

@@ -476,10 +476,15 @@ static int run(int argc, char** argv) {
   down->add_flag("--force", teardown_options.force,
                  "even while ksd runs: remove the pins and tree it uses (it reports them)");
 
-  bool doctor_json = false;
+  ksctl::DoctorOptions doctor_options;
+  doctor_options.config_path = std::string(ks::kDefaultConfigPath);
   auto* doctor = app.add_subcommand(
-      "doctor", "kernel, BPF, cgroup2, bpffs, BTF, privileges and firewall checks, with fixes");
-  doctor->add_flag("--json", doctor_json, "print one JSON document");
+      "doctor",
+      "can this machine run the kill switch (kernel, BPF, cgroup2, bpffs, BTF, privileges, "
+      "firewall), and is it set up (config, ksd, its socket, group, pins)? With fixes");
+  doctor->add_flag("--json", doctor_options.json, "print one JSON document");
+  doctor->add_option("--config", doctor_options.config_path, "configuration file to check")
+      ->capture_default_str();
 
   bool verify_self_flag = false;
   ksctl::VerifyOptions verify_options;
@@ -531,7 +536,11 @@ static int run(int argc, char** argv) {
   }
 
   try {
-    if (doctor->parsed()) return ksctl::doctor_command(doctor_json);
+    if (doctor->parsed()) {
+      doctor_options.socket_path = socket_path;
+      doctor_options.pin_dir = pin_dir;
+      return ksctl::doctor_command(doctor_options);
+    }
     if (events->parsed()) {
       events_options.socket_path = socket_path;
       return ksctl::events_command(events_options);

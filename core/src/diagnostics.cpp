@@ -17,6 +17,7 @@
 #include "killswitch/enforcement.hpp"
 #include "killswitch/error.hpp"
 #include "killswitch/hooks.hpp"
+#include "killswitch/transient_scopes.hpp"
 
 namespace ks {
 namespace {
@@ -263,15 +264,17 @@ Diagnosis check_firewall() {
   return make("firewall", Verdict::kOk, "no output chain drops by default");
 }
 
-Diagnosis check_installation() {
-  const std::string pin_dir = "/sys/fs/bpf/killswitch";
+Diagnosis check_installation(const std::string& pin_dir) {
   if (::geteuid() != 0)
     return make("pins", Verdict::kWarn, "not readable without root", "sudo ksctl doctor");
   if (Enforcement::pins_present(pin_dir))
     return make("pins", Verdict::kOk, "Killswitch's programs are pinned in " + pin_dir);
   return make("pins", Verdict::kWarn,
               "no Killswitch programs pinned in " + pin_dir + ": nothing is protected",
-              "systemctl enable --now killswitch-early.service ksd.service (or start ksd)");
+              systemd::is_systemd_host()
+                  ? "systemctl enable --now killswitch-early.service ksd.service"
+                  : "start ksd (by hand: ksd --config /etc/killswitch/config.toml; at boot "
+                    "without systemd: /etc/init.d/killswitch, docs/systemd.md)");
 }
 
 // Why resolver_guard could not run here: probed for real as root, else only its BTF entry.
@@ -387,7 +390,7 @@ bool iptables_output_drops(const std::string& save) {
   return false;
 }
 
-std::vector<Diagnosis> diagnose() {
+std::vector<Diagnosis> diagnose(const std::string& pin_dir) {
   utsname u{};
   ::uname(&u);
   std::vector<Diagnosis> all = {check_kernel(u.release),
@@ -398,7 +401,7 @@ std::vector<Diagnosis> diagnose() {
                                 check_btf(),
                                 check_privileges(),
                                 check_firewall(),
-                                check_installation()};
+                                check_installation(pin_dir)};
   bool kernel_ok = true;
   for (const Diagnosis& d : all)
     if (d.essential && d.verdict == Verdict::kFail && d.check != "privileges") kernel_ok = false;

@@ -6,7 +6,11 @@
 #   3. firewall: in a network namespace whose nftables output chain drops by default, or
 #      whose iptables OUTPUT policy is DROP, doctor warns and names it; without them
 #      (the control) it does not;
-#   4. ksd run as root without CAP_BPF refuses to start, says why, and creates nothing.
+#   4. ksd run as root without CAP_BPF refuses to start, says why, and creates nothing;
+#   5. the setup a user can get wrong, each for its real cause: no configuration, a bad one,
+#      one that names a tunnel that does not exist, ksd not running (a fix that fits the
+#      host), a runtime directory other users cannot enter, the pin dir named by --pin-dir;
+#      and a setup that works: a running ksd in the lab.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/killswitch.sh"
@@ -86,3 +90,48 @@ assert_eq "$rc" 1 "ksd without CAP_BPF exits 1"
 pass "... naming the missing capability and the fix"
 assert_fails "... and pinned nothing" test -e "$PIN"
 assert_fails "... and made no cgroup" test -e "$(awk '$9 == "cgroup2" { print $5; exit }' /proc/self/mountinfo)/ksdoc$$.slice"
+
+# ---- 5. the setup -----------------------------------------------------------------------------
+D=/tmp/ksdoc$$
+doc() { "$KS_KSCTL" --socket "$D/run/ksd.sock" --pin-dir "$PIN" doctor --json "$@"; }
+j=$(doc --config "$D/none.toml")
+expect "$j" config warn "no configuration file at $D/none.toml: not set up"
+assert_eq "$(json_get "$j" /set_up)" false "no configuration: doctor says it is not set up"
+expect "$j" daemon warn "not running"
+if [[ -d /run/systemd/system ]]; then
+  [[ $(json_get "$j" "/checks/$(index_of "$j" daemon)/fix") == *"systemctl enable --now"* ]] ||
+    fail "no systemctl fix on a systemd host: $j"
+  pass "on a systemd host, the fix is systemctl"
+else
+  [[ $(json_get "$j" "/checks/$(index_of "$j" daemon)/fix") == *"/etc/init.d/killswitch"* ]] ||
+    fail "the fix for a host without systemd does not fit it: $j"
+  pass "without systemd, the fix names the init script, not systemctl"
+fi
+expect "$j" pins warn "no Killswitch programs pinned in $PIN"
+printf '[profiles.default]\ntunels = ["wg0"]\n' >"$D/bad.toml"
+set +e
+j=$(doc --config "$D/bad.toml")
+rc=$?
+set -e
+assert_eq "$rc" 1 "a configuration ksd would refuse makes doctor fail"
+expect "$j" config FAIL "$D/bad.toml:2: profiles.default.tunels: unknown key"
+printf '[profiles.default]\ntunnels = ["kstest-none0"]\ndns = ["10.99.0.1"]\n' >"$D/notun.toml"
+j=$(doc --config "$D/notun.toml")
+expect "$j" config ok "1 profile(s): default"
+expect "$j" "config warning" warn "tunnel kstest-none0 does not exist now"
+install -d -m 700 "$D/run"
+j=$("${LAB_AS_NOBODY[@]}" "$KS_KSCTL" --socket "$D/run/ksd.sock" doctor --json --config "$D/notun.toml" || true)
+expect "$j" "runtime directory" FAIL "$D/run has mode 0700"
+
+# A working setup: the lab's ksd, its config and socket. (lab_up installs the lab's own
+# cleanup trap: this scenario's is run now.)
+cleanup
+trap - EXIT
+lab_up
+ks_up
+ks_wait_tunnel_state up
+j=$(lab_exec_client "$KS_KSCTL" --socket "$KS_SOCK" --pin-dir "$KS_PIN_DIR" doctor --json --config "$KS_CONF")
+expect "$j" config ok
+expect "$j" daemon ok "answers at $KS_SOCK; its programs are in force"
+expect "$j" pins ok "pinned in $KS_PIN_DIR"
+expect "$j" "runtime directory" ok

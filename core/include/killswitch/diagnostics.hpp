@@ -25,7 +25,8 @@ struct Diagnosis {
 
 // Every check. Runs a few BPF probe loads and reads /proc and /sys; runs `nft` and
 // `iptables-save` when they are installed.
-std::vector<Diagnosis> diagnose();
+// pin_dir: where ksd pins (ksctl --pin-dir).
+std::vector<Diagnosis> diagnose(const std::string& pin_dir = "/sys/fs/bpf/killswitch");
 
 // Only what ksd needs to start (kernel, BPF, cgroup2): the failing ones.
 std::vector<Diagnosis> essential_failures();
