@@ -452,7 +452,9 @@ _lab_ready_or_dead() { [[ -e $1 ]] || ! _lab_alive "$2"; }
 
 # lab_wait_file PATH [TIMEOUT_S]: wait for a --ready-file.
 lab_wait_file() {
-  _lab_wait_until "${2:-5}" test -e "$1" || fail "timed out waiting for $1"
+  # 10 s (times LAB_WAIT_SCALE): a python that binds and writes its ready file takes well
+  # under a second here, but over 20 s in a qemu guest on a machine that is busy too.
+  _lab_wait_until "${2:-10}" test -e "$1" || fail "timed out waiting for $1"
 }
 
 # lab_checkpoint NAME: a named point in a scenario where the cleanup tests can break in.
