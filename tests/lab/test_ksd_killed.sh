@@ -374,5 +374,10 @@ ctl_tcp=$(tail -n 1 "$LAB_DIR/ctl-tcp-loop.log")
 ctl_slow=$(($(json_get "$ctl_tcp" /errors/ETIMEDOUT 0) + $(json_get "$ctl_tcp" /errors/EOF 0)))
 t_echo=$(server_first "$T_S0" "$TCP_ECHO")
 resume_s=$((${t_echo:+$(lab_ms "$T_S0" "$t_echo") / 1000} + 1))
-assert_le "$slow" "$((2 + resume_s + ctl_slow))" \
+# Under emulation the protected loop's path (through wireguard-go, whose crypto is CPU work
+# TCG makes 20x slower) loses more connections than the control's plain eth0: twice the
+# control's count there (47 against 30 once). Here the control loses none. Stalls instead of
+# refusals are caught by the "refused at once" counts above either way.
+ctl_allow=$((LAB_WAIT_SCALE > 1 ? 2 * ctl_slow : ctl_slow))
+assert_le "$slow" "$((2 + resume_s + ctl_allow))" \
   "protected TCP loop: at most the connections caught in flight or waiting for the new tunnel time out (control: $ctl_slow, resuming took ${resume_s} s)"
