@@ -172,20 +172,23 @@ int teardown(TeardownOptions o) {
   if (pins) plan += "\n  the pinned programs, links and maps in " + o.pin_dir;
   if (rules) plan += "\n  " + std::to_string(rules) + " routing rule(s) and the profiles' tables";
   if (tree) plan += "\n  the protected tree " + root;
+  const bool populated = tree && ks::cgroup_populated(root);
+  if (populated && o.kill_apps) plan += "\n  after killing the processes still running in it";
+  // Refusals first: nobody is asked a question whose "yes" would then be refused.
+  if (populated && !o.kill_apps) {
+    std::fprintf(stderr,
+                 "ksctl: protected processes are still running in %s; removing protection "
+                 "would let them send outside the tunnel. Stop them, or pass --kill-apps. "
+                 "Nothing was removed.\n",
+                 root.c_str());
+    return kFailed;
+  }
   if (!o.yes && !confirmed("Remove protection:" + plan + "\n?")) {
     std::fprintf(stderr, "ksctl: nothing was removed\n");
     return kFailed;
   }
 
-  if (tree && ks::cgroup_populated(root)) {
-    if (!o.kill_apps) {
-      std::fprintf(stderr,
-                   "ksctl: protected processes are still running in %s; removing protection "
-                   "would let them send outside the tunnel. Stop them, or pass --kill-apps. "
-                   "Nothing was removed.\n",
-                   root.c_str());
-      return kFailed;
-    }
+  if (populated) {
     // cgroup.kill (5.14+) kills the whole subtree at once, including new forks.
     FILE* f = std::fopen((root + "/cgroup.kill").c_str(), "w");
     if (!f || std::fputs("1", f) < 0 || std::fclose(f) != 0) {
