@@ -188,7 +188,14 @@ int teardown(TeardownOptions o) {
     return kFailed;
   }
 
-  if (populated) {
+  // Looked at again: a process may have started in the tree while the question was open.
+  if (tree && ks::cgroup_populated(root)) {
+    if (!o.kill_apps) {
+      std::fprintf(stderr,
+                   "ksctl: a protected process started in %s meanwhile; nothing was removed\n",
+                   root.c_str());
+      return kFailed;
+    }
     // cgroup.kill (5.14+) kills the whole subtree at once, including new forks.
     FILE* f = std::fopen((root + "/cgroup.kill").c_str(), "w");
     if (!f || std::fputs("1", f) < 0 || std::fclose(f) != 0) {
