@@ -3,6 +3,9 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
+
+#include "killswitch/setup_plan.hpp"
 
 namespace ksctl {
 
@@ -36,5 +39,18 @@ struct DoctorOptions {
   std::string config_path;
 };
 int doctor_command(const DoctorOptions& options);
+
+struct SetupOptions {
+  bool json = false;
+  bool write = false;
+  bool force = false;
+  std::string config_path;
+  std::string profile = "default";
+  std::vector<std::string> tunnels;
+  ks::setup::Sources sources;
+};
+// Exit: 0 a profile was proposed (and written with --write), 1 no tunnel found or the file
+// was not written, 2 usage.
+int setup_command(const SetupOptions& options);
 
 }  // namespace ksctl

@@ -496,6 +496,40 @@ static int run(int argc, char** argv) {
   doctor->add_option("--config", doctor_options.config_path, "configuration file to check")
       ->capture_default_str();
 
+  ksctl::SetupOptions setup_options;
+  setup_options.config_path = std::string(ks::kDefaultConfigPath);
+  auto* setup = app.add_subcommand(
+      "setup",
+      "find this machine's VPN tunnels and their DNS servers, show the profile they call for "
+      "and why; --write puts it in the configuration file");
+  setup->add_flag("--write", setup_options.write,
+                  "write the configuration file (not over one you edited: see --force)");
+  setup->add_flag("--force", setup_options.force,
+                  "with --write: replace an edited file (a copy is kept as FILE.bak-TIME)");
+  setup->add_option("--config", setup_options.config_path, "configuration file to write")
+      ->capture_default_str();
+  setup->add_option("--profile", setup_options.profile, "name of the profile to write")
+      ->capture_default_str();
+  setup
+      ->add_option("--tunnel", setup_options.tunnels,
+                   "use this interface (repeatable, in order of preference) instead of the "
+                   "tunnels that are up")
+      ->type_name("IFNAME");
+  setup
+      ->add_option("--wireguard-dir", setup_options.sources.wireguard_dir,
+                   "where wg-quick's NAME.conf files are")
+      ->capture_default_str();
+  setup
+      ->add_option("--resolvconf-dir", setup_options.sources.resolvconf_dirs,
+                   "where resolvconf keeps its per-interface records (repeatable)")
+      ->capture_default_str();
+  setup->add_flag("--json", setup_options.json, "print one JSON document");
+  setup->footer(
+      "Examples:\n  ksctl setup                  # what it finds, and the profile it would "
+      "write\n  sudo ksctl setup --write     # write /etc/killswitch/config.toml\n  "
+      "ksctl setup --tunnel wg0-mullvad --profile mullvad\n\nExit: 0 a profile was found "
+      "(and written with --write), 1 no tunnel found or nothing written, 2 usage.");
+
   bool verify_self_flag = false;
   ksctl::VerifyOptions verify_options;
   auto* verify = app.add_subcommand(
@@ -551,6 +585,7 @@ static int run(int argc, char** argv) {
       doctor_options.pin_dir = pin_dir;
       return ksctl::doctor_command(doctor_options);
     }
+    if (setup->parsed()) return ksctl::setup_command(setup_options);
     if (events->parsed()) {
       events_options.socket_path = socket_path;
       return ksctl::events_command(events_options);

@@ -382,11 +382,21 @@ void LinkWatcher::apply(const char* payload, std::size_t len, std::uint16_t type
       LinkState& link = links[index];
       link.ifindex = index;
       link.flags = ifi.ifi_flags;
+      link.type = ifi.ifi_type;
       // A rename arrives as RTM_NEWLINK with the same ifindex and the new IFLA_IFNAME.
       for_each_attr(payload + NLMSG_ALIGN(sizeof(ifinfomsg)),
                     len - std::min(len, std::size_t{NLMSG_ALIGN(sizeof(ifinfomsg))}),
                     [&](unsigned attr, const char* data, std::size_t data_len) {
                       if (attr == IFLA_IFNAME) link.name.assign(data, ::strnlen(data, data_len));
+                      // The driver's name (`ksctl setup` tells WireGuard from OpenVPN's
+                      // tun by it), nested in IFLA_LINKINFO.
+                      if (attr == IFLA_LINKINFO) {
+                        for_each_attr(data, data_len,
+                                      [&](unsigned info, const char* value, std::size_t size) {
+                                        if (info == IFLA_INFO_KIND)
+                                          link.kind.assign(value, ::strnlen(value, size));
+                                      });
+                      }
                     });
       const auto it = addrs.find(index);
       refresh_address_flags(link, it == addrs.end() ? nullptr : &it->second);

@@ -29,6 +29,8 @@ struct LinkState {
   std::string name;
   std::uint32_t ifindex = 0;
   std::uint32_t flags = 0;  // IFF_*
+  std::uint16_t type = 0;   // ARPHRD_*: ARPHRD_NONE for a layer-3 tunnel (tun, WireGuard)
+  std::string kind;         // IFLA_INFO_KIND: "wireguard", "tun", "veth", ...; "" if none
   bool has_ipv4 = false;    // any IPv4 address
   bool has_ipv6 = false;    // any IPv6 address of global scope
   // The addresses behind has_ipv4/has_ipv6 (IPv4 all, IPv6 global scope), sorted. ksd
