@@ -45,8 +45,9 @@ std::vector<Diagnosis> check_config(const std::string& path, bool& set_up) {
     set_up = false;
     out.push_back(make("config", Verdict::kWarn,
                        "no configuration file at " + path + ": not set up",
-                       "write one (killswitch.conf(5); an example is config/config.toml), check "
-                       "it with ksd --check --config " +
+                       "ksctl setup --write (with the VPN connected: it finds the tunnels and "
+                       "their DNS), or write one (killswitch.conf(5)); check it with ksd --check "
+                       "--config " +
                            path));
     return out;
   }
@@ -67,7 +68,8 @@ std::vector<Diagnosis> check_config(const std::string& path, bool& set_up) {
            path + ": " + std::to_string(config.profiles.size()) + " profile(s): " + names));
   for (const std::string& w : ks::config_warnings(
            config, [](const std::string& name) { return ::if_nametoindex(name.c_str()) != 0; }))
-    out.push_back(make("config warning", Verdict::kWarn, w));
+    out.push_back(make("config warning", Verdict::kWarn, w,
+                       "ksctl setup shows the tunnels and resolvers this machine has"));
   return out;
 }
 

@@ -88,12 +88,16 @@ _CT_ROOTFS_RECIPE=4
 # would be a second 2-3 min build on every fresh machine). Its unit, which the package
 # enables, is disabled in the image (CT_DISABLED_UNITS): it would otherwise start at every
 # boot and put its DHT/tracker traffic on the lab link of the other scenarios.
+# systemd-resolved and network-manager: systemd_setup's sources of tunnels and resolvers
+# (`ksctl setup` asks them over D-Bus); disabled too, so that they touch no other scenario's
+# links (NetworkManager would take over the lab's veth): systemd_setup starts them.
 CT_PKGS=(
   systemd systemd-sysv dbus iproute2 procps python3-minimal bpftool
   libbpf1 libsystemd0 libelf1 zlib1g libstdc++6 libgcc-s1 libtomlplusplus3
-  transmission-daemon transmission-cli
+  transmission-daemon transmission-cli systemd-resolved network-manager
 )
-CT_DISABLED_UNITS=(transmission-daemon.service)
+CT_DISABLED_UNITS=(transmission-daemon.service systemd-resolved.service NetworkManager.service
+  NetworkManager-wait-online.service NetworkManager-dispatcher.service)
 
 # Set by the functions, for the caller's timing reports.
 CT_ROOTFS=""         # path of the rootfs in the cache (ct_rootfs)
