@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string>
 
+#include "killswitch/metrics.hpp"
+
 namespace ksctl {
 
 // Exit codes (man ksctl(8), docs/interface.md).
@@ -36,5 +38,16 @@ struct DoctorOptions {
   std::string config_path;
 };
 int doctor_command(const DoctorOptions& options);
+
+struct MetricsOptions {
+  std::string socket_path;
+  std::string pin_dir;
+  ks::metrics::Format format = ks::metrics::Format::kOpenMetrics;
+  bool http = false;      // answer one HTTP request read from stdin (socket activation)
+  int timeout_ms = 5000;  // for reading the request, and for each of ksd's answers
+};
+// Exit 0; 3 when ksd does not answer (what is knowable is printed all the same); with
+// --http 0 when the answer was 200, 1 otherwise.
+int metrics_command(const MetricsOptions& options);
 
 }  // namespace ksctl
