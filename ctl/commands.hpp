@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "killswitch/metrics.hpp"
 #include "killswitch/setup_plan.hpp"
 
 namespace ksctl {
@@ -52,5 +53,15 @@ struct SetupOptions {
 // Exit: 0 a profile was proposed (and written with --write), 1 no tunnel found or the file
 // was not written, 2 usage.
 int setup_command(const SetupOptions& options);
+struct MetricsOptions {
+  std::string socket_path;
+  std::string pin_dir;
+  ks::metrics::Format format = ks::metrics::Format::kOpenMetrics;
+  bool http = false;      // answer one HTTP request read from stdin (socket activation)
+  int timeout_ms = 5000;  // for reading the request, and for each of ksd's answers
+};
+// Exit 0; 3 when ksd does not answer (what is knowable is printed all the same); with
+// --http 0 when the answer was 200, 1 otherwise.
+int metrics_command(const MetricsOptions& options);
 
 }  // namespace ksctl

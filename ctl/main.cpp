@@ -1,5 +1,5 @@
 // ksctl — the Killswitch admin CLI: status, list, reload, protect, verify --self, systemd
-// protect/unprotect and teardown.
+// protect/unprotect, teardown (and in files of their own: events, verify, doctor, metrics).
 //
 // Read commands ask ksd over the admin socket; teardown works on the pinned state
 // directly, so protection can be removed even with ksd gone.
@@ -529,6 +529,27 @@ static int run(int argc, char** argv) {
       "write\n  sudo ksctl setup --write     # write /etc/killswitch/config.toml\n  "
       "ksctl setup --tunnel wg0-mullvad --profile mullvad\n\nExit: 0 a profile was found "
       "(and written with --write), 1 no tunnel found or nothing written, 2 usage.");
+  ksctl::MetricsOptions metrics_options;
+  std::string metrics_format = "openmetrics";
+  int metrics_timeout_s = 5;
+  auto* metrics = app.add_subcommand(
+      "metrics",
+      "counters, tunnel states and protected apps as OpenMetrics text for Prometheus "
+      "(exit 3, with killswitch_daemon_up 0, when ksd is down)");
+  metrics
+      ->add_option("--format", metrics_format,
+                   "openmetrics, or prometheus (text format 0.0.4, for promtool check metrics)")
+      ->check(CLI::IsMember({"openmetrics", "prometheus"}))
+      ->capture_default_str();
+  metrics->add_flag("--http", metrics_options.http,
+                    "answer one HTTP request read from stdin on stdout (inetd style: "
+                    "killswitch-metrics.socket); the format follows its Accept header");
+  metrics
+      ->add_option("--timeout", metrics_timeout_s,
+                   "seconds to wait for the request (--http) and for each of ksd's answers")
+      ->type_name("SECONDS")
+      ->check(whole_number_in(1, 60))
+      ->capture_default_str();
 
   bool verify_self_flag = false;
   ksctl::VerifyOptions verify_options;
@@ -589,6 +610,14 @@ static int run(int argc, char** argv) {
     if (events->parsed()) {
       events_options.socket_path = socket_path;
       return ksctl::events_command(events_options);
+    }
+    if (metrics->parsed()) {
+      metrics_options.socket_path = socket_path;
+      metrics_options.pin_dir = pin_dir;
+      metrics_options.format = metrics_format == "prometheus" ? ks::metrics::Format::kPrometheus
+                                                              : ks::metrics::Format::kOpenMetrics;
+      metrics_options.timeout_ms = metrics_timeout_s * 1000;
+      return ksctl::metrics_command(metrics_options);
     }
     if (down->parsed()) {
       teardown_options.socket_path = socket_path;

@@ -31,3 +31,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+# Prometheus's promtool and server for lab_metrics, unpacked into a cache, not installed
+# (the package would enable a Prometheus server on this machine).
+bash "$(dirname "${BASH_SOURCE[0]}")/fetch-promtool.sh" >/dev/null

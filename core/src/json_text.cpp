@@ -180,4 +180,24 @@ std::string json_string(std::string_view text) {
   return out;
 }
 
+std::string valid_utf8(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size();) {
+    if (static_cast<unsigned char>(text[i]) < 0x80) {
+      out += text[i++];
+      continue;
+    }
+    const Utf8Scan scan = scan_utf8(text, i);
+    if (scan.valid) {
+      out.append(text.substr(i, scan.valid));
+      i += scan.valid;
+    } else {
+      out += "\xEF\xBF\xBD";
+      i += scan.invalid;
+    }
+  }
+  return out;
+}
+
 }  // namespace ks

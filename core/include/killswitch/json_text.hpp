@@ -57,4 +57,8 @@ class JsonText {
 // `text` as one JSON string (quotes included), as JsonText::value writes it.
 std::string json_string(std::string_view text);
 
+// `text` with what is not valid UTF-8 replaced as JsonText::value replaces it (one U+FFFD
+// per maximal invalid subpart), nothing else changed: for other text formats (metrics).
+std::string valid_utf8(std::string_view text);
+
 }  // namespace ks
