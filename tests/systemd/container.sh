@@ -77,7 +77,7 @@ CT_SUITE=bookworm
 CT_STATE_ROOT=/run/killswitch-tests
 # Bump when the way the rootfs is built changes (not the package list or CT_DISABLED_UNITS:
 # those are hashed).
-_CT_ROOTFS_RECIPE=4
+_CT_ROOTFS_RECIPE=5
 
 # What runs inside. systemd-sysv: /sbin/init and poweroff; dbus: systemd-run/systemctl talk
 # to PID 1 over the bus for transient units; libtomlplusplus3 and the other lib*: the
@@ -90,7 +90,9 @@ _CT_ROOTFS_RECIPE=4
 # boot and put its DHT/tracker traffic on the lab link of the other scenarios.
 # systemd-resolved and network-manager: systemd_setup's sources of tunnels and resolvers
 # (`ksctl setup` asks them over D-Bus); disabled too, so that they touch no other scenario's
-# links (NetworkManager would take over the lab's veth): systemd_setup starts them.
+# links (NetworkManager would take over the lab's veth): systemd_setup starts them. The
+# symlink systemd-resolved's package makes of /etc/resolv.conf (to its stub, absent while it
+# is disabled) becomes a plain file again, as the other scenarios expect.
 CT_PKGS=(
   systemd systemd-sysv dbus iproute2 procps python3-minimal bpftool
   libbpf1 libsystemd0 libelf1 zlib1g libstdc++6 libgcc-s1 libtomlplusplus3
@@ -270,6 +272,7 @@ _ct_rootfs_build_locked() {
     --customize-hook='rm -f "$1/etc/hostname"' \
     --customize-hook='systemctl --root="$1" --quiet mask apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer fstrim.timer' \
     --customize-hook="systemctl --root=\"\$1\" --quiet disable ${CT_DISABLED_UNITS[*]}" \
+    --customize-hook='if [ -L "$1/etc/resolv.conf" ]; then rm "$1/etc/resolv.conf" && : >"$1/etc/resolv.conf"; fi' \
     "$CT_SUITE" "$tmp" "${sources[@]}"; then
     rm -rf --one-file-system "$tmp"
     _ct_err "mmdebstrap failed"

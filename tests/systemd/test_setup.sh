@@ -70,6 +70,10 @@ assert_has "$(json_get "$(tunnel_json "$out" tun7)" /dns_why)" \
   fail "resolved runs, yet: $(json_get "$out" /not_detected)"
 
 # ---- 3. NetworkManager's tunnel connection -------------------------------------------------
+# NetworkManager hands DNS to systemd-resolved on its own only when /etc/resolv.conf is
+# resolved's stub; the image keeps a plain file, so it is told (in /run: gone at power-off).
+ct_exec "$name" sh -c 'mkdir -p /run/NetworkManager/conf.d &&
+  printf "[main]\ndns=systemd-resolved\n" >/run/NetworkManager/conf.d/50-ks-test.conf'
 ct_exec "$name" systemctl start NetworkManager.service
 ct_exec "$name" nmcli connection add type tun ifname nmtun0 con-name "Lab VPN" mode tun \
   ipv4.method manual ipv4.addresses 10.9.0.2/24 ipv4.dns 10.9.0.1 ipv6.method disabled \
