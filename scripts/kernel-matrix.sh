@@ -12,8 +12,7 @@
 #                before, between and after the outages), ksd SIGKILLed then tunnel gone and
 #                re-created (lab_ksd_killed), DNS (lab_dns), and the resolvers' unix sockets
 #                (resolver_guard stands in for cgroup/connect_unix before 6.7)
-#   --lab ci     what CI runs on 6.1 (.ci/run): the core set without lab_dns (125 s under
-#                TCG, which CI's 15 minutes do not have; DNS has no 6.1-specific path)
+#   --lab ci     what CI runs on 6.1 (.ci/run): the core set
 #   --lab all    every lab scenario (tests/lab; about 25 minutes per kernel under TCG)
 #   --lab none   doctor, unit and kernel tests only (the default)
 #   --lab 'lab_(dns|escapes)'   the scenarios a ctest regex names (one that starts with lab_)
@@ -34,8 +33,7 @@ if [[ ${1:-} == --lab ]]; then
 fi
 case $lab in
   none) lab_regex='' ;;
-  ci) lab_regex='^lab_(tunnel_down|ksd_killed|local_resolver)$' ;;
-  core) lab_regex='^lab_(tunnel_down|ksd_killed|dns|local_resolver)$' ;;
+  ci | core) lab_regex='^lab_(tunnel_down|ksd_killed|dns|local_resolver)$' ;;
   all) lab_regex='^lab_' ;;
   lab_*|'^lab_'*) lab_regex=$lab ;;
   *) echo "kernel-matrix: --lab wants none, ci, core, all or a regex of lab_ names, not $lab" >&2; exit 2 ;;
