@@ -14,7 +14,8 @@ function __ksctl_words
             continue
         end
         switch $t
-            case --socket --pin-dir --config --unit-dir --profile --pid --since --limit --slice
+            case --socket --pin-dir --config --unit-dir --profile --pid --since --limit --slice \
+                --tunnel --wireguard-dir --resolvconf-dir
                 set skip 1
             case '-*'
             case '*'
@@ -63,14 +64,23 @@ complete -c ksctl -n __ksctl_at -a events -d 'blocked attempts'
 complete -c ksctl -n __ksctl_at -a protect -d 'adopt a running process'
 complete -c ksctl -n __ksctl_at -a teardown -d 'remove protection'
 complete -c ksctl -n __ksctl_at -a doctor -d 'can this machine run the kill switch, and is it set up'
+complete -c ksctl -n __ksctl_at -a setup -d "find this machine's VPN tunnels and their DNS servers, show or write the profile"
 complete -c ksctl -n __ksctl_at -a verify -d 'live self-test of the kill switch'
 complete -c ksctl -n __ksctl_at -a systemd -d 'put services into the protected slice'
 
-# --json: status, list, reload, doctor, events, verify, protect.
-for c in status list reload doctor verify protect
+# --json: status, list, reload, doctor, setup, events, verify, protect.
+for c in status list reload doctor setup verify protect
     complete -c ksctl -n "__ksctl_in $c" -l json -d 'print one JSON document'
 end
 complete -c ksctl -n '__ksctl_in doctor' -l config -r -F -d 'configuration file to check'
+
+complete -c ksctl -n '__ksctl_in setup' -l write -d 'write the configuration file'
+complete -c ksctl -n '__ksctl_in setup' -l force -d 'with --write: replace an edited file'
+complete -c ksctl -n '__ksctl_in setup' -l config -r -F -d 'configuration file to write'
+complete -c ksctl -n '__ksctl_in setup' -l profile -x -a '(__ksctl_profiles)' -d 'name of the profile to write'
+complete -c ksctl -n '__ksctl_in setup' -l tunnel -x -a '(path basename /sys/class/net/*)' -d 'use this interface (repeatable, in order of preference)'
+complete -c ksctl -n '__ksctl_in setup' -l wireguard-dir -x -a '(__fish_complete_directories)' -d "where wg-quick's NAME.conf files are"
+complete -c ksctl -n '__ksctl_in setup' -l resolvconf-dir -x -a '(__fish_complete_directories)' -d 'where resolvconf keeps its per-interface records (repeatable)'
 
 complete -c ksctl -n '__ksctl_in events' -l json -d 'one JSON document (with --follow: one object per line)'
 complete -c ksctl -n '__ksctl_in events' -s f -l follow -d 'keep printing new events'

@@ -225,6 +225,7 @@ for shell in "${shells[@]}"; do
   offers_file "ksd --config completes files" "$shell" "ksd --config $tmp/files/con" \
     "$tmp/files/config.toml"
   offers "ksctl protect --pid completes process ids" "$shell" "ksctl protect --pid " 1
+  offers "ksctl setup --tunnel completes interfaces" "$shell" "ksctl setup --tunnel l" lo
   offers "ksrun completes the command" "$shell" "ksrun --profile default --socket /tmp/x ba" bash
   offers "ksrun completes the command after --" "$shell" "ksrun -- ba" bash
   if ((profiles_ok)); then
