@@ -15,7 +15,7 @@ function __ksctl_words
         end
         switch $t
             case --socket --pin-dir --config --unit-dir --profile --pid --since --limit --slice \
-                --tunnel --wireguard-dir --resolvconf-dir
+                --tunnel --wireguard-dir --resolvconf-dir --format --timeout
                 set skip 1
             case '-*'
             case '*'
@@ -61,6 +61,7 @@ complete -c ksctl -n __ksctl_at -a status -d 'daemon, enforcement, tunnels and t
 complete -c ksctl -n __ksctl_at -a list -d 'one row per protected app'
 complete -c ksctl -n __ksctl_at -a reload -d 're-read the configuration'
 complete -c ksctl -n __ksctl_at -a events -d 'blocked attempts'
+complete -c ksctl -n __ksctl_at -a metrics -d 'counters, tunnel states and protected apps as OpenMetrics text'
 complete -c ksctl -n __ksctl_at -a protect -d 'adopt a running process'
 complete -c ksctl -n __ksctl_at -a teardown -d 'remove protection'
 complete -c ksctl -n __ksctl_at -a doctor -d 'can this machine run the kill switch, and is it set up'
@@ -81,6 +82,10 @@ complete -c ksctl -n '__ksctl_in setup' -l profile -x -a '(__ksctl_profiles)' -d
 complete -c ksctl -n '__ksctl_in setup' -l tunnel -x -a '(path basename /sys/class/net/*)' -d 'use this interface (repeatable, in order of preference)'
 complete -c ksctl -n '__ksctl_in setup' -l wireguard-dir -x -a '(__fish_complete_directories)' -d "where wg-quick's NAME.conf files are"
 complete -c ksctl -n '__ksctl_in setup' -l resolvconf-dir -x -a '(__fish_complete_directories)' -d 'where resolvconf keeps its per-interface records (repeatable)'
+
+complete -c ksctl -n '__ksctl_in metrics' -l format -x -a 'openmetrics prometheus' -d 'output format'
+complete -c ksctl -n '__ksctl_in metrics' -l http -d 'answer one HTTP request read from stdin (killswitch-metrics.socket)'
+complete -c ksctl -n '__ksctl_in metrics' -l timeout -x -d "seconds to wait for the request and for each of ksd's answers"
 
 complete -c ksctl -n '__ksctl_in events' -l json -d 'one JSON document (with --follow: one object per line)'
 complete -c ksctl -n '__ksctl_in events' -s f -l follow -d 'keep printing new events'

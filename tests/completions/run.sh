@@ -226,6 +226,8 @@ for shell in "${shells[@]}"; do
     "$tmp/files/config.toml"
   offers "ksctl protect --pid completes process ids" "$shell" "ksctl protect --pid " 1
   offers "ksctl setup --tunnel completes interfaces" "$shell" "ksctl setup --tunnel l" lo
+  check "ksctl metrics --format completes the formats" "$shell" "ksctl metrics --format " \
+    $'openmetrics\nprometheus'
   offers "ksrun completes the command" "$shell" "ksrun --profile default --socket /tmp/x ba" bash
   offers "ksrun completes the command after --" "$shell" "ksrun -- ba" bash
   if ((profiles_ok)); then
