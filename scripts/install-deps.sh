@@ -19,6 +19,7 @@ packages=(
   nftables iptables # ksctl doctor's firewall check is tested against real rules
   qbittorrent-nox curl # lab_qbittorrent: a real BitTorrent client (DHT, LSD, UPnP), its WebUI
   dpkg-dev # cpack's .deb: dpkg-shlibdeps computes the package's dependencies
+  zsh fish # the completions test drives their completion systems
   # systemd test container
   systemd-container mmdebstrap
 )
