@@ -103,10 +103,12 @@ complete -c ksctl -n '__ksctl_in teardown' -l slice -x -d 'protected tree name (
 complete -c ksctl -n '__ksctl_in teardown' -l kill-apps -d 'kill protected processes first'
 complete -c ksctl -n '__ksctl_in teardown' -s y -l yes -d 'do not ask'
 complete -c ksctl -n '__ksctl_in teardown' -l force -d 'even while ksd runs'
+complete -c ksctl -n '__ksctl_in teardown' -l json -d 'print one JSON document'
 
 complete -c ksctl -n '__ksctl_at systemd' -a protect -d 'write the drop-in that runs UNIT protected, then daemon-reload'
 complete -c ksctl -n '__ksctl_at systemd' -a unprotect -d 'remove the drop-in of UNIT, then daemon-reload'
 complete -c ksctl -n '__ksctl_at systemd protect; or __ksctl_at systemd unprotect' -a '(__ksctl_units)'
+complete -c ksctl -n '__ksctl_in systemd protect; or __ksctl_in systemd unprotect' -l json -d 'print one JSON document'
 complete -c ksctl -n '__ksctl_in systemd protect; or __ksctl_in systemd unprotect' -l unit-dir -x -a '(__fish_complete_directories)' -d 'where drop-ins go'
 complete -c ksctl -n '__ksctl_in systemd protect' -l profile -x -a '(__ksctl_profiles)' -d profile
 complete -c ksctl -n '__ksctl_in systemd protect' -l config -r -F -d 'config file, read when ksd is down'
