@@ -8,6 +8,7 @@
 #                                              the VPN's resolver; replaces the shipped example)
 #   systemctl enable --now killswitch-early.service ksd.service
 #   ksrun APP                                 (as an unprivileged user)
+#   systemctl start killswitch-metrics.socket (the optional metrics endpoint)
 # The app resolves through the ISP's resolver address (what /etc/resolv.conf names) and
 # connects out: its query is answered by the VPN's resolver through the tunnel and its
 # connection goes through the tunnel, with nothing on the physical link; the same app
@@ -101,6 +102,25 @@ assert_eq "$out" $'dns OK '"$LAB_GW_IP4"$'\ntcp OK' \
 capture_stop
 assert_eq "$(leak_count)" 0 "nothing of the protected app on the physical link"
 assert_ge "$(capture_count "$LAB_WG_FLOW_FILTER")" 2 "its query and connection went through the tunnel"
+
+# ---- the optional metrics endpoint, as installed (its sandboxed unit, for real) -------------
+in_ct systemctl start killswitch-metrics.socket
+SCRAPE='
+import socket
+s = socket.create_connection(("127.0.0.1", 9848), timeout=5)
+s.sendall(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+data = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+print(data.decode())
+'
+out=$(in_ct python3 -c "$SCRAPE")
+[[ $out == "HTTP/1.0 200"* && $out == *$'\nkillswitch_daemon_up 1\n'* && $out == *'killswitch_tunnel_up{profile="default",tunnel="wg0"} 1'* ]] ||
+  fail "killswitch-metrics.socket does not serve the metrics: $(head -c 600 <<<"$out")"
+pass "killswitch-metrics.socket: its sandboxed ksctl metrics --http serves ksd's metrics"
 
 # ---- the VPN client crashes: refused at once, nothing leaks ---------------------------------
 capture_start crash
