@@ -25,6 +25,7 @@
 #include "killswitch/config.hpp"
 #include "killswitch/enforcement.hpp"
 #include "killswitch/error.hpp"
+#include "killswitch/files.hpp"
 #include "killswitch/ipc.hpp"
 #include "killswitch/launch_proof.hpp"
 #include "killswitch/routing.hpp"
@@ -357,17 +358,6 @@ std::set<std::string> known_profiles(const std::string& socket_path, const std::
   return names;
 }
 
-void write_file_atomically(const std::string& path, const std::string& text) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << text;
-    out.close();
-    if (!out) ks::throw_errno("cannot write " + tmp);
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) ks::throw_errno("cannot rename " + tmp);
-}
-
 int systemd_protect(const std::string& unit, const std::string& profile,
                     const std::string& unit_dir, const std::string& socket_path,
                     const std::string& config, bool json) {
@@ -393,7 +383,7 @@ int systemd_protect(const std::string& unit, const std::string& profile,
   std::ifstream old(path);
   std::string current((std::istreambuf_iterator<char>(old)), std::istreambuf_iterator<char>());
   bool changed = current != text;
-  if (changed) write_file_atomically(path, text);
+  if (changed) ks::write_file_atomically(path, text);
   ks::systemd::daemon_reload();
   const bool restart = changed && ks::systemd::active_state(service) == "active";
   if (json) {

@@ -1,6 +1,5 @@
 // ksctl setup: shows the profile this machine's VPN calls for and why; --write puts it in
 // the configuration file, never silently over one the user wrote.
-#include <arpa/inet.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -18,7 +17,7 @@
 #include "commands.hpp"
 #include "killswitch/config.hpp"
 #include "killswitch/error.hpp"
-#include "killswitch/fd.hpp"
+#include "killswitch/files.hpp"
 #include "output.hpp"
 
 namespace ksctl {
@@ -27,17 +26,11 @@ namespace {
 namespace fs = std::filesystem;
 using ks::setup::Proposal;
 
-std::string address_text(const ks::IpAddress& a) {
-  char text[INET6_ADDRSTRLEN] = {};
-  ::inet_ntop(a.family, a.bytes.data(), text, sizeof text);
-  return text;
-}
-
 nlohmann::json proposal_json(const Proposal& p) {
   nlohmann::json tunnels = nlohmann::json::array();
   for (const auto& t : p.tunnels) {
     nlohmann::json dns = nlohmann::json::array();
-    for (const auto& a : t.dns) dns.push_back(address_text(a));
+    for (const auto& a : t.dns) dns.push_back(ks::address_text(a));
     nlohmann::json entry = {{"name", t.name},       {"ifindex", t.ifindex}, {"up", t.up},
                             {"what", t.what},       {"why", t.why},         {"dns", dns},
                             {"dns_why", t.dns_why}, {"chosen", t.chosen}};
@@ -45,7 +38,7 @@ nlohmann::json proposal_json(const Proposal& p) {
     tunnels.push_back(std::move(entry));
   }
   nlohmann::json dns = nlohmann::json::array();
-  for (const auto& a : p.dns) dns.push_back(address_text(a));
+  for (const auto& a : p.dns) dns.push_back(ks::address_text(a));
   return {{"profile", p.profile}, {"tunnels", tunnels},     {"chosen_tunnels", p.chosen_tunnels},
           {"dns", dns},           {"warnings", p.warnings}, {"not_detected", p.not_detected},
           {"config", p.toml}};
@@ -101,35 +94,14 @@ std::string timestamp() {
   return text;
 }
 
-// Writes TEXT to PATH through a temporary file in the same directory and rename(2): a
-// crash leaves the old file or the new one, never half of one.
-void write_atomically(const std::string& path, const std::string& text) {
-  const fs::path target(path);
+// The configuration's directory, made if missing (a first install from source has none).
+void make_parent(const std::string& path) {
+  const fs::path parent = fs::path(path).parent_path();
   std::error_code ec;
-  if (target.has_parent_path() && !fs::exists(target.parent_path(), ec)) {
-    fs::create_directories(target.parent_path(), ec);
-    if (ec) throw ks::Error("cannot create " + target.parent_path().string() + ": " + ec.message());
-    ::chmod(target.parent_path().c_str(), 0755);
-  }
-  std::string tmp = path + ".XXXXXX";
-  ks::UniqueFd fd(::mkstemp(tmp.data()));
-  if (!fd) throw ks::Error("cannot write " + path + ": " + std::strerror(errno));
-  const auto fail = [&](const char* what) {
-    const int saved = errno;
-    ::unlink(tmp.c_str());
-    throw ks::Error(std::string("cannot write ") + path + ": " + what + ": " +
-                    std::strerror(saved));
-  };
-  if (::fchmod(fd.get(), 0644) != 0) fail("fchmod");
-  std::size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t n = ::write(fd.get(), text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) fail("write");
-    done += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd.get()) != 0) fail("fsync");
-  if (::rename(tmp.c_str(), path.c_str()) != 0) fail("rename");
+  if (parent.empty() || fs::exists(parent, ec)) return;
+  fs::create_directories(parent, ec);
+  if (ec) throw ks::Error("cannot create " + parent.string() + ": " + ec.message());
+  ::chmod(parent.c_str(), 0755);
 }
 
 }  // namespace
@@ -187,9 +159,10 @@ int setup_command(const SetupOptions& options) {
         std::error_code ec;
         for (int n = 1; fs::exists(backup, ec); ++n)
           backup = options.config_path + ".bak-" + timestamp() + "-" + std::to_string(n);
-        write_atomically(backup, *existing);
+        ks::write_file_atomically(backup, *existing);
       }
-      write_atomically(options.config_path, proposal.toml);
+      make_parent(options.config_path);
+      ks::write_file_atomically(options.config_path, proposal.toml);
       out["written"] = true;
     } catch (const ks::Error& e) {
       refusal = e.what();

@@ -329,6 +329,10 @@ class Parser {
 
 }  // namespace
 
+std::string address_text(const IpAddress& address) {
+  return format_address(address.family, address.bytes);
+}
+
 const Profile* Config::find_profile(std::string_view name) const {
   for (const Profile& profile : profiles) {
     if (profile.name == name) return &profile;

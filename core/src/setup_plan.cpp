@@ -1,6 +1,5 @@
 #include "killswitch/setup_plan.hpp"
 
-#include <arpa/inet.h>
 #include <net/if_arp.h>
 
 #include <algorithm>
@@ -45,13 +44,6 @@ void add_unique(std::vector<IpAddress>& to, const IpAddress& address) {
   if (std::none_of(to.begin(), to.end(),
                    [&](const IpAddress& seen) { return same_address(seen, address); }))
     to.push_back(address);
-}
-
-// The address as inet_ntop writes it: what the file gets, whatever the source spelled.
-std::string canonical(const IpAddress& address) {
-  char text[INET6_ADDRSTRLEN] = {};
-  ::inet_ntop(address.family, address.bytes.data(), text, sizeof text);
-  return text;
 }
 
 // A TOML basic string. Interface names may hold quotes and backslashes (Linux forbids only
@@ -117,7 +109,7 @@ void add_dns(Tunnel& tunnel, const std::vector<IpAddress>& servers, const std::s
   for (const auto& server : servers) {
     const auto before = tunnel.dns.size();
     add_unique(tunnel.dns, server);
-    if (tunnel.dns.size() != before) tunnel.dns_why.push_back(canonical(server) + ": " + source);
+    if (tunnel.dns.size() != before) tunnel.dns_why.push_back(address_text(server) + ": " + source);
   }
 }
 
@@ -314,7 +306,7 @@ Proposal plan_setup(const Observations& seen, const Request& request) {
       "# what it found and why). Check an edit: ksd --check. Every key: killswitch.conf(5).\n\n";
   toml += "[profiles." + proposal.profile + "]\n";
   toml += "tunnels   = " + toml_array(chosen, [](const std::string& s) { return s; }) + "\n";
-  toml += "dns       = " + toml_array(proposal.dns, canonical) + "\n";
+  toml += "dns       = " + toml_array(proposal.dns, address_text) + "\n";
   toml += "allow_lan = []  # CIDRs reachable outside the tunnel, e.g. [\"192.168.1.0/24\"]\n";
   // What we write must be what ksd accepts: a name the parser refuses is our bug, not a file
   // for the user to debug later.

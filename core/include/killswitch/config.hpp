@@ -70,6 +70,8 @@ std::vector<std::string> config_warnings(
 bool is_valid_interface_name(std::string_view name);  // Linux dev_valid_name()
 bool is_valid_profile_name(std::string_view name);    // [A-Za-z0-9_]{1,31}
 std::optional<IpAddress> parse_ip_address(std::string_view text);
+// The address as inet_ntop(3) writes it, whatever the text it was parsed from.
+std::string address_text(const IpAddress& address);
 std::optional<Cidr> parse_cidr(std::string_view text);  // rejects host bits set
 // Same, and on failure stores in *why_not a message a user can act on (it quotes the text;
 // for host bits set it suggests the network address). why_not may be null.
