@@ -58,7 +58,6 @@ Group* find_group(std::vector<Group>& groups, std::string_view name) {
 
 Entry Entry::parse(std::string_view text) {
   if (text.size() > kMaxFileSize) throw Error("the desktop file is larger than 1 MiB");
-  if (text.find('\0') != std::string_view::npos) throw Error("the desktop file holds a NUL byte");
   Entry entry;
   std::size_t number = 0;
   while (!text.empty()) {
@@ -68,6 +67,11 @@ Entry Entry::parse(std::string_view text) {
     ++number;
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     const std::string where = "line " + std::to_string(number) + ": ";
+    // Control characters are not allowed in values (the specification) nor anywhere else:
+    // they would not survive being written back (a CR before the line end is read as CRLF).
+    if (std::any_of(line.begin(), line.end(),
+                    [](char c) { return static_cast<unsigned char>(c) < 0x20 && c != '\t'; }))
+      throw Error(where + "a control character");
     std::string_view t = trim(line);
     if (t.empty() || t.front() == '#') {
       if (entry.groups_.empty())
@@ -287,6 +291,11 @@ std::string protected_exec(std::string_view raw_exec, std::string_view ksrun,
 Entry make_protected(const Entry& original, std::string_view original_path, std::string_view ksrun,
                      std::string_view profile) {
   if (ksrun.empty() || ksrun.front() != '/') throw Error("the path of ksrun must be absolute");
+  // What a desktop file cannot hold, even escaped.
+  for (std::string_view s : {original_path, ksrun, profile})
+    if (std::any_of(s.begin(), s.end(),
+                    [](char c) { return static_cast<unsigned char>(c) < 0x20; }))
+      throw Error("a control character in a path or the profile");
   if (marker_of(original)) throw Error("the entry is already an override written by ksctl");
   auto type = original.string(kMainGroup, "Type");
   if (type.value_or("Application") != "Application")

@@ -40,7 +40,8 @@ Entry make_protected(const Entry& original, std::string_view original_path, std:
 class Entry {
  public:
   // Throws ks::Error on what the specification forbids: a key outside a group, a first
-  // group other than [Desktop Entry], duplicate groups or keys, bad key names, NUL bytes.
+  // group other than [Desktop Entry], duplicate groups or keys, bad key names,
+  // control characters (CR only as part of a CRLF line end).
   static Entry parse(std::string_view text);
   std::string text() const;
 
