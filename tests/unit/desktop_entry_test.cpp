@@ -63,6 +63,8 @@ TEST(DesktopEntry, RefusesWhatTheSpecificationForbids) {
            "[Desktop Entry]\n=x\n",               // empty key
            "[Desktop Entry\nName=x\n",            // unterminated header
            "[Desktop Entry]\n[a]b]\n",            // bad group name
+           "[Desktop Entry]\nName=a\r\r\n",       // a CR that is not a line end
+           "[Desktop Entry]\nName=a\x01\n",       // a control character
        }) {
     EXPECT_THROW(dt::Entry::parse(bad), ks::Error) << bad;
   }
