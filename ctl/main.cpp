@@ -1,5 +1,6 @@
 // ksctl — the Killswitch admin CLI: status, list, reload, protect, verify --self, systemd
-// protect/unprotect, teardown (and in files of their own: events, verify, doctor, metrics).
+// protect/unprotect, teardown (and in files of their own: events, verify, doctor, metrics,
+// desktop, notify).
 //
 // Read commands ask ksd over the admin socket; teardown works on the pinned state
 // directly, so protection can be removed even with ksd gone.
