@@ -35,10 +35,13 @@ std::string env_or(const char* name, const std::string& fallback) {
 }
 
 std::string data_home() {
+  // A relative $XDG_DATA_HOME is invalid (Base Directory specification): the default then.
+  const char* xdg = std::getenv("XDG_DATA_HOME");
+  if (xdg && xdg[0] == '/') return xdg;
   std::string home = env_or("HOME", "");
-  if (home.empty() && !std::getenv("XDG_DATA_HOME"))
-    throw ks::Error("neither $HOME nor $XDG_DATA_HOME is set");
-  return env_or("XDG_DATA_HOME", home + "/.local/share");
+  if (home.empty() || home.front() != '/')
+    throw ks::Error("neither $XDG_DATA_HOME nor $HOME is an absolute path");
+  return home + "/.local/share";
 }
 
 std::vector<std::string> data_dirs() {
@@ -272,6 +275,12 @@ int list(const DesktopOptions& o) {
 }  // namespace
 
 int desktop_command(const DesktopOptions& options) {
+  // Menus are per user: under sudo this would change root's menu, not the caller's.
+  if (::geteuid() == 0 && std::getenv("SUDO_USER") && options.action != "list")
+    std::fprintf(stderr,
+                 "ksctl: note: running as root changes root's own menu entries; run ksctl "
+                 "desktop as %s instead\n",
+                 std::getenv("SUDO_USER"));
   try {
     if (options.action == "protect") return protect(options);
     if (options.action == "unprotect") return unprotect(options);
