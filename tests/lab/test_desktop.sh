@@ -7,9 +7,10 @@
 #      (found in a temporary $XDG_DATA_DIRS) into a temporary $XDG_DATA_HOME: its Exec lines
 #      (main and action) run through ksrun, DBusActivatable=false, the marker keys;
 #      `ksctl desktop list --json` lists it;
-#   2. `gio launch` (GLib, the launcher of GNOME's menus) starts the entry the desktop would
-#      pick for the id (the user's override): the application runs in the protected tree
-#      (its /proc/PID/cgroup), and its send with the tunnel gone is blocked;
+#   2. `gio open ksfake://...` (GLib, the launcher of GNOME's menus and URI handlers) starts
+#      the application by its desktop file id, GLib's own lookup picking the user's override:
+#      the application runs in the protected tree (its /proc/PID/cgroup), and its send with
+#      the tunnel gone is blocked; `gio launch FILE` of the override too;
 #   3. `ksctl notify` turns that blocked attempt into a notification: app_name Killswitch,
 #      "ks-probe blocked: VPN tunnel down", the destination in the body;
 #   4. a flood of blocked sends of one app gives one notification at once and, after the
@@ -17,7 +18,8 @@
 #   5. ksd stopped: a notification says it is unreachable; ksd started again: "is back"
 #      replaces it, and a new blocked attempt is notified again (the stream reconnected);
 #   6. `ksctl desktop unprotect` removes the override: launched again, the application runs
-#      outside the protected tree;
+#      outside the protected tree (the original entry is DBusActivatable: the bus starts it
+#      from its D-Bus service file, which the override's DBusActivatable=false prevented);
 #   7. a user's own override of the id is never replaced by protect nor removed by unprotect;
 #   8. SIGTERM ends ksctl notify cleanly.
 # dbus-daemon, the recorder and ksctl notify are lab processes (lab_spawn_*): the lab's EXIT
@@ -42,7 +44,11 @@ ks_wait_tunnel_state missing
 # ---- the desktop user's world ------------------------------------------------------------------
 D=$LAB_DIR/desktop
 install -d -m 755 "$D" "$D/sys/applications" "$D/bin"
-install -d -m 700 -o nobody -g nogroup "$D/home" "$D/data" "$D/run"
+install -d -m 700 -o nobody -g nogroup "$D/home" "$D/data" "$D/run" "$D/config"
+# The desktop's choice of handler for the fake app's URI scheme (what a browser link or
+# `xdg-open ksfake://...` would start).
+printf '[Default Applications]\nx-scheme-handler/ksfake=org.example.KsFake.desktop\n' >"$D/config/mimeapps.list"
+chown nobody:nogroup "$D/config/mimeapps.list"
 NOTES=$D/run/notes.jsonl
 BUS=unix:path=$D/run/bus
 cat >"$D/bus.conf" <<EOF
@@ -52,6 +58,7 @@ cat >"$D/bus.conf" <<EOF
   <type>session</type>
   <listen>unix:path=$D/run/bus</listen>
   <auth>EXTERNAL</auth>
+  <servicedir>$D/sys/dbus-1/services</servicedir>
   <policy context="default">
     <allow send_destination="*" eavesdrop="true"/>
     <allow eavesdrop="true"/>
@@ -64,7 +71,7 @@ EOF
 cat >"$D/bin/ks-fake-app" <<EOF
 #!/bin/sh
 out=$D/run/launch
-{ echo "\$\$"; cat /proc/self/cgroup; } >"\$out.tmp" && mv "\$out.tmp" "\$out"
+{ echo "\$\$"; cat /proc/self/cgroup; echo "args \$*"; } >"\$out.tmp" && mv "\$out.tmp" "\$out"
 exec "$KS_PROBE" udp --dst "$LAB_TARGET4" --count 1
 EOF
 chmod 755 "$D/bin/ks-fake-app"
@@ -78,6 +85,7 @@ Exec=$D/bin/ks-fake-app %U
 TryExec=$D/bin/ks-fake-app
 DBusActivatable=true
 Terminal=false
+MimeType=x-scheme-handler/ksfake;
 Actions=second;
 
 [Desktop Action second]
@@ -85,11 +93,20 @@ Name=Second window
 Exec=$D/bin/ks-fake-app action
 EOF
 
+# The application is D-Bus activatable too, as many are (DBusActivatable=true above): a
+# launcher then asks the bus to start it, from this service file, and never runs Exec=.
+install -d -m 755 "$D/sys/dbus-1/services"
+cat >"$D/sys/dbus-1/services/org.example.KsFake.service" <<EOF
+[D-BUS Service]
+Name=org.example.KsFake
+Exec=$D/bin/ks-fake-app --gapplication-service
+EOF
+
 # as_user CMD...: CMD as nobody in ksd's netns, with the desktop session's environment.
 as_user() {
   lab_exec_client "${LAB_AS_NOBODY[@]}" env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$D/home" \
-    XDG_DATA_HOME="$D/data" XDG_DATA_DIRS="$D/sys" DBUS_SESSION_BUS_ADDRESS="$BUS" \
-    KILLSWITCH_SOCKET="$KS_SOCK" "$@"
+    XDG_DATA_HOME="$D/data" XDG_DATA_DIRS="$D/sys" XDG_CONFIG_HOME="$D/config" \
+    XDG_CONFIG_DIRS="$D/config" DBUS_SESSION_BUS_ADDRESS="$BUS" KILLSWITCH_SOCKET="$KS_SOCK" "$@"
 }
 spawn_as_user() {
   local name=$1
@@ -97,19 +114,13 @@ spawn_as_user() {
   lab_spawn_client "$name" "${LAB_AS_NOBODY[@]}" env -i PATH=/usr/local/bin:/usr/bin:/bin \
     HOME="$D/home" DBUS_SESSION_BUS_ADDRESS="$BUS" "$@"
 }
-# entry_for ID: the file a launcher uses for a desktop file id: the user's data dir first,
-# then $XDG_DATA_DIRS in order (Desktop Entry Specification, "Desktop File ID").
-entry_for() {
-  local d
-  for d in "$D/data" "$D/sys"; do
-    [[ -f $d/applications/$1 ]] && { echo "$d/applications/$1" && return 0; }
-  done
-  return 1
-}
-# launch: start org.example.KsFake.desktop with gio launch; wait for the app's record.
+# launch: start the application the way the desktop does, by desktop file id: `gio open
+# ksfake://...` makes GLib look up the default handler of the URI scheme (mimeapps.list) and
+# its entry by id, the user's $XDG_DATA_HOME first, then $XDG_DATA_DIRS; wait for the app's
+# record.
 launch() {
   rm -f "$D/run/launch"
-  as_user gio launch "$(entry_for org.example.KsFake.desktop)" || fail "gio launch failed"
+  as_user gio open "ksfake://launch" || fail "gio open failed"
   lab_wait_file "$D/run/launch"
 }
 launched_cgroup() { awk -F: '$1 == "0" { print $3 }' "$D/run/launch"; }
@@ -166,7 +177,13 @@ before=$(note_count)
 launch
 cg=$(launched_cgroup)
 [[ $cg == /$KS_SLICE/* ]] || fail "the launched app runs in $cg, not under /$KS_SLICE"
-pass "gio launch started the application in the protected tree ($cg)"
+assert_eq "$(sed -n 's/^args //p' "$D/run/launch")" ksfake://launch "the override's Exec ran, with %U"
+pass "gio open started the application by its id in the protected tree ($cg)"
+rm -f "$D/run/launch"
+as_user gio launch "$OVERRIDE" || fail "gio launch failed"
+lab_wait_file "$D/run/launch"
+[[ $(launched_cgroup) == /$KS_SLICE/* ]] || fail "gio launch FILE: the app runs in $(launched_cgroup)"
+pass "gio launch of the override file: protected too ($(launched_cgroup))"
 i=$(wait_note "ks-probe blocked: VPN tunnel down" "$before")
 assert_eq "$(note "$i" app_name)" Killswitch "the notification's app_name"
 [[ $(note "$i" body) == *"$LAB_TARGET4"* ]] || fail "no destination in the body: $(note "$i" body)"
@@ -203,10 +220,18 @@ pass "after ksd's restart, blocked attempts are notified again"
 # ---- 6. unprotect ----------------------------------------------------------------------------------
 out=$(as_user "$KS_KSCTL" desktop unprotect ksfake) || fail "desktop unprotect: $out"
 [[ ! -e $OVERRIDE ]] || fail "the override is still there"
-launch
+# The original is DBusActivatable: GLib has the bus start it from the service file (which
+# the override's DBusActivatable=false avoided: it would bypass ksrun). The fake app does not
+# answer org.freedesktop.Application, so gio reports an error, but the app ran.
+rm -f "$D/run/launch"
+# (gio waits for the name that never comes: 5 s are enough to see the app start.)
+as_user timeout 5 gio open "ksfake://launch" >/dev/null 2>&1 || true
+lab_wait_file "$D/run/launch"
+assert_eq "$(sed -n 's/^args //p' "$D/run/launch")" --gapplication-service \
+  "the original entry was started by D-Bus activation"
 cg=$(launched_cgroup)
 [[ $cg != /$KS_SLICE/* ]] || fail "unprotected, the app still runs in the protected tree: $cg"
-pass "after unprotect, gio launch starts the original entry, unprotected ($cg)"
+pass "after unprotect, gio open starts the original entry (D-Bus activated), unprotected ($cg)"
 
 # ---- 7. a user's own override ----------------------------------------------------------------------
 as_user sh -c "mkdir -p '$D/data/applications' && sed 's/^Name=.*/Name=My own/' \
