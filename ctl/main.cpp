@@ -123,6 +123,7 @@ struct TeardownOptions {
   bool kill_apps = false;
   bool yes = false;    // no question on a terminal
   bool force = false;  // even while ksd runs (then its own pin dir and tree)
+  bool json = false;   // what was removed as one JSON document on stdout
 };
 
 // Asks on the terminal; true for "y"/"yes". Without a terminal nobody can be asked: true
@@ -160,14 +161,25 @@ int teardown(TeardownOptions o) {
     // ksd is not running (at this socket): the given (or default) pin dir and slice.
   }
 
+  // What was removed: said line by line, or (--json) as one document at the end.
+  nlohmann::json report = {{"pin_dir", o.pin_dir},       {"tree", root},
+                           {"killed_apps", false},       {"removed_pins", false},
+                           {"removed_routing_rules", 0}, {"removed_tree", false}};
+  const auto say = [&](const std::string& line) {
+    if (!o.json) std::printf("%s\n", line.c_str());
+  };
+  const auto done = [&](int rc) {
+    if (o.json && rc == kOk) std::cout << json_text(report) << "\n";
+    return rc;
+  };
   ks::PolicyRouting routing;
   const std::size_t rules = routing.our_rules().size();
   const bool pins = ::access(o.pin_dir.c_str(), F_OK) == 0;
   const bool tree = ::access(root.c_str(), F_OK) == 0;
   if (!pins && !tree && rules == 0) {
-    std::printf("nothing to remove: no pins in %s, no tree %s, no Killswitch routing rules\n",
-                o.pin_dir.c_str(), root.c_str());
-    return kOk;
+    say("nothing to remove: no pins in " + o.pin_dir + ", no tree " + root +
+        ", no Killswitch routing rules");
+    return done(kOk);
   }
   std::string plan;
   if (pins) plan += "\n  the pinned programs, links and maps in " + o.pin_dir;
@@ -204,16 +216,19 @@ int teardown(TeardownOptions o) {
       return kFailed;
     }
     for (int i = 0; i < 100 && ks::cgroup_populated(root); ++i) ::usleep(20000);
-    std::printf("killed the protected processes in %s\n", root.c_str());
+    say("killed the protected processes in " + root);
+    report["killed_apps"] = true;
   }
   if (pins) {
     ks::Enforcement::remove_pins(o.pin_dir);
-    std::printf("removed the pins in %s\n", o.pin_dir.c_str());
+    say("removed the pins in " + o.pin_dir);
+    report["removed_pins"] = true;
   }
   // The steering rules and tables live in this network namespace (ksd's, normally).
   routing.remove_all();
-  if (rules) std::printf("removed %zu routing rule(s) and their tables\n", rules);
-  if (!tree) return kOk;
+  if (rules) say("removed " + std::to_string(rules) + " routing rule(s) and their tables");
+  report["removed_routing_rules"] = rules;
+  if (!tree) return done(kOk);
   // On a systemd host the slices are units: while they are active, systemd re-creates
   // their cgroups (at the next daemon-reload, for one). The tree is empty, so stopping
   // them stops nothing else.
@@ -229,8 +244,9 @@ int teardown(TeardownOptions o) {
     std::fprintf(stderr, "ksctl: could not remove %s\n", root.c_str());
     return kFailed;
   }
-  std::printf("removed the protected tree %s\n", root.c_str());
-  return kOk;
+  say("removed the protected tree " + root);
+  report["removed_tree"] = true;
+  return done(kOk);
 }
 
 // ---- verify --self: is the caller's own cgroup covered by enforcement? ----
@@ -355,7 +371,7 @@ void write_file_atomically(const std::string& path, const std::string& text) {
 
 int systemd_protect(const std::string& unit, const std::string& profile,
                     const std::string& unit_dir, const std::string& socket_path,
-                    const std::string& config) {
+                    const std::string& config, bool json) {
   if (::geteuid() != 0) throw ks::Error("systemd protect needs root (it writes " + unit_dir + ")");
   std::string service = ks::systemd::service_name(unit);
   auto profiles = known_profiles(socket_path, config);
@@ -380,10 +396,21 @@ int systemd_protect(const std::string& unit, const std::string& profile,
   bool changed = current != text;
   if (changed) write_file_atomically(path, text);
   ks::systemd::daemon_reload();
+  const bool restart = changed && ks::systemd::active_state(service) == "active";
+  if (json) {
+    std::cout << json_text({{"unit", service},
+                            {"profile", profile},
+                            {"slice", ks::systemd::profile_slice(profile)},
+                            {"drop_in", path},
+                            {"changed", changed},
+                            {"restart_needed", restart}})
+              << "\n";
+    return kOk;
+  }
   std::printf("%s %s: runs in %s (profile %s), drop-in %s\n", service.c_str(),
               changed ? "protected" : "already protected",
               ks::systemd::profile_slice(profile).c_str(), profile.c_str(), path.c_str());
-  if (changed && ks::systemd::active_state(service) == "active")
+  if (restart)
     std::printf(
         "%s is running: restart it to move it into the protected slice "
         "(systemctl restart %s)\n",
@@ -391,7 +418,7 @@ int systemd_protect(const std::string& unit, const std::string& profile,
   return kOk;
 }
 
-int systemd_unprotect(const std::string& unit, const std::string& unit_dir) {
+int systemd_unprotect(const std::string& unit, const std::string& unit_dir, bool json) {
   if (::geteuid() != 0)
     throw ks::Error("systemd unprotect needs root (it writes " + unit_dir + ")");
   std::string service = ks::systemd::service_name(unit);
@@ -400,6 +427,10 @@ int systemd_unprotect(const std::string& unit, const std::string& unit_dir) {
   if (!existed && errno != ENOENT) ks::throw_errno("cannot remove " + path);
   ::rmdir(std::filesystem::path(path).parent_path().c_str());  // only if now empty
   ks::systemd::daemon_reload();
+  if (json) {
+    std::cout << json_text({{"unit", service}, {"drop_in", path}, {"removed", existed}}) << "\n";
+    return kOk;
+  }
   std::printf(
       "%s %s\n", service.c_str(),
       existed ? "unprotected (restart it to leave the protected slice)" : "was not protected");
@@ -484,6 +515,8 @@ static int run(int argc, char** argv) {
       ->capture_default_str();
   down->add_flag("--kill-apps", teardown_options.kill_apps, "kill protected processes first");
   down->add_flag("--yes,-y", teardown_options.yes, "do not ask");
+  down->add_flag("--json", teardown_options.json,
+                 "print what was removed as one JSON document (refusals: stderr, exit 1)");
   down->add_flag("--force", teardown_options.force,
                  "even while ksd runs: remove the pins and tree it uses (it reports them)");
 
@@ -576,8 +609,10 @@ static int run(int argc, char** argv) {
   auto* sd_unprotect =
       sd->add_subcommand("unprotect", "remove the drop-in of UNIT, then daemon-reload");
   sd_unprotect->add_option("unit", unit, "service name")->required();
-  for (auto* cmd : {sd_protect, sd_unprotect})
+  for (auto* cmd : {sd_protect, sd_unprotect}) {
     cmd->add_option("--unit-dir", unit_dir, "where drop-ins go")->capture_default_str();
+    cmd->add_flag("--json", json, "print one JSON document");
+  }
 
   ksctl::DesktopOptions desktop_options;
   auto* desktop = app.add_subcommand(
@@ -695,8 +730,8 @@ static int run(int argc, char** argv) {
       return ksctl::verify_command(verify_options);
     }
     if (sd_protect->parsed())
-      return systemd_protect(unit, unit_profile, unit_dir, socket_path, config_path);
-    if (sd_unprotect->parsed()) return systemd_unprotect(unit, unit_dir);
+      return systemd_protect(unit, unit_profile, unit_dir, socket_path, config_path, json);
+    if (sd_unprotect->parsed()) return systemd_unprotect(unit, unit_dir, json);
 
     nlohmann::json request;
     if (status->parsed())

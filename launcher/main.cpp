@@ -4,6 +4,8 @@
 // that enforcement judges this very process, shed the capabilities that could get
 // around it, and only then exec. Any failure before exec exits 125 and the command
 // never runs.
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <cerrno>
 #include <cstdio>
@@ -17,6 +19,7 @@
 #include "killswitch/error.hpp"
 #include "killswitch/ipc.hpp"
 #include "killswitch/launch_proof.hpp"
+#include "killswitch/proc.hpp"
 
 namespace {
 
@@ -28,6 +31,30 @@ constexpr int kNotFound = 127;
   std::fprintf(stderr, "ksrun: %s\nksrun: refusing to run %s unprotected\n", why.c_str(),
                command.c_str());
   std::exit(kRefused);
+}
+
+// A single-instance app hands a new start over to its running copy and exits: with an
+// unprotected copy running, the user's "protected" window would be the unprotected one.
+// Only a warning: running the same tool twice (curl, a script) is normal, and the command
+// itself is protected either way.
+void warn_about_running_copies(const std::string& command, const std::string& cgroup) {
+  const std::string executable = ks::resolve_executable(command);
+  if (executable.empty() || ks::is_shared_runtime(executable)) return;
+  // The protected tree is the top of the cgroup ksd made ("/killswitch.slice/...").
+  const auto second_slash = cgroup.find('/', 1);
+  if (cgroup.size() < 2 || cgroup[0] != '/' || second_slash == std::string::npos) return;
+  const auto pids =
+      ks::unprotected_instances(executable, ::getuid(), cgroup.substr(0, second_slash), ::getpid());
+  if (pids.empty()) return;
+  std::string list;
+  for (std::size_t i = 0; i < pids.size() && i < 5; ++i)
+    list += (i ? ", " : "") + std::to_string(pids[i]);
+  if (pids.size() > 5) list += ", ...";
+  std::fprintf(stderr,
+               "ksrun: warning: %s already runs unprotected (pid %s). An app that keeps a "
+               "single instance hands this start over to that copy, which stays "
+               "unprotected: quit it first (--no-instance-check silences this)\n",
+               executable.c_str(), list.c_str());
 }
 
 }  // namespace
@@ -44,14 +71,18 @@ static int run(int argc, char** argv) {
   app.add_option("--profile", profile, "profile to run under")->capture_default_str();
   app.add_option("--socket", socket_path,
                  "ksd admin socket (default: $KILLSWITCH_SOCKET or /run/killswitch/ksd.sock)");
+  bool no_instance_check = false;
+  app.add_flag("--no-instance-check", no_instance_check,
+               "do not look for an unprotected copy of COMMAND already running");
   // Everything from the first non-option word on is COMMAND and its own arguments,
   // untouched and in order (ksrun --profile p -- curl --proxy x ...).
   app.prefix_command();
-  app.footer("Usage: ksrun [--profile NAME] [--socket PATH] [--] COMMAND [ARGS...]");
+  app.footer(
+      "Usage: ksrun [--profile NAME] [--socket PATH] [--no-instance-check] [--] COMMAND [ARGS...]");
   // An option ksrun does not know, before the command ("--prfile work qbittorrent"), is a
   // typo, not the command: CLI11 would hand it over as COMMAND.
-  static constexpr std::string_view kOptions[] = {"--profile", "--socket", "--help", "-h",
-                                                  "--version"};
+  static constexpr std::string_view kOptions[] = {"--profile", "--socket", "--no-instance-check",
+                                                  "--help",    "-h",       "--version"};
   static constexpr std::string_view kWithValue[] = {"--profile", "--socket"};
   const std::vector<std::string> words(argv + 1, argv + argc);
   if (auto bad = ks::first_unknown_option(words, kOptions, kWithValue)) {
@@ -92,6 +123,8 @@ static int run(int argc, char** argv) {
   } catch (const ks::Error& e) {
     refuse(shown, e.what());
   }
+
+  if (!no_instance_check) warn_about_running_copies(command.front(), reply.value("cgroup", ""));
 
   std::vector<char*> args;
   args.reserve(command.size() + 1);

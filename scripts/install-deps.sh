@@ -20,6 +20,7 @@ packages=(
   qbittorrent-nox curl # lab_qbittorrent: a real BitTorrent client (DHT, LSD, UPnP), its WebUI
   dbus-daemon libglib2.0-bin # lab_desktop: a session bus of its own; gio launch, a real launcher
   dpkg-dev # cpack's .deb: dpkg-shlibdeps computes the package's dependencies
+  zsh fish # the completions test drives their completion systems
   # systemd test container
   systemd-container mmdebstrap
 )

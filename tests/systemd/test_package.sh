@@ -2,8 +2,8 @@
 # The Debian package against a real Debian 12 systemd (the test container):
 #   1. scripts/package.sh builds the .deb (prefix /usr, cpack, dependencies from
 #      dpkg-shlibdeps);
-#   2. `dpkg -i` installs it: binaries, units, man pages, bash completion, the example
-#      configuration; the killswitch group exists; nothing is enabled or started;
+#   2. `dpkg -i` installs it: binaries, units, man pages, bash, zsh and fish completion,
+#      the example configuration; the killswitch group exists; nothing is enabled or started;
 #   3. ksd.service starts from it, ksctl status/doctor/verify work, completion completes;
 #   4. `dpkg --purge` stops ksd, takes enforcement down (pins, protected tree), removes the
 #      group and every file: the file system is as it was before the install.
@@ -59,6 +59,7 @@ for f in /usr/sbin/ksd /usr/bin/ksctl /usr/bin/ksrun /usr/lib/systemd/system/ksd
   /usr/lib/systemd/user/killswitch-notify.service \
   /usr/share/man/man8/ksd.8 /usr/share/man/man8/ksctl.8 /usr/share/man/man1/ksrun.1 \
   /usr/share/man/man5/killswitch.conf.5 /usr/share/bash-completion/completions/ksctl \
+  /usr/share/zsh/vendor-completions/_ksctl /usr/share/fish/vendor_completions.d/ksctl.fish \
   /etc/killswitch/config.toml /usr/share/doc/killswitch/architecture.md; do
   in_ct test -e "$f" || fail "not installed: $f"
 done

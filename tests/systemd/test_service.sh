@@ -112,6 +112,10 @@ out=$(in_ct "$KSCTL" systemd protect protected)
 out=$(in_ct "$KSCTL" systemd protect protected.service)
 [[ $out == *"already protected"* ]] || fail "protect is not idempotent: $out"
 pass "ksctl systemd protect: done once, idempotent after"
+out=$(in_ct "$KSCTL" systemd protect protected --json)
+[[ $out == '{"changed":false,"drop_in":"/etc/systemd/system/protected.service.d/50-killswitch.conf","profile":"default","restart_needed":false,"slice":"killswitch-default.slice","unit":"protected.service"}' ]] ||
+  fail "protect --json: $out"
+pass "ksctl systemd protect --json: one document"
 in_ct "$KSCTL" systemd protect once >/dev/null
 assert_eq "$(in_ct systemctl show -P Slice protected.service)" killswitch-default.slice \
   "the protected service is in its profile's slice"
@@ -273,7 +277,10 @@ assert_fails "with enforcement absent, the protected service fails to start" \
 assert_fails "... and its command never ran" in_ct test -e /run/once-ran
 assert_fails "verify --self fails in the protected slice without enforcement" \
   in_ct --slice=killswitch-default.slice "$KSCTL" verify --self
+out=$(in_ct "$KSCTL" systemd unprotect once --json)
+[[ $out == '{"drop_in":"/etc/systemd/system/once.service.d/50-killswitch.conf","removed":true,"unit":"once.service"}' ]] ||
+  fail "unprotect --json: $out"
 out=$(in_ct "$KSCTL" systemd unprotect once)
-[[ $out == *"once.service unprotected"* ]] || fail "unprotect: $out"
+[[ $out == *"once.service was not protected"* ]] || fail "unprotect a second time: $out"
 assert_fails "the drop-in is gone" in_ct test -e /etc/systemd/system/once.service.d/50-killswitch.conf
 assert_eq "$(in_ct systemctl show -P Slice once.service)" system.slice "unprotected, it runs in system.slice again"

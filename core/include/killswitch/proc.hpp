@@ -4,6 +4,9 @@
 #include <sys/types.h>
 
 #include <cstddef>
+#include <string>
+#include <string_view>
+#include <vector>
 
 namespace ks {
 
@@ -12,5 +15,20 @@ namespace ks {
 // keep the cgroup they were created in, so moving the process would not protect them.
 // Throws ks::Error when the process cannot be inspected.
 std::size_t count_inet_sockets(pid_t pid);
+
+// Single-instance apps (browsers, many torrent and chat clients) hand a new start over to
+// the copy already running and exit: `ksrun firefox` next to an unprotected Firefox opens a
+// window of the unprotected one. ksrun warns about that copy.
+//
+// COMMAND resolved as execvp(3) would (PATH search unless it has a '/'), symlinks followed;
+// "" when it cannot be found.
+std::string resolve_executable(const std::string& command);
+// Shells, interpreters and wrappers: many unrelated processes share their executable, so a
+// running copy says nothing about the command (`ksrun python3 app.py`).
+bool is_shared_runtime(std::string_view executable_path);
+// The processes of user UID (but SELF) running EXECUTABLE outside the cgroup2 subtree
+// PROTECTED_ROOT ("/killswitch.slice"). Processes that cannot be read are skipped.
+std::vector<pid_t> unprotected_instances(const std::string& executable, uid_t uid,
+                                         const std::string& protected_root, pid_t self);
 
 }  // namespace ks
