@@ -64,4 +64,23 @@ struct MetricsOptions {
 // --http 0 when the answer was 200, 1 otherwise.
 int metrics_command(const MetricsOptions& options);
 
+struct DesktopOptions {
+  std::string action;  // protect, unprotect or list
+  std::string app;     // desktop file id, or a name for it
+  std::string profile = "default";
+  std::string ksrun;  // empty: the ksrun next to ksctl, else the one on $PATH
+  bool json = false;
+};
+// Exit: 0 done, 1 not found, ambiguous, or refused (a file ksctl did not write), 2 usage.
+int desktop_command(const DesktopOptions& options);
+
+struct NotifyOptions {
+  std::string socket_path;
+  int interval_s = 30;     // at most one notification per app per interval
+  int max_backoff_s = 30;  // reconnecting to ksd: 0.5 s, doubling up to this
+  bool daemon_notices = true;
+};
+// Runs until SIGTERM, SIGINT or SIGHUP (exit 0).
+int notify_command(const NotifyOptions& options);
+
 }  // namespace ksctl

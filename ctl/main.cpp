@@ -1,5 +1,6 @@
 // ksctl — the Killswitch admin CLI: status, list, reload, protect, verify --self, systemd
-// protect/unprotect, teardown (and in files of their own: events, verify, doctor, metrics).
+// protect/unprotect, teardown (and in files of their own: events, verify, doctor, metrics,
+// desktop, notify).
 //
 // Read commands ask ksd over the admin socket; teardown works on the pinned state
 // directly, so protection can be removed even with ksd gone.
@@ -603,6 +604,55 @@ static int run(int argc, char** argv) {
     cmd->add_flag("--json", json, "print one JSON document");
   }
 
+  ksctl::DesktopOptions desktop_options;
+  auto* desktop = app.add_subcommand(
+      "desktop",
+      "start desktop applications protected from the menu: a user-level override of their "
+      "desktop entry runs them through ksrun (run as the user, not root)");
+  desktop->require_subcommand(1);
+  auto* dt_protect = desktop->add_subcommand(
+      "protect",
+      "write $XDG_DATA_HOME/applications/ID.desktop, a copy of APP's entry whose Exec lines "
+      "run it through ksrun (not over an entry of your own)");
+  dt_protect
+      ->add_option("app", desktop_options.app,
+                   "desktop file id (org.qbittorrent.qBittorrent) or name (qbittorrent)")
+      ->required();
+  dt_protect->add_option("--profile", desktop_options.profile, "profile")->capture_default_str();
+  dt_protect
+      ->add_option("--ksrun", desktop_options.ksrun,
+                   "absolute path of ksrun for the Exec lines (default: next to ksctl, else "
+                   "on $PATH)")
+      ->type_name("PATH");
+  auto* dt_unprotect = desktop->add_subcommand(
+      "unprotect", "remove the override ksctl wrote for APP (never a file it did not write)");
+  dt_unprotect->add_option("app", desktop_options.app, "desktop file id or name")->required();
+  auto* dt_list = desktop->add_subcommand("list", "the overrides ksctl wrote");
+  for (auto* cmd : {dt_protect, dt_unprotect, dt_list})
+    cmd->add_flag("--json", desktop_options.json, "print one JSON document");
+
+  ksctl::NotifyOptions notify_options;
+  bool no_daemon_notices = false;
+  auto* notify = app.add_subcommand(
+      "notify",
+      "show blocked attempts as desktop notifications (session bus), at most one per app per "
+      "interval; runs until SIGTERM (systemd user unit killswitch-notify.service)");
+  notify
+      ->add_option("--interval", notify_options.interval_s,
+                   "seconds between two notifications of one app (the attempts in between "
+                   "are counted and summed up in one)")
+      ->type_name("SECONDS")
+      ->check(whole_number_in(1, 86400))
+      ->capture_default_str();
+  notify
+      ->add_option("--max-backoff", notify_options.max_backoff_s,
+                   "longest wait between two attempts to reach ksd again")
+      ->type_name("SECONDS")
+      ->check(whole_number_in(1, 3600))
+      ->capture_default_str();
+  notify->add_flag("--no-daemon-notices", no_daemon_notices,
+                   "no notification when ksd becomes unreachable or comes back");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -632,6 +682,19 @@ static int run(int argc, char** argv) {
       return ksctl::doctor_command(doctor_options);
     }
     if (setup->parsed()) return ksctl::setup_command(setup_options);
+    if (desktop->parsed()) {
+      desktop_options.action = dt_protect->parsed()     ? "protect"
+                               : dt_unprotect->parsed() ? "unprotect"
+                                                        : "list";
+      (void)dt_list;
+      return ksctl::desktop_command(desktop_options);
+    }
+    if (notify->parsed()) {
+      notify_options.socket_path = socket_path;
+      notify_options.daemon_notices = !no_daemon_notices;
+      return ksctl::notify_command(notify_options);
+    }
+
     if (events->parsed()) {
       events_options.socket_path = socket_path;
       return ksctl::events_command(events_options);

@@ -18,6 +18,7 @@ packages=(
   liburing-dev # ks-probe's io_uring sends
   nftables iptables # ksctl doctor's firewall check is tested against real rules
   qbittorrent-nox curl # lab_qbittorrent: a real BitTorrent client (DHT, LSD, UPnP), its WebUI
+  dbus-daemon libglib2.0-bin # lab_desktop: a session bus of its own; gio launch, a real launcher
   dpkg-dev # cpack's .deb: dpkg-shlibdeps computes the package's dependencies
   zsh fish # the completions test drives their completion systems
   # systemd test container

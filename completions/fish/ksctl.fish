@@ -15,7 +15,8 @@ function __ksctl_words
         end
         switch $t
             case --socket --pin-dir --config --unit-dir --profile --pid --since --limit --slice \
-                --tunnel --wireguard-dir --resolvconf-dir --format --timeout
+                --tunnel --wireguard-dir --resolvconf-dir --format --timeout --ksrun --interval \
+                --max-backoff
                 set skip 1
             case '-*'
             case '*'
@@ -44,6 +45,19 @@ function __ksctl_profiles
     sed -n 's/^\[profiles\.\([A-Za-z0-9_]*\)\].*/\1/p' /etc/killswitch/config.toml 2>/dev/null
 end
 
+# Desktop file ids, as launchers see them: the user's directory and $XDG_DATA_DIRS.
+function __ksctl_desktop_ids
+    set -l home $XDG_DATA_HOME
+    test -n "$home"; or set home $HOME/.local/share
+    set -l dirs (string split : -- "$XDG_DATA_DIRS")
+    test -n "$XDG_DATA_DIRS"; or set dirs /usr/local/share /usr/share
+    for d in $home $dirs
+        for f in $d/applications/*.desktop
+            string replace -r '\.desktop$' '' -- (path basename $f)
+        end
+    end
+end
+
 function __ksctl_units
     systemctl list-unit-files --type=service --no-legend 2>/dev/null | string replace -r ' .*' ''
 end
@@ -68,6 +82,8 @@ complete -c ksctl -n __ksctl_at -a doctor -d 'can this machine run the kill swit
 complete -c ksctl -n __ksctl_at -a setup -d "find this machine's VPN tunnels and their DNS servers, show or write the profile"
 complete -c ksctl -n __ksctl_at -a verify -d 'live self-test of the kill switch'
 complete -c ksctl -n __ksctl_at -a systemd -d 'put services into the protected slice'
+complete -c ksctl -n __ksctl_at -a desktop -d 'start desktop applications protected from the menu'
+complete -c ksctl -n __ksctl_at -a notify -d 'show blocked attempts as desktop notifications'
 
 # --json: status, list, reload, doctor, setup, events, verify, protect.
 for c in status list reload doctor setup verify protect
@@ -112,3 +128,15 @@ complete -c ksctl -n '__ksctl_in systemd protect; or __ksctl_in systemd unprotec
 complete -c ksctl -n '__ksctl_in systemd protect; or __ksctl_in systemd unprotect' -l unit-dir -x -a '(__fish_complete_directories)' -d 'where drop-ins go'
 complete -c ksctl -n '__ksctl_in systemd protect' -l profile -x -a '(__ksctl_profiles)' -d profile
 complete -c ksctl -n '__ksctl_in systemd protect' -l config -r -F -d 'config file, read when ksd is down'
+
+complete -c ksctl -n '__ksctl_at desktop' -a protect -d 'write the override that runs APP through ksrun'
+complete -c ksctl -n '__ksctl_at desktop' -a unprotect -d 'remove the override ksctl wrote for APP'
+complete -c ksctl -n '__ksctl_at desktop' -a list -d 'the overrides ksctl wrote'
+complete -c ksctl -n '__ksctl_at desktop protect; or __ksctl_at desktop unprotect' -a '(__ksctl_desktop_ids)'
+complete -c ksctl -n '__ksctl_in desktop protect; or __ksctl_in desktop unprotect; or __ksctl_in desktop list' -l json -d 'print one JSON document'
+complete -c ksctl -n '__ksctl_in desktop protect' -l profile -x -a '(__ksctl_profiles)' -d profile
+complete -c ksctl -n '__ksctl_in desktop protect' -l ksrun -r -F -d 'absolute path of ksrun for the Exec lines'
+
+complete -c ksctl -n '__ksctl_in notify' -l interval -x -d 'seconds between two notifications of one app'
+complete -c ksctl -n '__ksctl_in notify' -l max-backoff -x -d 'longest wait between two attempts to reach ksd again'
+complete -c ksctl -n '__ksctl_in notify' -l no-daemon-notices -d 'no notification when ksd becomes unreachable or comes back'

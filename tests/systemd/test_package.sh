@@ -56,6 +56,7 @@ groups_before=$(in_ct getent group | sort)
 in_ct sh -c 'dpkg -i /deb/killswitch_*.deb'
 for f in /usr/sbin/ksd /usr/bin/ksctl /usr/bin/ksrun /usr/lib/systemd/system/ksd.service \
   /usr/lib/systemd/system/killswitch-early.service /usr/lib/systemd/system/killswitch.slice \
+  /usr/lib/systemd/user/killswitch-notify.service \
   /usr/share/man/man8/ksd.8 /usr/share/man/man8/ksctl.8 /usr/share/man/man1/ksrun.1 \
   /usr/share/man/man5/killswitch.conf.5 /usr/share/bash-completion/completions/ksctl \
   /usr/share/zsh/vendor-completions/_ksctl /usr/share/fish/vendor_completions.d/ksctl.fish \
