@@ -44,13 +44,19 @@ assert_eq "$RC" 1 "answering n ends teardown with status 1"
   fail "answering n removed something: $out"
 pass "on a terminal it asks first, naming what it would remove; n removes nothing"
 
-out=$(teardown --yes)
+out=$(teardown --yes --json)
 printf '%s\n' "$out" | sed 's/^/   /'
-[[ $out == *"removed the pins in $KS_PIN_DIR"* && $out == *"routing rule(s) and their tables"* &&
-  $out == *"removed the protected tree $KS_CGROUP_ROOT"* ]] || fail "teardown does not say what it removed: $out"
+assert_eq "$(json_get "$out" /removed_pins)" true "teardown --json: the pins removed"
+assert_eq "$(json_get "$out" /pin_dir)" "$KS_PIN_DIR" "... from this pin dir"
+assert_ge "$(json_get "$out" /removed_routing_rules)" 1 "... the routing rules of ours"
+assert_eq "$(json_get "$out" /removed_tree)" true "... the protected tree"
+assert_eq "$(json_get "$out" /tree)" "$KS_CGROUP_ROOT" "... this one"
 [[ ! -e $KS_PIN_DIR && ! -d $KS_CGROUP_ROOT ]] || fail "teardown left pins or the tree"
 assert_eq "$(our_rules)" 0 "no Killswitch routing rule is left"
 pass "teardown removed exactly what it said"
 out=$(teardown --yes)
 [[ $out == "nothing to remove:"* ]] || fail "a second teardown: $out"
 pass "a second teardown finds nothing to remove"
+out=$(teardown --yes --json)
+assert_eq "$(json_get "$out" /removed_pins)/$(json_get "$out" /removed_tree)/$(json_get "$out" /removed_routing_rules)" \
+  false/false/0 "... and --json says it removed nothing"
