@@ -80,7 +80,7 @@ if wanted per_packet; then
   egress_id=$(ks_status_field /programs/ids/egress)
   stats() { "$KS_BENCH" prog-stats "$egress_id" "$empty_id"; }
   before=$(stats)
-  ks_run_client iperf3 -c "$SERVER" -u -b "${KS_BENCH_RATE:-0}" -l 64 -t "$(q 1 5)" >/dev/null
+  ks_run_client --no-instance-check iperf3 -c "$SERVER" -u -b "${KS_BENCH_RATE:-0}" -l 64 -t "$(q 1 5)" >/dev/null
   after=$(stats)
   read -r ours empty packets < <(python3 -c '
 import json, sys
@@ -133,7 +133,7 @@ NFT
     shift
     case $mode in
       unprotected | iptables) out=$(lab_exec_client iperf3 -J -c "$SERVER" "$@") ;;
-      protected) out=$(ks_run_client iperf3 -J -c "$SERVER" "$@") ;;
+      protected) out=$(ks_run_client --no-instance-check iperf3 -J -c "$SERVER" "$@") ;;
       nftables) out=$(lab_exec_client sh -c 'echo $$ >"$1/cgroup.procs"; shift; exec iperf3 "$@"' \
         sh "$CG2/$NFT_CG" -J -c "$SERVER" "$@") ;;
     esac
@@ -192,9 +192,9 @@ if wanted connect_rate; then
     for ((r = 0; r < $(q 2 7); r++)); do
       # (ks-bench exits 1 when an operation failed; the rate still counts the attempts)
       if ((r % 2 == 0)); then
-        u=$(lab_exec_client "${args[@]}" || true) p=$(ks_run_client "${args[@]}" || true)
+        u=$(lab_exec_client "${args[@]}" || true) p=$(ks_run_client --no-instance-check "${args[@]}" || true)
       else
-        p=$(ks_run_client "${args[@]}" || true) u=$(lab_exec_client "${args[@]}" || true)
+        p=$(ks_run_client --no-instance-check "${args[@]}" || true) u=$(lab_exec_client "${args[@]}" || true)
       fi
       un+=("$(json_get "$u" /per_second)") pr+=("$(json_get "$p" /per_second)")
       ucpu+=("$(json_get "$u" /cpu_ns_per_op)") pcpu+=("$(json_get "$p" /cpu_ns_per_op)")
@@ -394,7 +394,7 @@ if wanted scale; then
     empty_id=$(json_get "$("$KS_BENCH" attach-empty "$KS_CGROUP_ROOT" "$pin")" /prog_id)
     egress_id=$(ks_status_field /programs/ids/egress)
     before=$("$KS_BENCH" prog-stats "$egress_id" "$empty_id")
-    ks_run_client iperf3 -c "$SERVER" -u -b 0 -l 64 -t "$(q 1 5)" >/dev/null
+    ks_run_client --no-instance-check iperf3 -c "$SERVER" -u -b 0 -l 64 -t "$(q 1 5)" >/dev/null
     after=$("$KS_BENCH" prog-stats "$egress_id" "$empty_id")
     read -r ours2 empty2 < <(python3 -c '
 import json, sys
