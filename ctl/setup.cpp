@@ -18,6 +18,7 @@
 #include "killswitch/config.hpp"
 #include "killswitch/error.hpp"
 #include "killswitch/files.hpp"
+#include "killswitch/json_text.hpp"
 #include "output.hpp"
 
 namespace ksctl {
@@ -113,8 +114,11 @@ int setup_command(const SetupOptions& options) {
     return kUsage;
   }
   for (const auto& name : options.tunnels) {
-    if (!ks::is_valid_interface_name(name)) {
-      std::fprintf(stderr, "ksctl: setup: --tunnel %s: not a valid interface name\n", name.c_str());
+    if (!ks::is_valid_interface_name(name) || ks::valid_utf8(name) != name) {
+      std::fprintf(stderr,
+                   "ksctl: setup: --tunnel %s: not a valid interface name (or not UTF-8, which a "
+                   "configuration file cannot hold)\n",
+                   name.c_str());
       return kUsage;
     }
   }

@@ -3,7 +3,7 @@
 # bounded time from the seed corpus in fuzz/corpus/. Any crash, leak or sanitizer report
 # fails the run; the input that caused it is kept in the work directory and named.
 #
-#   scripts/fuzz.sh [SECONDS_PER_TARGET]      # default 15: 105 s for the seven targets
+#   scripts/fuzz.sh [SECONDS_PER_TARGET]      # default 15: 120 s for the eight targets
 #
 # KS_FUZZ_BUILD_DIR names the build (default build-fuzz/). New inputs the fuzzers find go to
 # a temporary work directory, not into the repository's seeds.
@@ -16,7 +16,7 @@ cmake --build "$build" -j"$(nproc)" >/dev/null
 work=$(mktemp -d /tmp/ks-fuzz.XXXXXX)
 failed=0
 total=0
-for target in admin_request config proc netlink json_text metrics desktop_entry; do
+for target in admin_request config proc netlink json_text metrics desktop_entry setup_files; do
   mkdir -p "$work/$target"
   log=$work/$target.log
   rc=0

@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "killswitch/error.hpp"
+#include "killswitch/json_text.hpp"
 
 namespace ks::setup {
 namespace {
@@ -95,6 +96,12 @@ std::string client_of(std::string_view name) {
   if (name.starts_with("tailscale")) return "Tailscale";
   return "";
 }
+
+// A configuration file is UTF-8 (TOML), an interface name any bytes but '/', ':' and
+// whitespace: a name that is not UTF-8 cannot be written into a profile.
+bool nameable(const std::string& name) { return valid_utf8(name) == name; }
+constexpr const char* kNotNameable =
+    "its name is not UTF-8, which a configuration file cannot hold: rename the interface";
 
 Tunnel& candidate(std::vector<Tunnel>& tunnels, const std::string& name) {
   for (auto& tunnel : tunnels)
@@ -213,6 +220,10 @@ Proposal plan_setup(const Observations& seen, const Request& request) {
   std::vector<std::string> chosen;
   if (!request.tunnels.empty()) {
     for (const auto& name : request.tunnels) {
+      if (!nameable(name)) {
+        proposal.warnings.push_back(std::string("--tunnel: ") + kNotNameable);
+        continue;
+      }
       Tunnel& tunnel = candidate(tunnels, name);
       if (tunnel.what.empty()) tunnel.what = "named with --tunnel";
       if (tunnel.ifindex == 0) {
@@ -233,6 +244,10 @@ Proposal plan_setup(const Observations& seen, const Request& request) {
     }
   } else {
     const auto eligible = [&](Tunnel& tunnel, bool need_up) {
+      if (!nameable(tunnel.name)) {
+        tunnel.left_out = kNotNameable;
+        return false;
+      }
       if (client_of(tunnel.name) == "Tailscale") {
         tunnel.left_out =
             "Tailscale carries the tailnet, not the internet (unless an exit node is set): "

@@ -130,6 +130,22 @@ TEST(SetupPlan, NamedTunnelsInTheirOrderWithAnEscapedName) {
   EXPECT_EQ(c.profiles[0].tunnels, (std::vector<std::string>{"ve\"th\\1", "wg0"}));
 }
 
+// Linux takes any bytes but '/', ':' and whitespace in a name; TOML only UTF-8 (found by
+// fuzz_setup_files: the planner's own check of what it writes threw).
+TEST(SetupPlan, ANameThatIsNotUtf8IsLeftOutNotWritten) {
+  Observations seen;
+  seen.links = {Link(3, "wg\xff", "wireguard"), Link(4, "wg0", "wireguard")};
+  auto p = plan_setup(seen, {});
+  EXPECT_EQ(p.chosen_tunnels, std::vector<std::string>{"wg0"});
+  ASSERT_EQ(p.tunnels.size(), 2u);
+  EXPECT_NE(p.tunnels[1].left_out.find("not UTF-8"), std::string::npos);
+  Request named;
+  named.tunnels = {"wg\xff"};
+  p = plan_setup(seen, named);
+  EXPECT_TRUE(p.toml.empty());
+  EXPECT_NE(p.warnings.front().find("not UTF-8"), std::string::npos);
+}
+
 TEST(SetupPlan, NothingFoundWritesNothing) {
   Observations seen;
   seen.links = {Link(1, "lo", ""), Link(2, "eth0", "", true, ARPHRD_ETHER)};
