@@ -146,9 +146,14 @@ int setup_command(const SetupOptions& options) {
 
   // --write: never over a file the user wrote, unless told (and then a copy is kept).
   const auto existing = read_file(options.config_path);
+  struct stat st {};
+  const bool present = ::stat(options.config_path.c_str(), &st) == 0;
   std::string backup;
   std::string refusal;
-  if (existing && *existing == proposal.toml) {
+  if (present && !existing) {
+    refusal = options.config_path + " exists but cannot be read: nothing written" +
+              (::geteuid() != 0 ? " (run as root)" : "");
+  } else if (existing && *existing == proposal.toml) {
     out["unchanged"] = true;
   } else if (existing && !options.force && !is_shipped_example(*existing, options.config_path)) {
     refusal = options.config_path +
@@ -163,7 +168,7 @@ int setup_command(const SetupOptions& options) {
         std::error_code ec;
         for (int n = 1; fs::exists(backup, ec); ++n)
           backup = options.config_path + ".bak-" + timestamp() + "-" + std::to_string(n);
-        ks::write_file_atomically(backup, *existing);
+        ks::write_file_atomically(backup, *existing, st.st_mode & 07777);
       }
       make_parent(options.config_path);
       ks::write_file_atomically(options.config_path, proposal.toml);
