@@ -107,6 +107,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ks_profile_counters SEC(".maps");
 
+/* max_entries: KS_FAST_ROWS(possible CPUs), set by ksd before loading. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, KS_FAST_ROWS(1));
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct ks_fast_slot);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ks_fast_slots SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, KS_EVENTS_RING_BYTES);
@@ -594,6 +604,68 @@ static __always_inline void dst_from_v6(struct ks_dst *dst, struct bpf_sock_addr
 		dst->is_loopback = w0 == 0 && w1 == 0 && w2 == 0 && (w3 == 0 || w3 == bpf_htonl(1));
 }
 
+/* The app slot's row of the fast path on this CPU for a mark of ours (killswitch_abi.h), or
+ * NULL: not our mark, no slot, no profile, or the row is another profile's. */
+static __always_inline struct ks_fast_slot *fast_row(__u32 mark)
+{
+	__u32 profile_id = mark & KS_MARK_PROFILE_MASK;
+	__u32 slot = (mark & KS_MARK_SLOT_MASK) >> KS_MARK_SLOT_SHIFT;
+	__u32 row = KS_FAST_ROW(bpf_get_smp_processor_id(), slot);
+	struct ks_fast_slot *fast;
+
+	if ((mark & KS_MARK_TAG_MASK) != KS_MARK_BASE || slot == 0 || profile_id == KS_PROFILE_NONE)
+		return 0;
+	fast = bpf_map_lookup_elem(&ks_fast_slots, &row);
+	if (!fast || fast->profile_id != profile_id)
+		return 0;
+	return fast;
+}
+
+/* connect() or sendmsg() to a destination that is neither loopback nor DNS, of a family one
+ * of the profile's tunnels carries: allowed (ks_judge_connect says so too: a tunnel wins
+ * before allow_lan is asked), known from the fast row alone. Everything else is judged
+ * in full. */
+static __always_inline int sock_addr_fast_pass(struct bpf_sock_addr *ctx, __u32 port_be,
+					       __u32 family)
+{
+	struct bpf_sock *sk = ctx->sk;
+	struct ks_fast_slot *fast;
+
+	if (!sk || (__u16)port_be == bpf_htons(KS_DNS_PORT))
+		return 0;
+	fast = fast_row(sk->mark);
+	return fast && (fast->families & family);
+}
+
+/* The wire family of an IPv6 hook's destination and whether it is loopback (dst_from_v6
+ * without building the address). */
+static __always_inline __u32 v6_family(struct bpf_sock_addr *ctx, int *is_loopback)
+{
+	__u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1], w2 = ctx->user_ip6[2],
+	      w3 = ctx->user_ip6[3];
+
+	if (w0 == 0 && w1 == 0 && w2 == bpf_htonl(0xffff)) {
+		*is_loopback = is_v4_loopback(w3);
+		return KS_FAMILY_V4;
+	}
+	*is_loopback = w0 == 0 && w1 == 0 && w2 == 0 && (w3 == 0 || w3 == bpf_htonl(1));
+	return KS_FAMILY_V6;
+}
+
+static __always_inline int fast_pass4(struct bpf_sock_addr *ctx)
+{
+	return !is_v4_loopback(ctx->user_ip4) &&
+	       sock_addr_fast_pass(ctx, ctx->user_port, KS_FAMILY_V4);
+}
+
+static __always_inline int fast_pass6(struct bpf_sock_addr *ctx)
+{
+	int is_loopback;
+	__u32 family = v6_family(ctx, &is_loopback);
+
+	return !is_loopback && sock_addr_fast_pass(ctx, ctx->user_port, family);
+}
+
 SEC("cgroup/connect4")
 int ks_connect4(struct bpf_sock_addr *ctx)
 {
@@ -601,6 +673,8 @@ int ks_connect4(struct bpf_sock_addr *ctx)
 
 	if (ctx->user_family != AF_INET)
 		return KS_PASS; /* AF_UNSPEC: disconnect */
+	if (fast_pass4(ctx))
+		return KS_PASS;
 	dst_from_v4(&dst, ctx->user_ip4, ctx->user_port);
 	return judge_sock_addr(ctx, &dst, KS_HOOK_CONNECT, AF_INET);
 }
@@ -612,6 +686,8 @@ int ks_connect6(struct bpf_sock_addr *ctx)
 
 	if (ctx->user_family != AF_INET6)
 		return KS_PASS;
+	if (fast_pass6(ctx))
+		return KS_PASS;
 	dst_from_v6(&dst, ctx);
 	return judge_sock_addr(ctx, &dst, KS_HOOK_CONNECT, AF_INET6);
 }
@@ -621,6 +697,8 @@ int ks_sendmsg4(struct bpf_sock_addr *ctx)
 {
 	struct ks_dst dst = {};
 
+	if (fast_pass4(ctx))
+		return KS_PASS;
 	dst_from_v4(&dst, ctx->user_ip4, ctx->user_port);
 	return judge_sock_addr(ctx, &dst, KS_HOOK_SENDMSG, AF_INET);
 }
@@ -630,6 +708,8 @@ int ks_sendmsg6(struct bpf_sock_addr *ctx)
 {
 	struct ks_dst dst = {};
 
+	if (fast_pass6(ctx))
+		return KS_PASS;
 	dst_from_v6(&dst, ctx);
 	return judge_sock_addr(ctx, &dst, KS_HOOK_SENDMSG, AF_INET6);
 }
@@ -808,13 +888,19 @@ int ks_resolver_guard(__u64 *ctx)
 	return -EPERM;
 }
 
-static __always_inline int tunnel_set_has(const struct ks_tunnel_set *set, __u32 ifindex)
+static __always_inline int tunnel_in(const __u32 ifindexes[KS_MAX_TUNNELS_PER_PROFILE],
+				     __u32 ifindex)
 {
 	int found = 0;
 
 	for (int i = 0; i < KS_MAX_TUNNELS_PER_PROFILE; i++)
-		found |= set->ifindex[i] == ifindex;
+		found |= ifindexes[i] == ifindex;
 	return found && ifindex != 0;
+}
+
+static __always_inline int tunnel_set_has(const struct ks_tunnel_set *set, __u32 ifindex)
+{
+	return tunnel_in(set->ifindex, ifindex);
 }
 
 /* ---- cgroup/setsockopt: no multicast group membership outside the tunnel ---- */
@@ -1042,10 +1128,35 @@ static __always_inline int judge_skb(struct __sk_buff *skb, int egress)
 	return KS_DROP;
 }
 
+/* Everything egress does for a packet the fast path below does not pass: a subprogram, so
+ * that the fast path's code stays small and its stack frame empty. */
+static __noinline int judge_egress(struct __sk_buff *skb)
+{
+	return judge_skb(skb, 1);
+}
+
+/*
+ * The pass path of nearly every protected packet: a socket of ours with an app slot, through
+ * one of its profile's tunnels. It reads the packet's mark (not the socket's: on this path
+ * the kernel copied the socket's mark into the packet, and only CAP_NET_ADMIN or CAP_NET_RAW
+ * can make them differ, the privilege that could rewrite the socket's mark anyway) and one
+ * cache line, the app slot's row for this CPU in ks_fast_slots (killswitch_abi.h), where
+ * it counts the packet. Everything else, blocked packets and their events included, takes
+ * judge_egress, which decides from ks_tunnel_sets as before: a row that lags behind a
+ * change of the tunnels can only send a packet there, never pass one the full path would
+ * drop.
+ */
 SEC("cgroup_skb/egress")
 int ks_egress(struct __sk_buff *skb)
 {
-	return judge_skb(skb, 1);
+	struct ks_fast_slot *fast = fast_row(skb->mark);
+
+	if (fast && tunnel_in(fast->tunnel_ifindex, skb->ifindex)) {
+		fast->allowed_packets++;
+		fast->allowed_bytes += skb->len;
+		return KS_PASS;
+	}
+	return judge_egress(skb);
 }
 
 SEC("cgroup_skb/ingress")

@@ -172,6 +172,36 @@ struct ks_counters {
 	ks_u64 events_dropped;	 /* blocked attempts without an event (rate limit, ring full) */
 };
 
+/*
+ * ks_fast_slots: what egress's pass path needs for one app slot on one CPU, in one cache
+ * line, so that the common packet (an app's socket through its profile's tunnel) touches
+ * one place in memory. On machines that flush the TLB at every system call (page-table
+ * isolation without PCID) each further place costs a page walk, ~35 ns measured here
+ * (docs/benchmarks.md). An array (BPF_F_MMAPABLE: ksd writes the tunnel words in place,
+ * never over the counters), index KS_FAST_ROW(cpu, slot), KS_MAX_APP_SLOTS rows per possible
+ * CPU, then KS_MAX_PROFILES rows that only ksd writes: the counts of slots given to
+ * another app since (KS_FAST_RETIRED_ROW).
+ *
+ * ksd writes profile_id when it gives the slot to an app, and tunnel_ifindex and families
+ * whenever that profile's tunnel set changes (the same ifindexes as ks_tunnel_sets, which stays the
+ * authority of every other path). Egress passes a packet here only when its mark's profile
+ * is profile_id and its interface is in tunnel_ifindex; anything else takes the full path.
+ * connect and sendmsg read the same row (the page egress then finds in the TLB). The
+ * counters are the packets passed here, by this CPU (the only writer of its rows).
+ */
+struct ks_fast_slot {
+	ks_u32 profile_id; /* the slot's app's profile; KS_PROFILE_NONE: never passes */
+	ks_u32 tunnel_ifindex[KS_MAX_TUNNELS_PER_PROFILE]; /* 0: empty */
+	ks_u32 families; /* KS_FAMILY_* carried by those tunnels: connect and sendmsg pass a
+			  * destination of such a family here (not DNS, not loopback) */
+	ks_u64 allowed_packets;
+	ks_u64 allowed_bytes;
+	ks_u64 reserved2;
+};
+#define KS_FAST_ROW(cpu, slot) ((cpu)*KS_MAX_APP_SLOTS + (slot))
+#define KS_FAST_RETIRED_ROW(ncpus, profile_id) ((ncpus)*KS_MAX_APP_SLOTS + (profile_id))
+#define KS_FAST_ROWS(ncpus) ((ncpus)*KS_MAX_APP_SLOTS + KS_MAX_PROFILES)
+
 /* Per-profile counters: per-CPU array ks_profile_counters, index = profile id (0: sockets
  * without a profile). They outlive the apps, whose ks_counters entries ksd removes. */
 
@@ -268,6 +298,7 @@ static_assert(sizeof(struct ks_tunnel_set) == 32, "ks_tunnel_set layout");
 static_assert(sizeof(struct ks_lan_key) == 24, "ks_lan_key layout");
 static_assert(sizeof(struct ks_sk_state) == 40, "ks_sk_state layout");
 static_assert(sizeof(struct ks_counters) == 48, "ks_counters layout");
+static_assert(sizeof(struct ks_fast_slot) == 64, "ks_fast_slot: one cache line");
 static_assert(sizeof(struct ks_event) == 72, "ks_event layout");
 static_assert(sizeof(struct ks_event_budget) == 16, "ks_event_budget layout");
 static_assert(sizeof(struct ks_task_cgroup) == 16, "ks_task_cgroup layout");
@@ -278,6 +309,7 @@ _Static_assert(sizeof(struct ks_profile) == 16 + 16 * KS_MAX_DNS + KS_PROFILE_NA
 _Static_assert(sizeof(struct ks_tunnel_set) == 32, "ks_tunnel_set layout");
 _Static_assert(sizeof(struct ks_lan_key) == 24, "ks_lan_key layout");
 _Static_assert(sizeof(struct ks_counters) == 48, "ks_counters layout");
+_Static_assert(sizeof(struct ks_fast_slot) == 64, "ks_fast_slot: one cache line");
 _Static_assert(sizeof(struct ks_event) == 72, "ks_event layout");
 _Static_assert(sizeof(struct ks_event_budget) == 16, "ks_event_budget layout");
 _Static_assert(sizeof(struct ks_task_cgroup) == 16, "ks_task_cgroup layout");

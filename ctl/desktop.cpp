@@ -265,7 +265,9 @@ int list(const DesktopOptions& o) {
   Table table({"ID", "PROFILE", "ORIGINAL"});
   for (const auto& e : entries) {
     std::string original = e["original"].get<std::string>();
-    if (!e["original_exists"].get<bool>()) original += " " + yellow("(gone: unprotect it)");
+    // (append, not `+= " " + ...`: GCC 12 at -O3 warns about that temporary, -Wrestrict)
+    if (!e["original_exists"].get<bool>())
+      original.append(" ").append(yellow("(gone: unprotect it)"));
     table.row({e["id"].get<std::string>(), e["profile"].get<std::string>(), original});
   }
   table.print();

@@ -161,6 +161,10 @@ void PolicySync::write_classification() {
   for (std::uint64_t id : changes.remove) enforcement_.remove_cgroup(id);
   for (const auto& [id, value] : changes.set)
     enforcement_.set_cgroup(id, value.profile_id, value.app_slot);
+  // Slots whose classification did not change keep their fast-path rows; rows that are
+  // not theirs (made by a ksd without them, e.g. before an upgrade) become theirs here.
+  for (const auto& [id, value] : want)
+    if (value.app_slot != 0) enforcement_.give_fast_slot(value.app_slot, value.profile_id);
 }
 
 void PolicySync::log_changes(const PolicyPlan& plan, const char* why) {

@@ -3,11 +3,13 @@
 #include <bpf/libbpf.h>
 #include <dirent.h>
 #include <linux/magic.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <set>
@@ -114,13 +116,30 @@ Enforcement Enforcement::load(const std::string& pin_dir) {
   } else {
     bpf_program__set_autoload(e.skel_->progs.ks_resolver_guard, false);
   }
+  const int ncpus = libbpf_num_possible_cpus();
+  if (ncpus <= 0) throw Error("cannot count possible CPUs");
+  e.ncpus_ = static_cast<std::uint32_t>(ncpus);
+  bpf_map__set_max_entries(e.skel_->maps.ks_fast_slots, KS_FAST_ROWS(e.ncpus_));
   if (int err = killswitch_bpf__load(e.skel_.get()); err != 0)
     throw Error("cannot load the BPF programs (" + std::string(std::strerror(-err)) +
                     "); pinned maps under " + pin_dir +
                     " may come from an incompatible Killswitch version, see 'ksctl doctor' and the "
                     "libbpf messages above",
                 -err);
+  e.map_fast_slots();
   return e;
+}
+
+void MemoryUnmapper::operator()(void* p) const {
+  if (p) ::munmap(p, length);
+}
+
+void Enforcement::map_fast_slots() {
+  const std::size_t length = sizeof(ks_fast_slot) * KS_FAST_ROWS(ncpus_);
+  void* p = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED,
+                   bpf_map__fd(skel_->maps.ks_fast_slots), 0);
+  if (p == MAP_FAILED) throw_errno("cannot map ks_fast_slots");
+  fast_map_ = std::unique_ptr<void, MemoryUnmapper>(p, MemoryUnmapper{length});
 }
 
 void Enforcement::attach(const std::string& cgroup_path) {
@@ -320,6 +339,7 @@ void Enforcement::write_profile(std::uint32_t id, const ks_profile& profile) {
 
 void Enforcement::set_cgroup(std::uint64_t id, std::uint32_t profile_id, std::uint32_t app_slot) {
   ks_cgroup_value v{profile_id, app_slot};
+  give_fast_slot(app_slot, profile_id);  // ready before a socket carries the slot
   if (bpf_map_update_elem(map_fd("ks_cgroups"), &id, &v, BPF_ANY) != 0)
     throw_errno("cannot write ks_cgroups");
 }
@@ -387,6 +407,7 @@ void Enforcement::replace_tunnels(
   std::map<std::uint32_t, ks_tunnel_set> sets;  // every profile gets one; absent = empty
   for (std::uint32_t id = 0; id < KS_MAX_PROFILES; ++id) sets[id] = ks_tunnel_set{};
   std::map<std::uint32_t, std::size_t> used;
+  std::array<std::uint32_t, KS_MAX_PROFILES> families_of{};
   for (const auto& [key, families] : want) {
     const auto [profile_id, ifindex] = key;
     if (profile_id >= KS_MAX_PROFILES || profile_id == KS_PROFILE_NONE)
@@ -396,6 +417,7 @@ void Enforcement::replace_tunnels(
       throw Error("more than " + std::to_string(KS_MAX_TUNNELS_PER_PROFILE) +
                   " tunnels for profile id " + std::to_string(profile_id));
     sets[profile_id].ifindex[n++] = ifindex;
+    families_of[profile_id] |= families;
   }
   // One array element per profile, written whole: a reader sees each slot old or new, and
   // an old slot only names a tunnel that was usable an instant ago.
@@ -406,6 +428,30 @@ void Enforcement::replace_tunnels(
     if (bpf_map_update_elem(fd, &id, &set, BPF_ANY) != 0)
       throw_errno("cannot write ks_tunnel_sets");
   }
+  // The same sets into every app row of the fast path, word by word (each word old or
+  // new to a reader: a row names only tunnels that ks_tunnel_sets named an instant ago).
+  ks_fast_slot* rows = fast_rows();
+  for (std::uint32_t r = 0; r < fast_app_rows(); ++r) {
+    const std::uint32_t id = std::atomic_ref(rows[r].profile_id).load(std::memory_order_relaxed);
+    const bool used_row = id != KS_PROFILE_NONE && id < KS_MAX_PROFILES;
+    write_fast_tunnels(rows[r], used_row ? sets[id] : ks_tunnel_set{},
+                       used_row ? families_of[id] : 0);
+  }
+}
+
+void Enforcement::write_fast_tunnels(ks_fast_slot& row, const ks_tunnel_set& set,
+                                     std::uint32_t families) {
+  auto store = [](std::uint32_t& word, std::uint32_t value) {
+    std::atomic_ref ref(word);
+    if (ref.load(std::memory_order_relaxed) != value) ref.store(value, std::memory_order_relaxed);
+  };
+  // Families go first when they shrink and last when they grow: a connect never passes
+  // for a family before (or after) its tunnels are listed for egress.
+  const std::uint32_t have = std::atomic_ref(row.families).load(std::memory_order_relaxed);
+  store(row.families, have & families);
+  for (std::size_t i = 0; i < KS_MAX_TUNNELS_PER_PROFILE; ++i)
+    store(row.tunnel_ifindex[i], set.ifindex[i]);
+  store(row.families, families);
 }
 
 void Enforcement::replace_lan(const std::vector<ks_lan_key>& want) {
@@ -449,16 +495,17 @@ Counters sum_percpu(int fd, const void* key) {
 Counters Enforcement::totals() const {
   // Every count lands in exactly one profile's entry (index 0: no profile), so the sum
   // over profiles is the total; the programs keep no separate totals (a lookup per packet).
-  const int fd = map_fd("ks_profile_counters");
   Counters sum;
-  for (std::uint32_t id = 0; id < KS_MAX_PROFILES; ++id) sum += sum_percpu(fd, &id);
+  for (std::uint32_t id = 0; id < KS_MAX_PROFILES; ++id) sum += profile_counters(id);
   return sum;
 }
 
 Counters Enforcement::counters_of(std::uint64_t id, std::uint32_t app_slot) const {
   Counters sum = sum_percpu(map_fd("ks_counters"), &id);
-  if (app_slot != 0 && app_slot < KS_MAX_APP_SLOTS)
+  if (app_slot != 0 && app_slot < KS_MAX_APP_SLOTS) {
     sum += sum_percpu(map_fd("ks_app_counters"), &app_slot);
+    sum += fast_counts_of_slot(app_slot);
+  }
   return sum;
 }
 
@@ -493,6 +540,8 @@ std::vector<Counters> Enforcement::all_counters_by_slot() const {
                                           [&](std::uint32_t slot, const Counters& c) {
                                             if (slot < out.size()) out[slot] = c;
                                           });
+  for (std::uint32_t slot = 1; slot < KS_MAX_APP_SLOTS; ++slot)
+    out[slot] += fast_counts_of_slot(slot);
   return out;
 }
 
@@ -502,10 +551,91 @@ void Enforcement::reset_app_counters(std::uint32_t app_slot) {
   std::vector<ks_counters> zeros(static_cast<std::size_t>(ncpus));
   if (bpf_map_update_elem(map_fd("ks_app_counters"), &app_slot, zeros.data(), BPF_ANY) != 0)
     throw_errno("cannot reset ks_app_counters");
+  if (app_slot == 0 || app_slot >= KS_MAX_APP_SLOTS) return;
+  ks_fast_slot* rows = fast_rows();
+  for (std::uint32_t cpu = 0; cpu < ncpus_; ++cpu) {
+    ks_fast_slot& row = rows[KS_FAST_ROW(cpu, app_slot)];
+    // First nothing passes here any more (its packets take the full path), then the
+    // counts move to the profile's retired row. A packet that passed the check just
+    // before may still be counted after the move: lost, not double-counted.
+    write_fast_tunnels(row, ks_tunnel_set{}, 0);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    const std::uint32_t id = std::atomic_ref(row.profile_id).load(std::memory_order_relaxed);
+    std::atomic_ref packets(row.allowed_packets), bytes(row.allowed_bytes);
+    if (id != KS_PROFILE_NONE && id < KS_MAX_PROFILES) {
+      ks_fast_slot& retired = rows[KS_FAST_RETIRED_ROW(ncpus_, id)];
+      std::atomic_ref(retired.allowed_packets).fetch_add(packets.load());
+      std::atomic_ref(retired.allowed_bytes).fetch_add(bytes.load());
+    }
+    packets.store(0);
+    bytes.store(0);
+    std::atomic_ref(row.profile_id).store(KS_PROFILE_NONE, std::memory_order_relaxed);
+  }
 }
 
+void Enforcement::give_fast_slot(std::uint32_t app_slot, std::uint32_t profile_id) {
+  if (app_slot == 0 || app_slot >= KS_MAX_APP_SLOTS || profile_id >= KS_MAX_PROFILES) return;
+  ks_fast_slot* rows = fast_rows();
+  bool all_given = true;  // the common case (called for every app at every policy sync)
+  for (std::uint32_t cpu = 0; cpu < ncpus_ && all_given; ++cpu)
+    all_given = std::atomic_ref(rows[KS_FAST_ROW(cpu, app_slot)].profile_id)
+                    .load(std::memory_order_relaxed) == profile_id;
+  if (all_given) return;
+  ks_tunnel_set set{};
+  if (bpf_map_lookup_elem(map_fd("ks_tunnel_sets"), &profile_id, &set) != 0)
+    throw_errno("cannot read ks_tunnel_sets");
+  const ks_profile profile = read_profile(profile_id);
+  const std::uint32_t families =
+      (profile.bind_ifindex_v4 ? KS_FAMILY_V4 : 0u) | (profile.bind_ifindex_v6 ? KS_FAMILY_V6 : 0u);
+  for (std::uint32_t cpu = 0; cpu < ncpus_; ++cpu) {
+    ks_fast_slot& row = rows[KS_FAST_ROW(cpu, app_slot)];
+    std::atomic_ref row_profile(row.profile_id);
+    if (row_profile.load(std::memory_order_relaxed) == profile_id) continue;  // adopted
+    // Another profile's tunnels never stand next to this profile's id: cleared first.
+    write_fast_tunnels(row, ks_tunnel_set{}, 0);
+    row_profile.store(profile_id, std::memory_order_seq_cst);
+    write_fast_tunnels(row, set, families);
+  }
+}
+
+Counters Enforcement::fast_counts_of_slot(std::uint32_t app_slot) const {
+  Counters sum;
+  if (app_slot == 0 || app_slot >= KS_MAX_APP_SLOTS) return sum;
+  const ks_fast_slot* rows = fast_rows();
+  for (std::uint32_t cpu = 0; cpu < ncpus_; ++cpu) {
+    const ks_fast_slot& row = rows[KS_FAST_ROW(cpu, app_slot)];
+    ks_counters c{};
+    c.allowed_packets = std::atomic_ref(row.allowed_packets).load(std::memory_order_relaxed);
+    c.allowed_bytes = std::atomic_ref(row.allowed_bytes).load(std::memory_order_relaxed);
+    sum += c;
+  }
+  return sum;
+}
+
+Counters Enforcement::fast_counts_of_profile(std::uint32_t profile_id) const {
+  Counters sum;
+  if (profile_id >= KS_MAX_PROFILES) return sum;
+  const ks_fast_slot* rows = fast_rows();
+  auto add = [&](const ks_fast_slot& row) {
+    ks_counters c{};
+    c.allowed_packets = std::atomic_ref(row.allowed_packets).load(std::memory_order_relaxed);
+    c.allowed_bytes = std::atomic_ref(row.allowed_bytes).load(std::memory_order_relaxed);
+    sum += c;
+  };
+  for (std::uint32_t r = 0; r < fast_app_rows(); ++r)
+    if (std::atomic_ref(rows[r].profile_id).load(std::memory_order_relaxed) == profile_id)
+      add(rows[r]);
+  add(rows[KS_FAST_RETIRED_ROW(ncpus_, profile_id)]);
+  return sum;
+}
+
+// Packets passed by the fast path are counted only in their app slot's rows (one place
+// per packet): a profile's totals add its slots' rows and what its slots counted before
+// they went to other apps.
 Counters Enforcement::profile_counters(std::uint32_t profile_id) const {
-  return sum_percpu(map_fd("ks_profile_counters"), &profile_id);
+  Counters sum = sum_percpu(map_fd("ks_profile_counters"), &profile_id);
+  sum += fast_counts_of_profile(profile_id);
+  return sum;
 }
 
 void Enforcement::remove_counters(std::uint64_t id) {

@@ -35,9 +35,12 @@
 // Consequently what is testable here is the part of the policy that does not depend on
 // a classified socket: loopback passes, the ksrun UDP canary to 127.0.0.1:9 / [::1]:9 on
 // loopback is dropped (egress only), everything else is dropped as "no profile" — even
-// through the profile's own tunnel, towards its allow_lan CIDRs, or with a profile mark:
-// the programs fail closed. Malformed and truncated packets must not crash or confuse
-// them. Socket-dependent verdicts (tunnel, LAN) are covered by the lab tier.
+// through the profile's own tunnel, towards its allow_lan CIDRs, or with a profile mark
+// that names no app slot: the programs fail closed. The one thing a packet's mark can do
+// is what it does for real packets (where the kernel copies the socket's mark into them):
+// take the pass path of an app slot ksd gave to that profile, through that profile's
+// tunnels (FastPathFollowsSlotAndTunnels). Malformed and truncated packets must not crash or
+// confuse them. Socket-dependent verdicts (tunnel, LAN) are covered by the lab tier.
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <gtest/gtest.h>
@@ -586,6 +589,60 @@ TEST_F(BpfEgressTest, EventReaderSurvivesACallbackThatThrows) {
   EXPECT_EQ(ports, (std::vector<std::uint16_t>{1001, 1002, 1003}));
   EXPECT_EQ(reader.consume(), 0) << "a record the callback threw on came back";
   EXPECT_EQ(ports.size(), 3u);
+}
+
+// The pass path (ks_fast_slots): a packet carrying the mark of an app slot that ksd gave to
+// its profile passes through that profile's tunnel, counted once, in the slot's row; the
+// app's counters and the profile's totals both show it. It never outlives what allowed
+// it: the tunnel leaving the set, or the slot going to another app or profile, sends the
+// same packet down the full path (dropped here: test runs have no classified socket).
+TEST_F(BpfEgressTest, FastPathFollowsSlotAndTunnels) {
+  constexpr std::uint32_t kSlot = 5;
+  constexpr std::uint64_t kAppCgroup = 4242;  // ks_cgroups entry only: no real cgroup needed
+  const std::uint32_t mark = KS_MARK_BASE | kSlot << KS_MARK_SLOT_SHIFT | kProfile;
+  const Bytes frame = V4(Ipv4("10.1.0.2", "203.0.113.9", kUdp, Udp(40000, 443)));
+  const std::uint64_t len = frame.size() - ETH_HLEN;
+  const Case through_tunnel = {"slot's mark via the tunnel", frame, Dev::kTunnel, Verdict::kPass,
+                               mark};
+  const Case dropped = {"slot's mark via the tunnel, full path", frame, Dev::kTunnel,
+                        Verdict::kDrop, mark};
+  const Case other_device = {"slot's mark via another device", frame, Dev::kOther, Verdict::kDrop,
+                             mark};
+  const Case no_slot = {"the profile's mark without a slot", frame, Dev::kTunnel, Verdict::kDrop,
+                        KS_MARK_BASE | kProfile};
+  const Case other_profile = {"the slot with another profile's id", frame, Dev::kTunnel,
+                              Verdict::kDrop, KS_MARK_BASE | kSlot << KS_MARK_SLOT_SHIFT | 2};
+
+  RunTable(egress_.get(), {dropped});  // before ksd gave the slot to anyone
+  enforcement_->reset_app_counters(kSlot);
+  enforcement_->set_cgroup(kAppCgroup, kProfile, kSlot);
+  RunTable(egress_.get(),
+           {through_tunnel, through_tunnel, through_tunnel, other_device, no_slot, other_profile});
+  Counters app = enforcement_->counters_of(kAppCgroup, kSlot);
+  EXPECT_EQ(app.allowed_packets, 3u) << "the app's counters: the slot's rows";
+  EXPECT_EQ(app.allowed_bytes, 3 * len);
+  EXPECT_EQ(enforcement_->profile_counters(kProfile).allowed_packets, 3u)
+      << "the profile's totals add its slots' rows";
+  EXPECT_EQ(enforcement_->totals().allowed_packets, 3u);
+  EXPECT_EQ(enforcement_->totals().blocked_packets, 4u);
+
+  // The tunnel goes away: the next packet takes the full path; it comes back: passes again.
+  enforcement_->replace_tunnels({});
+  RunTable(egress_.get(), {dropped});
+  enforcement_->replace_tunnels({{{kProfile, tunnel_ifindex_}, KS_FAMILY_V4 | KS_FAMILY_V6}});
+  RunTable(egress_.get(), {through_tunnel});
+  EXPECT_EQ(enforcement_->counters_of(kAppCgroup, kSlot).allowed_packets, 4u);
+
+  // The app ends and its slot goes to an app of another profile: the old mark passes no
+  // more, the new app starts from zero, and the profile keeps what the slot counted.
+  enforcement_->remove_cgroup(kAppCgroup);
+  enforcement_->reset_app_counters(kSlot);
+  EXPECT_EQ(enforcement_->counters_of(kAppCgroup, kSlot).allowed_packets, 0u);
+  EXPECT_EQ(enforcement_->profile_counters(kProfile).allowed_packets, 4u)
+      << "the retired row keeps the profile's totals";
+  enforcement_->set_cgroup(kAppCgroup + 1, 2, kSlot);
+  RunTable(egress_.get(), {dropped});
+  EXPECT_EQ(enforcement_->totals().allowed_packets, 4u);
 }
 
 // Updating the maps between runs is seen by the very next run (no caching in the

@@ -5,6 +5,12 @@
 //                                {"prog_id":N}. The baseline of the per-packet cost: the same
 //                                hook, the same kernel overhead, no work.
 //   prog-stats ID...             run_cnt and run_time_ns of programs (kernel.bpf_stats_enabled)
+//   test-run ID... --ifindex N --mark M [--repeat R] [--rounds K]
+//                                BPF_PROG_TEST_RUN of cgroup_skb programs on one 64-byte UDP
+//                                packet with that output interface and mark, R runs in a row
+//                                (warm caches), K rounds with the programs' order alternating;
+//                                prints per program the median of the rounds' ns per run and
+//                                the return value
 //   launch N -- CMD ARGS...      fork+exec+wait CMD N times; per-run wall time percentiles (µs)
 //   sockets N --ready-file F     open N UDP sockets, create F, sleep until killed
 //   apps DIR N                   N cgroups DIR/bench-I.scope, each with one sleeping process
@@ -97,6 +103,61 @@ int prog_stats(const std::vector<unsigned>& ids) {
     __u32 len = sizeof(info);
     if (bpf_obj_get_info_by_fd(fd.get(), &info, &len) != 0) ks::throw_errno("prog info");
     out[std::to_string(id)] = {{"run_cnt", info.run_cnt}, {"run_time_ns", info.run_time_ns}};
+  }
+  std::cout << out.dump() << "\n";
+  return 0;
+}
+
+// One IPv4/UDP packet with 36 bytes of payload (64 bytes of IP), behind an Ethernet header
+// (test runs of cgroup_skb programs take the frame from L2 and start the program at L3).
+std::vector<std::uint8_t> udp_frame() {
+  std::vector<std::uint8_t> f(14 + 64, 0);
+  f[12] = 0x08;  // ETH_P_IP
+  std::uint8_t* ip = f.data() + 14;
+  ip[0] = 0x45;  // version 4, 20-byte header
+  ip[3] = 64;    // total length
+  ip[8] = 64;    // TTL
+  ip[9] = IPPROTO_UDP;
+  const std::uint8_t src[4] = {10, 99, 0, 2}, dst[4] = {10, 99, 0, 1};
+  std::memcpy(ip + 12, src, 4);
+  std::memcpy(ip + 16, dst, 4);
+  ip[20] = 0x9c;  // source port 40000
+  ip[21] = 0x40;
+  ip[23] = 9;   // destination port 9
+  ip[25] = 44;  // UDP length
+  return f;
+}
+
+int test_run(const std::vector<unsigned>& ids, unsigned ifindex, unsigned mark, unsigned repeat,
+             unsigned rounds) {
+  std::vector<ks::UniqueFd> fds;
+  for (unsigned id : ids) {
+    fds.emplace_back(bpf_prog_get_fd_by_id(id));
+    if (!fds.back()) ks::throw_errno("program " + std::to_string(id));
+  }
+  auto frame = udp_frame();
+  std::vector<std::vector<double>> ns(ids.size());
+  std::vector<int> retval(ids.size(), -1);
+  for (unsigned r = 0; r < rounds; ++r) {
+    for (std::size_t k = 0; k < ids.size(); ++k) {
+      // Round r runs the programs forwards, round r+1 backwards: none always runs first.
+      std::size_t i = r % 2 == 0 ? k : ids.size() - 1 - k;
+      __sk_buff ctx{};
+      ctx.mark = mark;
+      ctx.ifindex = ifindex;
+      LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame.data(),
+                  .data_size_in = static_cast<__u32>(frame.size()), .ctx_in = &ctx,
+                  .ctx_size_in = sizeof(ctx), .repeat = static_cast<int>(repeat));
+      if (bpf_prog_test_run_opts(fds[i].get(), &opts) != 0)
+        ks::throw_errno("test run of program " + std::to_string(ids[i]));
+      ns[i].push_back(opts.duration);
+      retval[i] = static_cast<int>(opts.retval);
+    }
+  }
+  nlohmann::json out = nlohmann::json::object();
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    std::sort(ns[i].begin(), ns[i].end());
+    out[std::to_string(ids[i])] = {{"ns", ns[i][ns[i].size() / 2]}, {"retval", retval[i]}};
   }
   std::cout << out.dump() << "\n";
   return 0;
@@ -241,6 +302,13 @@ int main(int argc, char** argv) {
   ae->add_option("pin", pin)->required();
   auto* ps = app.add_subcommand("prog-stats", "run_cnt/run_time_ns of programs");
   ps->add_option("ids", ids)->required();
+  auto* tr = app.add_subcommand("test-run", "BPF_PROG_TEST_RUN of cgroup_skb programs, warm");
+  tr->add_option("ids", ids)->required();
+  unsigned ifindex = 0, tr_mark = 0, repeat = 100000, rounds = 9;
+  tr->add_option("--ifindex", ifindex)->required();
+  tr->add_option("--mark", tr_mark)->required();
+  tr->add_option("--repeat", repeat);
+  tr->add_option("--rounds", rounds);
   auto* la = app.add_subcommand("launch", "fork+exec+wait a command N times");
   la->add_option("n", n)->required();
   la->add_option("command", command)->required();
@@ -262,6 +330,7 @@ int main(int argc, char** argv) {
   try {
     if (*ae) return attach_empty(cgroup, pin);
     if (*ps) return prog_stats(ids);
+    if (*tr) return test_run(ids, ifindex, tr_mark, repeat, rounds);
     if (*la) return launch(n, command);
     if (*so) return sockets(n, ready_file);
     if (*ap) return apps(cgroup, n);

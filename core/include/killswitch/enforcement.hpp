@@ -27,6 +27,12 @@ struct SkeletonDeleter {
   void operator()(killswitch_bpf* skel) const;
 };
 
+// munmap(2) for a unique_ptr to a mapping of `length` bytes.
+struct MemoryUnmapper {
+  std::size_t length = 0;
+  void operator()(void* p) const;
+};
+
 class Enforcement {
  public:
   // Loads the programs with maps pinned by name under pin_dir (re-using pins that are
@@ -80,8 +86,13 @@ class Enforcement {
   // by cgroup id, and by slot (index = slot).
   std::map<std::uint64_t, Counters> all_counters_by_cgroup() const;
   std::vector<Counters> all_counters_by_slot() const;
-  // Zeroes a slot's counters before a new app gets it.
+  // Zeroes a slot's counters before a new app gets it. Its fast-path rows stop passing
+  // anything, and what they counted moves to their profile's retired row (the profile's
+  // totals keep it).
   void reset_app_counters(std::uint32_t app_slot);
+  // Gives the slot's fast-path rows (every CPU's) to profile_id with its current tunnels;
+  // nothing changes where they are that profile's already. set_cgroup does it for apps.
+  void give_fast_slot(std::uint32_t app_slot, std::uint32_t profile_id);
   Counters profile_counters(std::uint32_t profile_id) const;
   int events_fd() const { return map_fd("ks_events"); }
   void remove_counters(std::uint64_t cgroup_id);
@@ -94,8 +105,21 @@ class Enforcement {
   void drop_stale_link_pins() const;
   void attach_global(const HookInfo& hook, int prog_fd, const std::string& pin);
 
+  ks_fast_slot* fast_rows() const { return static_cast<ks_fast_slot*>(fast_map_.get()); }
+  std::uint32_t fast_app_rows() const { return ncpus_ * KS_MAX_APP_SLOTS; }
+  void map_fast_slots();
+  static void write_fast_tunnels(ks_fast_slot& row, const ks_tunnel_set& set,
+                                 std::uint32_t families);
+  // The fast-path counts of a slot (all CPUs), or of a profile (its rows and retired row).
+  Counters fast_counts_of_slot(std::uint32_t app_slot) const;
+  Counters fast_counts_of_profile(std::uint32_t profile_id) const;
+
   std::string pin_dir_;
   std::unique_ptr<killswitch_bpf, SkeletonDeleter> skel_;
+  std::uint32_t ncpus_ = 0;
+  // ks_fast_slots, mapped into ksd (killswitch_abi.h): ksd writes the profile and tunnel
+  // words of the rows in place, the programs the counters.
+  std::unique_ptr<void, MemoryUnmapper> fast_map_;
   std::vector<UniqueFd> links_;  // keep link fds for the daemon's lifetime
 };
 
