@@ -84,8 +84,8 @@ print(s.getsockopt(socket.SOL_SOCKET, socket.SO_MARK))'
 }
 # per_packet_row ROW: benchmark 1 (also run again at scale). Sets MARGINAL.
 per_packet_row() {
-  local name=$1 slice pin_before pin_after before_id after_id egress_id before after
-  local ours empty_before empty_after packets
+  local name=$1 slice pin_before pin_after pin_floor before_id after_id floor_id egress_id
+  local before after ours empty_before empty_after floor packets ifindex
   # Two empty programs run for the same packets as ours: one before it (on the profile slice:
   # a descendant's programs run before its ancestors'), one after it (on the tree root,
   # attached after ours). Their mean is the baseline, so that the order's effect on caches
@@ -94,11 +94,15 @@ per_packet_row() {
   slice=$KS_CGROUP_ROOT/${KS_SLICE%.slice}-default.slice
   pin_before=/sys/fs/bpf/ksbench-empty-before-$LAB_ID
   pin_after=/sys/fs/bpf/ksbench-empty-after-$LAB_ID
-  BENCH_PINS+=("$pin_before" "$pin_after")
+  pin_floor=/sys/fs/bpf/ksbench-floor-$LAB_ID
+  BENCH_PINS+=("$pin_before" "$pin_after" "$pin_floor")
+  ifindex=$(lab_exec_client ip -o link show dev wg0 | cut -d: -f1)
   before_id=$(json_get "$("$KS_BENCH" attach-empty "$slice" "$pin_before")" /prog_id)
+  # The floor of the pass path (ks-bench attach-floor): after ours, before the last empty.
+  floor_id=$(json_get "$("$KS_BENCH" attach-floor "$KS_CGROUP_ROOT" "$pin_floor" --ifindex "$ifindex")" /prog_id)
   after_id=$(json_get "$("$KS_BENCH" attach-empty "$KS_CGROUP_ROOT" "$pin_after")" /prog_id)
   egress_id=$(ks_status_field /programs/ids/egress)
-  stats() { "$KS_BENCH" prog-stats "$egress_id" "$before_id" "$after_id"; }
+  stats() { "$KS_BENCH" prog-stats "$egress_id" "$before_id" "$after_id" "$floor_id"; }
   # bpf_stats only around this measurement: with it on, every program run reads the clock
   # twice, which the unprotected side of every other benchmark does not pay.
   STATS_WAS=$(sysctl -n kernel.bpf_stats_enabled)
@@ -108,33 +112,36 @@ per_packet_row() {
   after=$(stats)
   sysctl -qw kernel.bpf_stats_enabled="$STATS_WAS"
   STATS_WAS=""
-  read -r ours empty_before empty_after packets < <(python3 -c '
+  read -r ours empty_before empty_after floor packets < <(python3 -c '
 import json, sys
 b, a = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 def per(i):
     return (a[i]["run_time_ns"] - b[i]["run_time_ns"]) / max(1, a[i]["run_cnt"] - b[i]["run_cnt"])
-print("%.1f %.1f %.1f %d" % (per(sys.argv[3]), per(sys.argv[4]), per(sys.argv[5]),
-      a[sys.argv[3]]["run_cnt"] - b[sys.argv[3]]["run_cnt"]))' "$before" "$after" "$egress_id" "$before_id" "$after_id")
+print("%.1f %.1f %.1f %.1f %d" % (per(sys.argv[3]), per(sys.argv[4]), per(sys.argv[5]),
+      per(sys.argv[6]), a[sys.argv[3]]["run_cnt"] - b[sys.argv[3]]["run_cnt"]))' "$before" "$after" "$egress_id" "$before_id" "$after_id" "$floor_id")
   MARGINAL=$(awk -v a="$ours" -v b="$empty_before" -v c="$empty_after" 'BEGIN { printf "%.1f", a - (b + c) / 2 }')
+  local floor_marginal
+  floor_marginal=$(awk -v a="$floor" -v b="$empty_before" -v c="$empty_after" 'BEGIN { printf "%.1f", a - (b + c) / 2 }')
   row "$name" "$ours ns/packet" "empty: $empty_before before, $empty_after after" "+$MARGINAL ns" \
     "<= 10 ns" "$(verdict "$MARGINAL <= 10") ($packets packets)"
+  row "${name}_floor" "$floor ns/packet" "(the same empties)" "+$floor_marginal ns" "—" \
+    "the least a pass path can cost: mark and interface as constants, nothing counted"
   # Warm: the same programs under BPF_PROG_TEST_RUN, 100,000 runs in a row on one packet with
   # a protected socket's mark through wg0 (the pass path), rounds alternating the order.
-  local mark ifindex warm retval
+  local mark warm retval
   mark=$(mark_of_protected_socket)
-  ifindex=$(lab_exec_client ip -o link show dev wg0 | cut -d: -f1)
-  warm=$(lab_exec_client "$KS_BENCH" test-run "$egress_id" "$before_id" --ifindex "$ifindex" \
-    --mark "$mark")
+  warm=$(lab_exec_client "$KS_BENCH" test-run "$egress_id" "$before_id" "$floor_id" \
+    --ifindex "$ifindex" --mark "$mark")
   retval=$(json_get "$warm" "/$egress_id/retval")
-  read -r ours empty_before < <(python3 -c '
+  read -r ours empty_before floor < <(python3 -c '
 import json, sys
 w = json.loads(sys.argv[1])
-print("%.1f %.1f" % (w[sys.argv[2]]["ns"], w[sys.argv[3]]["ns"]))' "$warm" "$egress_id" "$before_id")
+print("%.1f %.1f %.1f" % tuple(w[i]["ns"] for i in sys.argv[2:5]))' "$warm" "$egress_id" "$before_id" "$floor_id")
   local warm_marginal
   warm_marginal=$(awk -v a="$ours" -v b="$empty_before" 'BEGIN { printf "%.1f", a - b }')
-  row "${name}_warm" "$ours ns/run" "empty: $empty_before ns" "+$warm_marginal ns" "<= 3 ns" \
-    "$(verdict "$warm_marginal <= 3 && $retval == 1") (pass path: returned $retval)"
-  rm -f "$pin_before" "$pin_after"
+  row "${name}_warm" "$ours ns/run" "empty: $empty_before ns; floor: $floor ns" "+$warm_marginal ns" \
+    "<= 3 ns" "$(verdict "$warm_marginal <= 3 && $retval == 1") (pass path: returned $retval)"
+  rm -f "$pin_before" "$pin_after" "$pin_floor"
 }
 if wanted per_packet; then
   per_packet_row per_packet_egress_ns

@@ -888,14 +888,16 @@ int ks_resolver_guard(__u64 *ctx)
 	return -EPERM;
 }
 
+/* Early exit: the pass path's tunnel is nearly always the first (a profile has one or two). */
 static __always_inline int tunnel_in(const __u32 ifindexes[KS_MAX_TUNNELS_PER_PROFILE],
 				     __u32 ifindex)
 {
-	int found = 0;
-
+	if (ifindex == 0)
+		return 0;
 	for (int i = 0; i < KS_MAX_TUNNELS_PER_PROFILE; i++)
-		found |= ifindexes[i] == ifindex;
-	return found && ifindex != 0;
+		if (ifindexes[i] == ifindex)
+			return 1;
+	return 0;
 }
 
 static __always_inline int tunnel_set_has(const struct ks_tunnel_set *set, __u32 ifindex)

@@ -4,6 +4,11 @@
 //                                to CGROUP as a bpf_link and pin the link at PIN; prints
 //                                {"prog_id":N}. The baseline of the per-packet cost: the same
 //                                hook, the same kernel overhead, no work.
+//   attach-floor CGROUP PIN --ifindex N
+//                                the same for the floor: the least a program must do to keep
+//                                the kill switch on the pass path (is the mark ours, is the
+//                                interface the tunnel N, compared as constants), counting
+//                                nothing; it passes everything (it only measures)
 //   prog-stats ID...             run_cnt and run_time_ns of programs (kernel.bpf_stats_enabled)
 //   test-run ID... --ifindex N --mark M [--repeat R] [--rounds K]
 //                                BPF_PROG_TEST_RUN of cgroup_skb programs on one 64-byte UDP
@@ -33,6 +38,7 @@
 #include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <cstddef>
 #include <cstring>
 #include <ctime>
 #include <fstream>
@@ -72,20 +78,47 @@ sockaddr_in parse_v4(const std::string& text) {
   return a;
 }
 
-int attach_empty(const std::string& cgroup, const std::string& pin) {
-  // r0 = 1 (pass); exit
-  bpf_insn insns[2] = {};
-  insns[0].code = BPF_ALU64 | BPF_MOV | BPF_K;
-  insns[0].dst_reg = BPF_REG_0;
-  insns[0].imm = 1;
-  insns[1].code = BPF_JMP | BPF_EXIT;
+bpf_insn insn(std::uint8_t code, std::uint8_t dst, std::uint8_t src, std::int16_t off,
+              std::int32_t imm) {
+  bpf_insn i{};
+  i.code = code;
+  i.dst_reg = dst & 0xf;
+  i.src_reg = src & 0xf;
+  i.off = off;
+  i.imm = imm;
+  return i;
+}
+
+// r0 = 1 (pass); exit
+std::vector<bpf_insn> empty_program() {
+  return {insn(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 1),
+          insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0)};
+}
+
+// The pass path's floor: mark tag and interface against constants, then pass (either way).
+std::vector<bpf_insn> floor_program(std::uint32_t tunnel_ifindex) {
+  const auto mark_off = static_cast<std::int16_t>(offsetof(__sk_buff, mark));
+  const auto ifindex_off = static_cast<std::int16_t>(offsetof(__sk_buff, ifindex));
+  return {
+      insn(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_2, BPF_REG_1, mark_off, 0),
+      insn(BPF_ALU | BPF_AND | BPF_K, BPF_REG_2, 0, 0, static_cast<std::int32_t>(0xffff0000u)),
+      insn(BPF_JMP | BPF_JNE | BPF_K, BPF_REG_2, 0, 2, 0x4b530000),  // KS_MARK_BASE
+      insn(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_3, BPF_REG_1, ifindex_off, 0),
+      insn(BPF_JMP | BPF_JNE | BPF_K, BPF_REG_3, 0, 0, static_cast<std::int32_t>(tunnel_ifindex)),
+      insn(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 1),
+      insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
+  };
+}
+
+int attach_program(const char* name, const std::vector<bpf_insn>& insns, const std::string& cgroup,
+                   const std::string& pin) {
   LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = BPF_CGROUP_INET_EGRESS);
   ks::UniqueFd prog(
-      bpf_prog_load(BPF_PROG_TYPE_CGROUP_SKB, "ks_bench_empty", "GPL", insns, 2, &opts));
-  if (!prog) ks::throw_errno("loading the empty program");
+      bpf_prog_load(BPF_PROG_TYPE_CGROUP_SKB, name, "GPL", insns.data(), insns.size(), &opts));
+  if (!prog) ks::throw_errno(std::string("loading ") + name);
   ks::UniqueFd cg = ks::open_cgroup(cgroup);
   ks::UniqueFd link(bpf_link_create(prog.get(), cg.get(), BPF_CGROUP_INET_EGRESS, nullptr));
-  if (!link) ks::throw_errno("attaching the empty program");
+  if (!link) ks::throw_errno(std::string("attaching ") + name);
   if (bpf_obj_pin(link.get(), pin.c_str()) != 0) ks::throw_errno("pinning " + pin);
   bpf_prog_info info{};
   __u32 len = sizeof(info);
@@ -300,6 +333,11 @@ int main(int argc, char** argv) {
   auto* ae = app.add_subcommand("attach-empty", "pin an empty cgroup_skb egress program's link");
   ae->add_option("cgroup", cgroup)->required();
   ae->add_option("pin", pin)->required();
+  auto* af = app.add_subcommand("attach-floor", "pin the pass path's floor program's link");
+  af->add_option("cgroup", cgroup)->required();
+  af->add_option("pin", pin)->required();
+  unsigned floor_ifindex = 0;
+  af->add_option("--ifindex", floor_ifindex)->required();
   auto* ps = app.add_subcommand("prog-stats", "run_cnt/run_time_ns of programs");
   ps->add_option("ids", ids)->required();
   auto* tr = app.add_subcommand("test-run", "BPF_PROG_TEST_RUN of cgroup_skb programs, warm");
@@ -328,7 +366,8 @@ int main(int argc, char** argv) {
   sr->add_option("--mark", mark, "SO_MARK the socket first (0: leave it)");
   CLI11_PARSE(app, argc, argv);
   try {
-    if (*ae) return attach_empty(cgroup, pin);
+    if (*ae) return attach_program("ks_bench_empty", empty_program(), cgroup, pin);
+    if (*af) return attach_program("ks_bench_floor", floor_program(floor_ifindex), cgroup, pin);
     if (*ps) return prog_stats(ids);
     if (*tr) return test_run(ids, ifindex, tr_mark, repeat, rounds);
     if (*la) return launch(n, command);
