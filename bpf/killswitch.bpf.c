@@ -1161,10 +1161,29 @@ int ks_egress(struct __sk_buff *skb)
 	return judge_egress(skb);
 }
 
+static __noinline int judge_ingress(struct __sk_buff *skb)
+{
+	return judge_skb(skb, 0);
+}
+
+/* The same pass path for what arrives through a tunnel, by the receiving socket's mark (an
+ * arriving packet's own mark is not the socket's). */
 SEC("cgroup_skb/ingress")
 int ks_ingress(struct __sk_buff *skb)
 {
-	return judge_skb(skb, 0);
+	struct bpf_sock *sk = skb->sk;
+	struct ks_fast_slot *fast = 0;
+
+	if (sk)
+		sk = bpf_sk_fullsock(sk);
+	if (sk)
+		fast = fast_row(sk->mark);
+	if (fast && tunnel_in(fast->tunnel_ifindex, skb->ifindex)) {
+		fast->allowed_packets++;
+		fast->allowed_bytes += skb->len;
+		return KS_PASS;
+	}
+	return judge_ingress(skb);
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -185,7 +185,8 @@ struct ks_counters {
  * ksd writes profile_id when it gives the slot to an app, and tunnel_ifindex and families
  * whenever that profile's tunnel set changes (the same ifindexes as ks_tunnel_sets, which stays the
  * authority of every other path). Egress passes a packet here only when its mark's profile
- * is profile_id and its interface is in tunnel_ifindex; anything else takes the full path.
+ * is profile_id and its interface is in tunnel_ifindex (ingress: the receiving socket's
+ * mark); anything else takes the full path.
  * connect and sendmsg read the same row (the page egress then finds in the TLB). The
  * counters are the packets passed here, by this CPU (the only writer of its rows).
  */
