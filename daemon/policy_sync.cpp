@@ -3,6 +3,8 @@
 #include <systemd/sd-daemon.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <set>
@@ -58,13 +60,16 @@ PolicySync::PolicySync(std::string config_path, Enforcement& enforcement, Protec
 
 void PolicySync::start() { ids_ = assign_profile_ids(config_, pinned_ids()); }
 
-ProfileIds PolicySync::pinned_ids() const {
+ProfileIds PolicySync::pinned_ids() {
   // Ids given before (by this or an earlier ksd), removed profiles included: sockets carry
   // them in their storage, so an id never silently changes its meaning.
   ProfileIds ids;
   for (std::uint32_t id = 1; id < KS_MAX_PROFILES; ++id) {
     ks_profile p = enforcement_.read_profile(id);
-    if (p.name[0]) ids[std::string(p.name, strnlen(p.name, sizeof(p.name)))] = id;
+    if (p.name[0]) {
+      ids[std::string(p.name, strnlen(p.name, sizeof(p.name)))] = id;
+      named_ids_.insert(id);
+    }
   }
   return ids;
 }
@@ -98,24 +103,39 @@ void PolicySync::apply(const char* why) {
   // profile), then the profile entries that name bind targets, the LAN exceptions, the
   // routing, and last the classification of cgroups.
   stale_ = true;  // until every write below is done
+  const auto t0 = std::chrono::steady_clock::now();
   enforcement_.replace_tunnels(plan.tunnels);
   write_profiles(plan);
   enforcement_.replace_lan(plan_lan(config_, ids_));
   write_routing(plan);
+  // A tunnel that came back carries traffic from here on (the routes were the last thing
+  // its packets waited for); the recovery benchmark reads these two times from the log.
+  const auto t_routed = std::chrono::steady_clock::now();
   write_classification();
-  log_changes(plan, why);
+  const auto t_done = std::chrono::steady_clock::now();
+  auto ms = [t0](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double, std::milli>(t - t0).count();
+  };
+  log_changes(plan, why, ms(t_routed), ms(t_done));
   plan_ = std::move(plan);
   stale_ = false;
   sd_notifyf(0, "STATUS=%s", tunnel_summary(plan_.status).c_str());
 }
 
 void PolicySync::write_profiles(const PolicyPlan& plan) {
-  for (std::uint32_t id = 1; id < KS_MAX_PROFILES; ++id) {
-    auto it = plan.profiles.find(id);
-    if (it != plan.profiles.end()) {
-      enforcement_.write_profile(id, it->second);
-      continue;
-    }
+  for (const auto& [id, profile] : plan.profiles) {
+    named_ids_.insert(id);
+    auto written = written_profiles_.find(id);
+    if (written != written_profiles_.end() &&
+        std::memcmp(&written->second, &profile, sizeof(profile)) == 0)
+      continue;  // unchanged since this ksd wrote it
+    enforcement_.write_profile(id, profile);
+    written_profiles_[id] = profile;
+  }
+  // A profile no longer configured has a name (only named ids were ever valid).
+  for (std::uint32_t id : named_ids_) {
+    if (plan.profiles.count(id)) continue;
+    written_profiles_.erase(id);
     ks_profile old = enforcement_.read_profile(id);
     if (old.flags & KS_PROFILE_VALID) {
       old.flags = 0;  // removed profile: its sockets are blocked
@@ -129,16 +149,15 @@ void PolicySync::write_routing(const PolicyPlan& plan) {
   // Every profile id in use (and KS_PROFILE_NONE, and ids of removed profiles) has its
   // rules; tables of invalid profiles stay empty, so their lookups end at the unreachable
   // rule.
-  std::set<std::uint32_t> in_use;
-  for (std::uint32_t id = 0; id < KS_MAX_PROFILES; ++id) {
+  std::set<std::uint32_t> in_use = named_ids_;  // (write_profiles added the plan's)
+  in_use.insert(KS_PROFILE_NONE);
+  std::map<std::uint32_t, std::vector<RouteSpec>> tables;
+  for (std::uint32_t id : in_use) {
     auto it = plan.profiles.find(id);
-    if (it == plan.profiles.end() && id != KS_PROFILE_NONE &&
-        enforcement_.read_profile(id).name[0] == 0)
-      continue;  // never used
-    in_use.insert(id);
-    routing_.sync_table(table_for_profile(id),
-                        plan_routes(it != plan.profiles.end() ? it->second : ks_profile{}));
+    tables[table_for_profile(id)] =
+        plan_routes(it != plan.profiles.end() ? it->second : ks_profile{});
   }
+  routing_.sync_tables(tables);  // one route dump per family for all of them
   routing_.sync_rules(plan_all_rules(config_, ids_, in_use, links_.links()));
 }
 
@@ -167,7 +186,10 @@ void PolicySync::write_classification() {
     if (value.app_slot != 0) enforcement_.give_fast_slot(value.app_slot, value.profile_id);
 }
 
-void PolicySync::log_changes(const PolicyPlan& plan, const char* why) {
+void PolicySync::log_changes(const PolicyPlan& plan, const char* why, double routed_ms,
+                             double done_ms) {
+  char took[80];
+  std::snprintf(took, sizeof(took), " [routed in %.2f ms, policy in %.2f ms]", routed_ms, done_ms);
   for (const auto& [profile, t] : changed_tunnels(plan_.status, plan.status)) {
     if (t.state == TunnelState::kUp) loosen_rp_filter(t.name);
     log_info(std::string(why) + ": profile " + profile + ": tunnel " + t.name + " " +
@@ -175,7 +197,8 @@ void PolicySync::log_changes(const PolicyPlan& plan, const char* why) {
              (t.ifindex ? " (ifindex " + std::to_string(t.ifindex) + ")" : "") +
              (t.state == TunnelState::kUp
                   ? std::string(t.ipv4 ? " ipv4" : "") + (t.ipv6 ? " ipv6" : "")
-                  : ""));
+                  : "") +
+             took);
   }
 }
 

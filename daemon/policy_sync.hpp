@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -53,11 +55,13 @@ class PolicySync {
   void reload();
 
  private:
-  ProfileIds pinned_ids() const;
+  ProfileIds pinned_ids();  // (and notes the named ids)
   void write_profiles(const PolicyPlan& plan);
   void write_routing(const PolicyPlan& plan);
   void write_classification();
-  void log_changes(const PolicyPlan& plan, const char* why);
+  // Logs tunnel state changes with how long the update took: until the routes were
+  // written (a returning tunnel carries traffic from then on) and in all.
+  void log_changes(const PolicyPlan& plan, const char* why, double routed_ms, double done_ms);
 
   std::string config_path_;
   Config config_;
@@ -69,6 +73,11 @@ class PolicySync {
   PolicyRouting routing_;
   PolicyPlan plan_;  // what was written last
   bool stale_ = false;
+  // Profile ids that have a name in ks_profiles (given by this or an earlier ksd; names are
+  // never taken back), and the entries this ksd wrote: an update after a link event then
+  // reads and writes only what can have changed (a tunnel's return waits for it).
+  std::set<std::uint32_t> named_ids_;
+  std::map<std::uint32_t, ks_profile> written_profiles_;
 };
 
 // The configuration plus ksd's own tunnel-less profile for `ksctl verify`'s probes.

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <set>
 #include <vector>
 
 #include "killswitch/error.hpp"
@@ -194,7 +195,12 @@ void PolicyRouting::sync_rules(const std::vector<RuleSpec>& want) {
 }
 
 std::vector<RouteSpec> PolicyRouting::routes_in_table(std::uint32_t table) {
-  std::vector<RouteSpec> out;
+  return routes_by_table({table})[table];
+}
+
+std::map<std::uint32_t, std::vector<RouteSpec>> PolicyRouting::routes_by_table(
+    const std::set<std::uint32_t>& tables) {
+  std::map<std::uint32_t, std::vector<RouteSpec>> out;
   for (int family : {AF_INET, AF_INET6}) {
     dump(RTM_GETROUTE, family, sizeof(rtmsg), [&](nlmsghdr* h) {
       if (h->nlmsg_type != RTM_NEWROUTE) return;
@@ -215,14 +221,25 @@ std::vector<RouteSpec> PolicyRouting::routes_in_table(std::uint32_t table) {
       }
       // IPv6 reports error and throw routes on "dev lo": no device to match them by.
       if (r.type != RTN_UNICAST) r.oif = 0;
-      if (route_table == table) out.push_back(r);
+      if (tables.count(route_table)) out[route_table].push_back(r);  // (not the host's)
     });
   }
   return out;
 }
 
 void PolicyRouting::sync_table(std::uint32_t table, const std::vector<RouteSpec>& want) {
-  std::vector<RouteSpec> have = routes_in_table(table);
+  sync_table_from(table, routes_in_table(table), want);
+}
+
+void PolicyRouting::sync_tables(const std::map<std::uint32_t, std::vector<RouteSpec>>& want) {
+  std::set<std::uint32_t> tables;
+  for (const auto& entry : want) tables.insert(entry.first);
+  auto have = routes_by_table(tables);
+  for (const auto& [table, routes] : want) sync_table_from(table, have[table], routes);
+}
+
+void PolicyRouting::sync_table_from(std::uint32_t table, const std::vector<RouteSpec>& have,
+                                    const std::vector<RouteSpec>& want) {
   for (const auto& r : want) {
     if (contains(have, r)) continue;
     Message m = route_message(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, table, r);
@@ -243,7 +260,9 @@ void PolicyRouting::sync_table(std::uint32_t table, const std::vector<RouteSpec>
 
 void PolicyRouting::remove_all() {
   sync_rules({});
-  for (std::uint32_t id = 0; id < KS_MAX_PROFILES; ++id) sync_table(table_for_profile(id), {});
+  std::map<std::uint32_t, std::vector<RouteSpec>> empty;
+  for (std::uint32_t id = 0; id < KS_MAX_PROFILES; ++id) empty[table_for_profile(id)] = {};
+  sync_tables(empty);
 }
 
 }  // namespace ks

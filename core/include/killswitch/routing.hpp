@@ -27,6 +27,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <set>
 #include <vector>
 
 #include "killswitch/fd.hpp"
@@ -47,11 +49,18 @@ class PolicyRouting {
   // The same for one table's routes.
   void sync_table(std::uint32_t table, const std::vector<RouteSpec>& want);
   std::vector<RouteSpec> routes_in_table(std::uint32_t table);
+  // sync_table for several tables from one dump of the routes (per family).
+  void sync_tables(const std::map<std::uint32_t, std::vector<RouteSpec>>& want);
   // Teardown: every rule and table of every profile id.
   void remove_all();
 
  private:
   void request(void* message, std::uint32_t length, bool ignore_exists, bool ignore_missing);
+  // Our tables' routes, from one dump per family.
+  std::map<std::uint32_t, std::vector<RouteSpec>> routes_by_table(
+      const std::set<std::uint32_t>& tables);
+  void sync_table_from(std::uint32_t table, const std::vector<RouteSpec>& have,
+                       const std::vector<RouteSpec>& want);
   template <typename Visit>
   void dump(std::uint16_t type, int family, std::size_t fixed_len, Visit visit);
   UniqueFd sock_;
