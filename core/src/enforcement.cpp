@@ -598,34 +598,34 @@ void Enforcement::give_fast_slot(std::uint32_t app_slot, std::uint32_t profile_i
   }
 }
 
+namespace {
+// What a fast-path row counted (the programs write it while we read: each word is whole).
+// (Rows are shared memory the programs write: never const, and read through atomic_ref.)
+ks_counters passes_of(ks_fast_slot& row) {
+  ks_counters c{};
+  c.allowed_packets = std::atomic_ref(row.allowed_packets).load(std::memory_order_relaxed);
+  c.allowed_bytes = std::atomic_ref(row.allowed_bytes).load(std::memory_order_relaxed);
+  return c;
+}
+}  // namespace
+
 Counters Enforcement::fast_counts_of_slot(std::uint32_t app_slot) const {
   Counters sum;
   if (app_slot == 0 || app_slot >= KS_MAX_APP_SLOTS) return sum;
-  const ks_fast_slot* rows = fast_rows();
-  for (std::uint32_t cpu = 0; cpu < ncpus_; ++cpu) {
-    const ks_fast_slot& row = rows[KS_FAST_ROW(cpu, app_slot)];
-    ks_counters c{};
-    c.allowed_packets = std::atomic_ref(row.allowed_packets).load(std::memory_order_relaxed);
-    c.allowed_bytes = std::atomic_ref(row.allowed_bytes).load(std::memory_order_relaxed);
-    sum += c;
-  }
+  ks_fast_slot* rows = fast_rows();
+  for (std::uint32_t cpu = 0; cpu < ncpus_; ++cpu)
+    sum += passes_of(rows[KS_FAST_ROW(cpu, app_slot)]);
   return sum;
 }
 
 Counters Enforcement::fast_counts_of_profile(std::uint32_t profile_id) const {
   Counters sum;
   if (profile_id >= KS_MAX_PROFILES) return sum;
-  const ks_fast_slot* rows = fast_rows();
-  auto add = [&](const ks_fast_slot& row) {
-    ks_counters c{};
-    c.allowed_packets = std::atomic_ref(row.allowed_packets).load(std::memory_order_relaxed);
-    c.allowed_bytes = std::atomic_ref(row.allowed_bytes).load(std::memory_order_relaxed);
-    sum += c;
-  };
+  ks_fast_slot* rows = fast_rows();
   for (std::uint32_t r = 0; r < fast_app_rows(); ++r)
     if (std::atomic_ref(rows[r].profile_id).load(std::memory_order_relaxed) == profile_id)
-      add(rows[r]);
-  add(rows[KS_FAST_RETIRED_ROW(ncpus_, profile_id)]);
+      sum += passes_of(rows[r]);
+  sum += passes_of(rows[KS_FAST_RETIRED_ROW(ncpus_, profile_id)]);
   return sum;
 }
 
