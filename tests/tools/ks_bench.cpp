@@ -1,6 +1,7 @@
 // ks-bench: the measuring helpers of bench/run.sh (not a test, not installed).
 //
-//   attach-empty CGROUP PIN      load an empty cgroup_skb egress program (return 1), attach it
+//   attach-empty CGROUP PIN [--hook egress|sendmsg4]
+//                                load an empty cgroup_skb egress program (return 1), attach it
 //                                to CGROUP as a bpf_link and pin the link at PIN; prints
 //                                {"prog_id":N}. The baseline of the per-packet cost: the same
 //                                hook, the same kernel overhead, no work.
@@ -110,14 +111,19 @@ std::vector<bpf_insn> floor_program(std::uint32_t tunnel_ifindex) {
   };
 }
 
+// hook: "egress" (cgroup_skb) or "sendmsg4" (cgroup/sendmsg4: for an empty one only).
 int attach_program(const char* name, const std::vector<bpf_insn>& insns, const std::string& cgroup,
-                   const std::string& pin) {
-  LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = BPF_CGROUP_INET_EGRESS);
+                   const std::string& pin, const std::string& hook = "egress") {
+  if (hook != "egress" && hook != "sendmsg4") throw ks::Error("unknown hook " + hook);
+  const bool sendmsg = hook == "sendmsg4";
+  const bpf_attach_type type = sendmsg ? BPF_CGROUP_UDP4_SENDMSG : BPF_CGROUP_INET_EGRESS;
+  LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = type);
   ks::UniqueFd prog(
-      bpf_prog_load(BPF_PROG_TYPE_CGROUP_SKB, name, "GPL", insns.data(), insns.size(), &opts));
+      bpf_prog_load(sendmsg ? BPF_PROG_TYPE_CGROUP_SOCK_ADDR : BPF_PROG_TYPE_CGROUP_SKB, name,
+                    "GPL", insns.data(), insns.size(), &opts));
   if (!prog) ks::throw_errno(std::string("loading ") + name);
   ks::UniqueFd cg = ks::open_cgroup(cgroup);
-  ks::UniqueFd link(bpf_link_create(prog.get(), cg.get(), BPF_CGROUP_INET_EGRESS, nullptr));
+  ks::UniqueFd link(bpf_link_create(prog.get(), cg.get(), type, nullptr));
   if (!link) ks::throw_errno(std::string("attaching ") + name);
   if (bpf_obj_pin(link.get(), pin.c_str()) != 0) ks::throw_errno("pinning " + pin);
   bpf_prog_info info{};
@@ -333,6 +339,8 @@ int main(int argc, char** argv) {
   auto* ae = app.add_subcommand("attach-empty", "pin an empty cgroup_skb egress program's link");
   ae->add_option("cgroup", cgroup)->required();
   ae->add_option("pin", pin)->required();
+  std::string empty_hook = "egress";
+  ae->add_option("--hook", empty_hook, "egress (default) or sendmsg4");
   auto* af = app.add_subcommand("attach-floor", "pin the pass path's floor program's link");
   af->add_option("cgroup", cgroup)->required();
   af->add_option("pin", pin)->required();
@@ -366,7 +374,7 @@ int main(int argc, char** argv) {
   sr->add_option("--mark", mark, "SO_MARK the socket first (0: leave it)");
   CLI11_PARSE(app, argc, argv);
   try {
-    if (*ae) return attach_program("ks_bench_empty", empty_program(), cgroup, pin);
+    if (*ae) return attach_program("ks_bench_empty", empty_program(), cgroup, pin, empty_hook);
     if (*af) return attach_program("ks_bench_floor", floor_program(floor_ifindex), cgroup, pin);
     if (*ps) return prog_stats(ids);
     if (*tr) return test_run(ids, ifindex, tr_mark, repeat, rounds);
