@@ -102,6 +102,12 @@ assert_eq "$(json_get "$st" /profiles/default/tunnels/0/state)" up "ksd sees wg0
 status_text=$(in_ct systemctl show -P StatusText ksd.service)
 [[ $status_text == *"default:wg0=up"* ]] || fail "ksd.service StatusText: '$status_text'"
 pass "ksd.service STATUS= shows the tunnel ($status_text)"
+# The unit gives ksd its priority (it cannot raise its own without CAP_SYS_NICE), and ksd
+# logs no warning about it.
+ksd_pid=$(in_ct systemctl show -P MainPID ksd.service)
+assert_eq "$(in_ct ps -o ni= -p "$ksd_pid" | tr -d ' ')" -10 "ksd.service runs at nice -10 (Nice=)"
+! in_ct journalctl -u ksd.service -b --no-pager | grep -q "cannot raise ksd's scheduling priority" ||
+  fail "ksd warned about its priority under systemd"
 assert_eq "$(in_ct systemctl is-active killswitch-early.service)" active "the early-boot unit ran first (Wants=)"
 
 assert_fails "protect refuses an unknown unit" in_ct "$KSCTL" systemd protect nosuch
