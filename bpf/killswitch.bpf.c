@@ -343,15 +343,18 @@ int ks_sock_create(struct bpf_sock *sk)
 	if (sk->family != AF_INET && sk->family != AF_INET6)
 		return KS_PASS;
 
-	state = bpf_sk_storage_get(&ks_sk_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!state)
-		return KS_DROP; /* cannot classify: refuse the socket rather than guess */
-
 	class = classify_current_task();
-	state->profile_id = class.profile_id;
-	state->reserved =
-	    bpf_get_netns_cookie(sk) == config_netns_cookie() ? 0 : KS_SK_FOREIGN_NETNS;
-	if (state->reserved & KS_SK_FOREIGN_NETNS) {
+	/* The mark is the classification. Socket storage, an allocation that cost ~2 µs of
+	 * the ~2.5 µs this program took per socket (docs/benchmarks.md), is made here only for
+	 * a socket of another network namespace, to say so should a privileged process
+	 * rewrite its mark; DNS makes it later for the sockets that need it (redirect_dns). A
+	 * socket whose mark is rewritten to one not ours has no profile: blocked. */
+	if (bpf_get_netns_cookie(sk) != config_netns_cookie()) {
+		state = bpf_sk_storage_get(&ks_sk_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!state)
+			return KS_DROP; /* cannot mark it foreign: refuse the socket */
+		state->profile_id = class.profile_id;
+		state->reserved = KS_SK_FOREIGN_NETNS;
 		/* See KS_MARK_BASE: the mark must not vouch for it. */
 		class.profile_id = KS_PROFILE_NONE;
 		class.app_slot = 0;
@@ -546,13 +549,21 @@ static __always_inline int judge_sock_addr(struct bpf_sock_addr *ctx, struct ks_
 	struct bpf_sock *sk = ctx->sk;
 	struct ks_class class;
 
-	/* DNS needs the socket's storage even with a mark: it remembers the server the app
-	 * asked there. */
-	state = classify_socket(sk, dst->port != KS_DNS_PORT, &class, &facts.foreign_netns);
+	state = classify_socket(sk, 1, &class, &facts.foreign_netns);
 	facts.profile_id = class.profile_id;
 	if (facts.profile_id != KS_PROFILE_NONE)
 		p = profile_of(facts.profile_id);
 	facts.profile_valid = p != 0;
+	/* DNS keeps the server the app asked in the socket's storage, made at its first query
+	 * (sock_create makes none for sockets of this namespace). */
+	if (p && !facts.foreign_netns && dst->port == KS_DNS_PORT && sk && !state) {
+		state = bpf_sk_storage_get(&ks_sk_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (state)
+			state->profile_id = facts.profile_id;
+		else
+			return refuse_addr(ctx, &asked, hook, family, facts.profile_id,
+					   KS_REASON_BLOCK_DNS, ENETUNREACH);
+	}
 	if (p && state && !facts.foreign_netns && redirect_dns(ctx, dst, state, p, family))
 		return refuse_addr(ctx, &asked, hook, family, facts.profile_id, KS_REASON_BLOCK_DNS,
 				   ENETUNREACH);
