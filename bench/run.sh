@@ -448,10 +448,17 @@ if wanted scale; then
   t0=${EPOCHREALTIME/./}
   "$KS_BENCH" apps "$slice" "$APPS" >/dev/null
   lab_log "scale: $APPS apps started in $(((${EPOCHREALTIME/./} - t0) / 1000)) ms"
-  # ksd start-up with all of them: re-adoption of the pinned state and the apps.
-  t0=${EPOCHREALTIME/./}
-  ks_start
-  startup_ms=$(((${EPOCHREALTIME/./} - t0) / 1000))
+  # ksd start-up with all of them: re-adoption of the pinned state and the apps, three
+  # times (stopped in between; the pins and the apps stay), the median and the slowest.
+  starts=()
+  for ((r = 0; r < 3; r++)); do
+    ((r == 0)) || ks_stop
+    t0=${EPOCHREALTIME/./}
+    ks_start
+    starts+=($(((${EPOCHREALTIME/./} - t0) / 1000)))
+  done
+  startup_ms=$(printf '%s\n' "${starts[@]}" | median)
+  startup_max=$(printf '%s\n' "${starts[@]}" | sort -n | tail -1)
   # Several processes: RLIMIT_NOFILE's hard limit may be low (raising it needs
   # CAP_SYS_RESOURCE, which this machine's root does not have).
   per=$(($(ulimit -Hn) - 100))
@@ -474,16 +481,30 @@ if wanted scale; then
   # Again after the lists (the first loads the task iterator): the larger of the two.
   rss_after=$(awk '/VmRSS/ { print $2 }' "/proc/$KS_DAEMON_PID/status")
   if ((rss_after > rss_kib)); then rss_kib=$rss_after; fi
+  # Whether a list holds up everyone else: ksd's answer time for status and a short events
+  # query, alone and while another client asks for the list over and over.
+  alone=$("$KS_BENCH" admin-latency --socket "$KS_SOCK" --count 100)
+  listing=$("$KS_BENCH" admin-latency --socket "$KS_SOCK" --count 100 --while-listing)
+  lab_log "scale: admin latency alone $alone; while listing $listing"
+  lat() { json_get "$1" "/$2" | awk '{ printf "%.1f", $1 / 1000 }'; }
   # ksd's CPU time while nothing happens (its 1 s timer runs), over 5 s.
   cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$KS_DAEMON_PID/stat"; }
   c0=$(cpu_ticks)
   sleep 5
   idle_ms=$((($(cpu_ticks) - c0) * 1000 / $(getconf CLK_TCK) / 5))
-  row scale_ksd_startup "$startup_ms ms" "($APPS apps to adopt)" "$startup_ms ms" "< 1000 ms" \
-    "$(verdict "$startup_ms < 1000") (incl. waiting for the socket)"
+  row scale_ksd_startup "$startup_ms ms (max $startup_max)" "($APPS apps to adopt)" \
+    "${starts[*]} ms" "<= 500 ms" "$(verdict "$startup_max <= 500") (3 starts, incl. waiting for the socket)"
   row scale_ksd_rss "$((rss_kib / 1024)) MiB" "($APPS apps, $SOCKS sockets)" "$rss_kib KiB" "<= 16 MiB" \
-    "$(verdict "$rss_kib <= 16384")"
-  row scale_ksctl_list "$lm ms" "($APPS apps)" "$lm ms" "< 200 ms" "$(verdict "$lm < 200")"
+    "$(verdict "$rss_kib <= 16384") (after the lists)"
+  row scale_ksctl_list "$lm ms" "($APPS apps)" "$lm ms" "<= 100 ms" "$(verdict "$lm <= 100") (median of 5)"
+  row scale_status_during_list "p99 $(lat "$listing" status_p99_us) ms" \
+    "p99 $(lat "$alone" status_p99_us) ms alone" \
+    "p50 $(lat "$listing" status_p50_us) ms, max $(lat "$listing" status_max_us)" "unaffected" \
+    "$(json_get "$listing" /lists) lists meanwhile"
+  row scale_events_during_list "p99 $(lat "$listing" events_p99_us) ms" \
+    "p99 $(lat "$alone" events_p99_us) ms alone" \
+    "p50 $(lat "$listing" events_p50_us) ms, max $(lat "$listing" events_max_us)" "unaffected" \
+    "(events --limit 10)"
   row scale_ksd_idle_cpu "$idle_ms ms/s" "($APPS apps)" "$idle_ms ms CPU per s" "—" \
     "informational"
   # Per-packet cost with the maps full: the same measurement as benchmark 1.

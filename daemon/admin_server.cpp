@@ -49,7 +49,7 @@ AdminServer::ClientId AdminServer::adopt(UniqueFd connection) {
   const int fd = connection.get();
   const ClientId id = next_id_++;
   watcher_.watch(fd);
-  clients_[fd] = Client{std::move(connection), id};
+  clients_[fd] = Client{std::move(connection), id, false, false, nullptr};
   return id;
 }
 
@@ -60,7 +60,10 @@ bool AdminServer::on_ready(int fd) {
   }
   auto it = clients_.find(fd);
   if (it == clients_.end()) return false;
-  on_request(it->second);
+  if (it->second.stream)
+    pump_stream(it->second);
+  else
+    on_request(it->second);
   return true;
 }
 
@@ -94,6 +97,12 @@ AdminServer::Client* AdminServer::find(ClientId id) {
 bool AdminServer::is_following(ClientId client) const {
   for (const auto& [fd, c] : clients_)
     if (c.id == client) return c.following;
+  return false;
+}
+
+bool AdminServer::is_streaming(ClientId client) const {
+  for (const auto& [fd, c] : clients_)
+    if (c.id == client) return c.stream != nullptr;
   return false;
 }
 
@@ -147,9 +156,13 @@ void AdminServer::on_request(Client& client) {
       // Waiting from before the handler runs: a reply_later() from inside it (a callback
       // that fires at once) finds the client waiting.
       client.awaiting_reply = true;
-      std::optional<std::string> now = handler_(id, *request, peer);
+      std::optional<Reply> now = handler_(id, *request, peer);
       if (!now) return;  // answered later (reply_later)
-      reply = std::move(*now);
+      if (now->stream) {
+        if (Client* c = find(id)) start_stream(*c, std::move(now->stream));
+        return;
+      }
+      reply = std::move(now->text);
     }
   } catch (const std::exception& e) {
     reply = ipc::message_text({{"ok", false}, {"error", e.what()}});
@@ -164,6 +177,80 @@ void AdminServer::on_request(Client& client) {
     reply = std::string();
     ::malloc_trim(0);
   }
+}
+
+void AdminServer::start_stream(Client& client, std::unique_ptr<TextSource> source) {
+  auto stream = std::make_unique<Stream>();
+  stream->source = std::move(source);
+  stream->message = ipc::kStreamHeader;
+  stream->deadline = std::chrono::steady_clock::now() + kStreamTimeout;
+  client.stream = std::move(stream);
+  // Room for a dozen fragments in flight (the receiver's queue holds about that many): fewer
+  // turns of "buffer full, wait for the reader". SO_SNDBUFFORCE needs CAP_NET_ADMIN (ksd
+  // has it), SO_SNDBUF is capped by net.core.wmem_max; either may fail, which only means
+  // more turns.
+  const int buffer_bytes = static_cast<int>(16 * ipc::kFragmentBytes);
+  const int fd = client.fd.get();
+  if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &buffer_bytes, sizeof(buffer_bytes)) != 0)
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer_bytes, sizeof(buffer_bytes));
+  watcher_.watch_output(fd, true);
+  pump_stream(client);
+}
+
+void AdminServer::pump_stream(Client& client) {
+  Stream& s = *client.stream;
+  const ClientId id = client.id;
+  std::size_t sent = 0;
+  try {
+    while (sent < kStreamBytesPerTurn) {
+      if (s.message.empty()) {
+        // The next message: up to a fragment of text after the tag byte; what the source
+        // made beyond that (part of an app) carries over into the message after it.
+        s.message.assign(1, ipc::kStreamData);
+        s.message += s.text;
+        s.text.clear();
+        while (!s.done && s.message.size() <= ipc::kFragmentBytes)
+          s.done = !s.source->next(s.message);
+        if (s.message.size() > 1 + ipc::kFragmentBytes) {
+          s.text.assign(s.message, 1 + ipc::kFragmentBytes);
+          s.message.resize(1 + ipc::kFragmentBytes);
+        }
+        if (s.message.size() == 1) {  // no text left: the end, with the length to check
+          s.message = ipc::kStreamEnd + std::to_string(s.total);
+        } else {
+          s.total += s.message.size() - 1;
+        }
+      }
+      const ssize_t n =
+          ::send(client.fd.get(), s.message.data(), s.message.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;  // on when there is room
+      if (n != static_cast<ssize_t>(s.message.size())) {
+        close_client(id);
+        return;
+      }
+      sent += s.message.size();
+      if (s.message.front() == ipc::kStreamEnd) break;
+      s.message.clear();
+    }
+  } catch (const std::exception& e) {
+    const std::string error = ipc::kStreamError + std::string(e.what());
+    ::send(client.fd.get(), error.data(), error.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    close_client(id);
+    return;
+  }
+  if (s.message.empty() || s.message.front() != ipc::kStreamEnd) return;  // more next turn
+  const bool large = s.total > kTrimAfterReplyBytes;
+  client.stream.reset();
+  client.awaiting_reply = false;
+  watcher_.watch_output(client.fd.get(), false);
+  if (large) ::malloc_trim(0);  // what the source held (see kTrimAfterReplyBytes)
+}
+
+void AdminServer::expire(std::chrono::steady_clock::time_point now) {
+  std::vector<ClientId> late;
+  for (const auto& [fd, c] : clients_)
+    if (c.stream && c.stream->deadline < now) late.push_back(c.id);
+  for (ClientId id : late) close_client(id);
 }
 
 void AdminServer::reply_later(ClientId client, const nlohmann::json& reply) {
@@ -187,7 +274,9 @@ void AdminServer::push_event(std::string_view event_json) {
     Client* c = find(id);
     // No waiting for a follower: one that cannot take an event at once has fallen behind
     // (or gone), and its stream ends rather than hold up the daemon.
-    if (c && !ipc::try_send_text(c->fd.get(), text)) close_client(id);
+    // One that is taking a streamed reply (a list asked for while following) cannot take
+    // an event in the middle of it: its stream ends too.
+    if (c && (c->stream || !ipc::try_send_text(c->fd.get(), text))) close_client(id);
   }
 }
 

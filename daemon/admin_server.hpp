@@ -7,9 +7,11 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -24,17 +26,44 @@ class FdWatcher {
   virtual ~FdWatcher() = default;
   virtual void watch(int fd) = 0;
   virtual void unwatch(int fd) = 0;
+  // Input only (false), or output only (true): a client whose reply is being streamed is
+  // watched for room to write, and its next request waits in the socket until it is done.
+  virtual void watch_output(int fd, bool output) = 0;
+};
+
+// A reply made part by part (ksctl list): the server asks for the next part when the
+// client can take more, so the daemon never holds the whole text and serves its other
+// clients (status, events, launches) in between.
+class TextSource {
+ public:
+  virtual ~TextSource() = default;
+  // Appends the next part of the text to out; false when the text is complete (nothing
+  // appended). Throws ks::Error: the client is told so and closed.
+  virtual bool next(std::string& out) = 0;
+};
+
+// What a request's handler answers: JSON text at once, or a source to stream.
+struct Reply {
+  Reply(std::string json_text) : text(std::move(json_text)) {}  // NOLINT: implicit on purpose
+  Reply(std::unique_ptr<TextSource> source) : stream(std::move(source)) {}  // NOLINT
+  std::string text;
+  std::unique_ptr<TextSource> stream;
 };
 
 class AdminServer {
  public:
   // A client for as long as its connection lives; never re-used (unlike its fd number).
   using ClientId = std::uint64_t;
-  // The reply as JSON text, or nothing when it comes later through reply_later().
-  using Handler = std::function<std::optional<std::string>(ClientId, const ipc::Request&,
-                                                           const ipc::PeerCred&)>;
+  // The reply, or nothing when it comes later through reply_later().
+  using Handler =
+      std::function<std::optional<Reply>(ClientId, const ipc::Request&, const ipc::PeerCred&)>;
 
   static constexpr std::size_t kMaxClients = 256;
+  // A streamed reply not taken within this time ends (a client that stopped reading cannot
+  // hold a snapshot of the list in ksd's memory for ever).
+  static constexpr std::chrono::seconds kStreamTimeout{30};
+  // At most this much of a stream is sent per turn of the loop, then the other fds get theirs.
+  static constexpr std::size_t kStreamBytesPerTurn = 4 * ipc::kFragmentBytes;
 
   AdminServer(FdWatcher& watcher, std::optional<gid_t> admin_gid, Handler handler);
 
@@ -59,19 +88,35 @@ class AdminServer {
   // (too slow or gone: its stream ends rather than block the daemon).
   void push_event(std::string_view event_json);
 
+  // Ends streams whose client has not taken them by kStreamTimeout.
+  void expire(std::chrono::steady_clock::time_point now);
+
   std::size_t client_count() const { return clients_.size(); }
   bool is_following(ClientId client) const;
+  bool is_streaming(ClientId client) const;
 
  private:
+  struct Stream {
+    std::unique_ptr<TextSource> source;
+    std::string message;    // the next message to send (tag byte and text), when not empty
+    std::string text;       // made by the source, not yet in a message
+    std::size_t total = 0;  // bytes of text in messages so far
+    bool done = false;      // the source said the text is complete
+    std::chrono::steady_clock::time_point deadline;
+  };
   struct Client {
     UniqueFd fd;
     ClientId id = 0;
     bool awaiting_reply = false;
     bool following = false;
+    std::unique_ptr<Stream> stream;  // a reply being streamed
   };
 
   void accept_all();
   void on_request(Client& client);
+  void start_stream(Client& client, std::unique_ptr<TextSource> source);
+  // Sends what the client can take of its stream now, up to kStreamBytesPerTurn.
+  void pump_stream(Client& client);
   // Sends text to the client; on failure closes it and returns false.
   bool send_or_close(Client& client, std::string_view text);
   Client* find(ClientId id);

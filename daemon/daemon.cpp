@@ -224,6 +224,7 @@ void Daemon::on_timer() {
   try {
     policy_.retry();
     launches_.expire(std::chrono::steady_clock::now());
+    server_.expire(std::chrono::steady_clock::now());
     guard_tree();
     registry_.sweep();
     if (++sweeps_since_summary_ >= kSummaryEverySweeps) {
@@ -261,13 +262,13 @@ void Daemon::guard_tree() {
   }
 }
 
-std::optional<std::string> Daemon::handle(AdminServer::ClientId client, const ipc::Request& request,
-                                          const ipc::PeerCred& peer) {
+std::optional<Reply> Daemon::handle(AdminServer::ClientId client, const ipc::Request& request,
+                                    const ipc::PeerCred& peer) {
   switch (request.op) {
     case ipc::Op::kStatus:
       return reports_.status_text();
     case ipc::Op::kList:
-      return reports_.list_text();
+      return reports_.list_source();
     case ipc::Op::kReload:
       policy_.reload();
       return ipc::message_text({{"ok", true}});

@@ -54,8 +54,8 @@ class Daemon {
 
  private:
   // The reply as JSON text, or nothing when it comes later (a launch waiting for systemd).
-  std::optional<std::string> handle(AdminServer::ClientId client, const ipc::Request& request,
-                                    const ipc::PeerCred& peer);
+  std::optional<Reply> handle(AdminServer::ClientId client, const ipc::Request& request,
+                              const ipc::PeerCred& peer);
   std::string events_text(AdminServer::ClientId client, const ipc::Request& request);
   // True to stop: SIGTERM or SIGINT (SIGHUP reloads).
   bool on_signals();

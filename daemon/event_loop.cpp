@@ -21,6 +21,8 @@ void EventLoop::unwatch(int fd) {
   ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);  // may be closed already
 }
 
+void EventLoop::watch_output(int fd, bool output) { watch_for(fd, output ? EPOLLOUT : EPOLLIN); }
+
 void EventLoop::watch_for(int fd, std::uint32_t events) {
   epoll_event ev{};
   ev.events = events;

@@ -17,6 +17,7 @@ class EventLoop : public FdWatcher {
   EventLoop();                  // throws ks::Error
   void watch(int fd) override;  // for input; throws ks::Error
   void unwatch(int fd) override;
+  void watch_output(int fd, bool output) override;
   // Watch fd for `events` (EPOLLIN/EPOLLOUT), adding or changing its registration.
   void watch_for(int fd, std::uint32_t events);
   // Blocks until fds are ready (signals are fds too); their numbers.

@@ -126,47 +126,76 @@ std::optional<PidsByCgroup> Reports::pids_by_cgroup() {
   }
 }
 
-std::string Reports::list_text() {
-  const Config& config = policy_.config();
-  // One read of the classification map for the whole list, not one per app.
-  const auto entries = enforcement_.cgroup_entries();
-  std::map<std::uint64_t, std::uint32_t> known;
-  for (const auto& [id, value] : entries) known[id] = value.profile_id;
-  // The apps ksd tracks need no stat, no walk up the tree and no /proc read: their id,
-  // profile and command are known (with 10,000 apps, that was most of the time).
-  std::unordered_map<std::string, App*> tracked;
-  for (auto& [id, app] : registry_.apps()) tracked[app.path] = &app;
-  const auto by_cgroup = enforcement_.all_counters_by_cgroup();
-  const auto by_slot = enforcement_.all_counters_by_slot();
-  // Only known cgroups in the tree: those are the ones to list, no directory walk (three
-  // syscalls per app). Anything else and the walk finds it.
-  std::vector<std::string> cgroups;
-  if (tree_.holds_only(config, registry_.apps().size())) {
-    for (const auto& p : config.profiles) cgroups.push_back(tree_.profile_slice_path(p.name));
-    for (const auto& [id, app] : registry_.apps()) cgroups.push_back(app.path);
-  } else {
-    tree_.walk([&](const std::string& cg) { cgroups.push_back(cg); });
+// The list, made a few apps at a time from a snapshot taken when it was asked for (which
+// cgroups, their pids, the counters): the text of 10,000 apps is 4 MB, and ksd neither holds
+// it all nor stops serving its other clients while it goes out.
+class Reports::ListSource : public TextSource {
+ public:
+  ListSource(Reports& reports, std::optional<PidsByCgroup> all_pids)
+      : reports_(reports),
+        all_pids_(std::move(all_pids)),
+        entries_(reports.enforcement_.cgroup_entries()),
+        by_cgroup_(reports.enforcement_.all_counters_by_cgroup()),
+        by_slot_(reports.enforcement_.all_counters_by_slot()) {
+    for (const auto& [id, value] : entries_) known_[id] = value.profile_id;
+    const Config& config = reports.policy_.config();
+    const ProtectedTree& tree = reports.tree_;
+    // Only known cgroups in the tree: those are the ones to list, no directory walk (three
+    // syscalls per app). Anything else and the walk finds it. The apps ksd tracks need no
+    // stat, no walk up the tree and no /proc read: their id, profile and command are known.
+    std::unordered_map<std::string, std::uint64_t> tracked;
+    for (const auto& [id, app] : reports.registry_.apps()) tracked[app.path] = id;
+    auto add = [&](const std::string& cg) {
+      auto app = tracked.find(cg);
+      rows_.push_back(Row{cg, app == tracked.end() ? 0 : app->second, app != tracked.end()});
+    };
+    if (tree.holds_only(config, reports.registry_.apps().size())) {
+      for (const auto& p : config.profiles) add(tree.profile_slice_path(p.name));
+      for (const auto& [id, app] : reports.registry_.apps()) add(app.path);
+    } else {
+      tree.walk(add);
+    }
+    // Without the iterator each app's cgroup.procs is read relative to its slice, opened
+    // once: sorted, each slice's apps come together.
+    if (!all_pids_)
+      std::sort(rows_.begin(), rows_.end(),
+                [](const Row& a, const Row& b) { return a.path < b.path; });
   }
-  std::string out;
-  // About 430 bytes per app; reserved generously, so that the text is never copied to a
-  // doubled buffer (pages reserved but never written cost no memory).
-  out.reserve(cgroups.size() * 1024 + 64);
-  JsonText j(out);
-  j.begin_object().member("ok", true).key("apps").begin_array();
-  const auto all_pids = pids_by_cgroup();
-  // Without the iterator: apps share their slice, so open it once and read each app's
-  // cgroup.procs relative to it (sorted, so that each slice's apps come together).
-  std::sort(cgroups.begin(), cgroups.end());
-  std::string parent_path;
-  UniqueFd parent;
-  for (const std::string& cg : cgroups) {
-    auto app = tracked.find(cg);
-    const bool is_app = app != tracked.end();
+
+  bool next(std::string& out) override {
+    if (stage_ == Stage::kDone) return false;
+    JsonText j(out, after_value_);
+    if (stage_ == Stage::kStart) {
+      j.begin_object().member("ok", true).key("apps").begin_array();
+      stage_ = Stage::kApps;
+    }
+    // A few apps per call: the server asks again until it has a fragment's worth.
+    for (int n = 0; n < kAppsPerCall && at_ < rows_.size(); ++at_) n += write_app(j, rows_[at_]);
+    if (at_ == rows_.size()) {
+      j.end_array().end_object();
+      stage_ = Stage::kDone;
+    }
+    after_value_ = j.after_value();
+    return true;
+  }
+
+ private:
+  struct Row {
+    std::string path;      // absolute cgroup path
+    std::uint64_t id = 0;  // known for apps ksd tracks, otherwise found when needed
+    bool is_app = false;   // tracked by ksd
+  };
+  enum class Stage { kStart, kApps, kDone };
+  static constexpr int kAppsPerCall = 16;
+
+  // One app's object, when it still has processes; 1 when one was written.
+  int write_app(JsonText& j, const Row& row) {
+    const ProtectedTree& tree = reports_.tree_;
     // The id of a cgroup ksd does not track needs a stat; 0 when it is gone meanwhile.
     auto id_of = [&]() -> std::uint64_t {
-      if (is_app) return app->second->cgroup_id;
+      if (row.is_app) return row.id;
       try {
-        return cgroup_id(cg);
+        return cgroup_id(row.path);
       } catch (const Error&) {
         return 0;
       }
@@ -174,44 +203,63 @@ std::string Reports::list_text() {
     std::vector<pid_t> read_pids;
     std::span<const pid_t> pids;
     std::uint64_t id = 0;
-    if (all_pids) {
-      if ((id = id_of()) == 0) continue;
-      pids = all_pids->of(id);
+    if (all_pids_) {
+      if ((id = id_of()) == 0) return 0;
+      pids = all_pids_->of(id);
     } else {
-      const std::size_t slash = cg.find_last_of('/');
-      if (std::string_view(cg).substr(0, slash) != parent_path) {
-        parent_path = cg.substr(0, slash);
-        parent = UniqueFd(::open(parent_path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+      const std::size_t slash = row.path.find_last_of('/');
+      if (std::string_view(row.path).substr(0, slash) != parent_path_) {
+        parent_path_ = row.path.substr(0, slash);
+        parent_ = UniqueFd(::open(parent_path_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
       }
-      read_pids = parent ? cgroup_pids_at(parent.get(), cg.substr(slash + 1)) : cgroup_pids(cg);
+      read_pids = parent_ ? cgroup_pids_at(parent_.get(), row.path.substr(slash + 1))
+                          : cgroup_pids(row.path);
       pids = read_pids;
     }
-    if (pids.empty()) continue;
-    if (!all_pids && (id = id_of()) == 0) continue;  // (a stat: only for cgroups with processes)
+    if (pids.empty()) return 0;
+    if (!all_pids_ && (id = id_of()) == 0) return 0;  // (a stat: only for cgroups with processes)
+    // An app ksd tracks may have ended since the snapshot: then it is listed as found.
+    App* app = row.is_app ? reports_.registry_.find(id) : nullptr;
     std::uint32_t profile = KS_PROFILE_NONE;
-    if (auto entry = known.find(id); is_app && entry != known.end())
+    if (auto entry = known_.find(id); app && entry != known_.end())
       profile = entry->second;
     else
-      profile = tree_.profile_of(cg, known);
-    if (is_app && app->second->command.empty()) app->second->command = read_cmdline(pids.front());
+      profile = tree.profile_of(row.path, known_);
+    if (app && app->command.empty()) app->command = read_cmdline(pids.front());
     Counters c;
-    if (auto it = by_cgroup.find(id); it != by_cgroup.end()) c += it->second;
-    if (auto entry = entries.find(id); entry != entries.end() && entry->second.app_slot != 0 &&
-                                       entry->second.app_slot < by_slot.size())
-      c += by_slot[entry->second.app_slot];
+    if (auto it = by_cgroup_.find(id); it != by_cgroup_.end()) c += it->second;
+    if (auto entry = entries_.find(id); entry != entries_.end() && entry->second.app_slot != 0 &&
+                                        entry->second.app_slot < by_slot_.size())
+      c += by_slot_[entry->second.app_slot];
 
-    const std::string name = policy_.name_of(profile);
-    j.begin_object().member("cgroup", tree_.relative(cg)).member("cgroup_id", id);
+    const std::string name = reports_.policy_.name_of(profile);
+    j.begin_object().member("cgroup", tree.relative(row.path)).member("cgroup_id", id);
     j.member("profile", name.front() == '(' ? std::string("(none: blocked)") : name);
     j.key("pids").begin_array();
     for (pid_t pid : pids) j.value(std::int64_t{pid});
     j.end_array();
-    j.member("command", is_app ? app->second->command : read_cmdline(pids.front()));
+    j.member("command", app ? app->command : read_cmdline(pids.front()));
     j.member("allowed_packets", c.allowed_packets).member("blocked_packets", c.blocked_packets);
     j.key("counters").counters(c).end_object();
+    return 1;
   }
-  j.end_array().end_object();
-  return out;
+
+  Reports& reports_;
+  const std::optional<PidsByCgroup> all_pids_;
+  const std::map<std::uint64_t, ks_cgroup_value> entries_;
+  const std::map<std::uint64_t, Counters> by_cgroup_;
+  const std::vector<Counters> by_slot_;
+  std::map<std::uint64_t, std::uint32_t> known_;
+  std::vector<Row> rows_;
+  std::size_t at_ = 0;
+  Stage stage_ = Stage::kStart;
+  bool after_value_ = false;  // the text so far ends in an app (the next one needs a comma)
+  std::string parent_path_;
+  UniqueFd parent_;
+};
+
+std::unique_ptr<TextSource> Reports::list_source() {
+  return std::make_unique<ListSource>(*this, pids_by_cgroup());
 }
 
 }  // namespace ks

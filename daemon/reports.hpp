@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 
+#include "admin_server.hpp"
 #include "app_registry.hpp"
 #include "killswitch/enforcement.hpp"
 #include "killswitch/task_cgroups.hpp"
@@ -20,10 +21,13 @@ class Reports {
 
   std::string status_text();
   // Every cgroup of the tree with processes in it: its profile, pids, command, counters.
-  // Fills in the command of tracked apps that have none yet.
-  std::string list_text();
+  // Fills in the command of tracked apps that have none yet. A source to stream (what
+  // ksd answers), from a snapshot of the tree, pids and counters taken now.
+  std::unique_ptr<TextSource> list_source();
 
  private:
+  class ListSource;
+
   // How many cgroups of the tree have processes.
   std::size_t protected_apps() const;
   // Every process's pids by cgroup id in one read (the task iterator, loaded on the first

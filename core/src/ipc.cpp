@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <string_view>
+#include <tuple>
 #include <utility>
 
 #include "killswitch/config.hpp"
@@ -179,8 +180,6 @@ namespace {
 // {"fragments": N, "bytes": B} followed by N raw messages holding the JSON text's bytes
 // (one SOCK_SEQPACKET message must fit the socket buffer, about 200 KiB by default). Raw,
 // not JSON strings: the text is written once and parsed once.
-constexpr std::size_t kFragmentBytes = 64 * 1024;
-constexpr std::size_t kMaxAssembledBytes = 64 * 1024 * 1024;
 constexpr int kSendTimeoutMs = 5000;
 
 using Deadline = std::chrono::steady_clock::time_point;
@@ -248,22 +247,6 @@ void send_message(int fd, const nlohmann::json& message) { send_text(fd, message
 
 namespace {
 
-// One message into buf (kMaxMessageBytes long); returns its length. Throws on timeout,
-// error or EOF. (One buffer for all fragments: resizing a string to the maximum for each
-// would zero-fill it each time.)
-std::size_t receive_one(int fd, int timeout_ms, char* buf) {
-  pollfd p{fd, POLLIN, 0};
-  int r;
-  do r = ::poll(&p, 1, timeout_ms);
-  while (r < 0 && errno == EINTR);
-  if (r < 0) throw_errno("poll");
-  if (r == 0) throw Error("no answer within " + std::to_string(timeout_ms) + " ms");
-  ssize_t n = ::recv(fd, buf, kMaxMessageBytes, 0);
-  if (n < 0) throw_errno("cannot read the answer");
-  if (n == 0) throw Error("the other side closed the connection");
-  return static_cast<std::size_t>(n);
-}
-
 // The first message of a reply, when it is a fragment header: the number of fragments and
 // of bytes it announces (checked against each other and the limit).
 std::optional<std::pair<std::size_t, std::size_t>> fragment_header(const std::string& first) {
@@ -285,20 +268,89 @@ std::optional<std::pair<std::size_t, std::size_t>> fragment_header(const std::st
 
 }  // namespace
 
-std::string receive_text(int fd, int timeout_ms) {
-  std::unique_ptr<char[]> buf(new char[kMaxMessageBytes]);
-  std::string first(buf.get(), receive_one(fd, timeout_ms, buf.get()));
-  const auto header = fragment_header(first);
-  if (!header) return first;
-  const auto [count, total] = *header;
-  std::string assembled;
-  assembled.reserve(total);
-  for (std::size_t i = 0; i < count; ++i) {
-    assembled.append(buf.get(), receive_one(fd, timeout_ms, buf.get()));
-    if (assembled.size() > total) throw Error("malformed answer (more bytes than announced)");
+ReplyReader::ReplyReader(int fd, int timeout_ms)
+    : fd_(fd), timeout_ms_(timeout_ms), buf_(new char[kMaxMessageBytes]) {}
+
+// One message into buf_ (one buffer for all of them: a string resized to the maximum for
+// each would zero-fill it each time); its length.
+std::size_t ReplyReader::receive() {
+  pollfd p{fd_, POLLIN, 0};
+  int r;
+  do r = ::poll(&p, 1, timeout_ms_);
+  while (r < 0 && errno == EINTR);
+  if (r < 0) throw_errno("poll");
+  if (r == 0) throw Error("no answer within " + std::to_string(timeout_ms_) + " ms");
+  ssize_t n = ::recv(fd_, buf_.get(), kMaxMessageBytes, 0);
+  if (n < 0) throw_errno("cannot read the answer");
+  if (n == 0) throw Error("the other side closed the connection");
+  return static_cast<std::size_t>(n);
+}
+
+bool ReplyReader::next(std::string_view& part) {
+  switch (state_) {
+    case State::kDone:
+      return false;
+    case State::kFirst: {
+      const std::string_view first(buf_.get(), receive());
+      if (first == kStreamHeader) {
+        state_ = State::kStream;
+        return next(part);
+      }
+      const auto header = fragment_header(std::string(first));
+      if (!header) {
+        state_ = State::kDone;
+        part = first;
+        return true;
+      }
+      std::tie(fragments_left_, announced_) = *header;
+      state_ = State::kFragments;
+      return next(part);
+    }
+    case State::kFragments: {
+      if (fragments_left_ == 0) {
+        if (received_ != announced_) throw Error("malformed answer (fewer bytes than announced)");
+        state_ = State::kDone;
+        return false;
+      }
+      --fragments_left_;
+      part = std::string_view(buf_.get(), receive());
+      if ((received_ += part.size()) > announced_)
+        throw Error("malformed answer (more bytes than announced)");
+      return true;
+    }
+    case State::kStream:
+      for (;;) {
+        const std::size_t n = receive();
+        const std::string_view body(buf_.get() + 1, n - 1);
+        switch (buf_[0]) {
+          case kStreamData:
+            if ((received_ += body.size()) > kMaxAssembledBytes)
+              throw Error("malformed answer (stream too long)");
+            if (body.empty()) continue;
+            part = body;
+            return true;
+          case kStreamEnd:
+            if (body != std::to_string(received_))
+              throw Error("malformed answer (stream of " + std::string(body.substr(0, 20)) +
+                          " bytes, received " + std::to_string(received_) + ")");
+            state_ = State::kDone;
+            return false;
+          case kStreamError:
+            throw Error(std::string(body.substr(0, 1000)));
+          default:
+            throw Error("malformed answer (bad stream message)");
+        }
+      }
   }
-  if (assembled.size() != total) throw Error("malformed answer (fewer bytes than announced)");
-  return assembled;
+  return false;
+}
+
+std::string receive_text(int fd, int timeout_ms) {
+  ReplyReader reader(fd, timeout_ms);
+  std::string text;
+  std::string_view part;
+  while (reader.next(part)) text.append(part);
+  return text;
 }
 
 nlohmann::json receive_message(int fd, int timeout_ms) {

@@ -24,6 +24,9 @@
 //                                once all are in place (the apps stay; cgroup.kill ends them)
 //   connect-rate --dst IP:PORT --count N   TCP connect()+close() N times; per-second rate
 //   send-rate --dst IP:PORT --count N [--mark M]  UDP sendto() N times (errors counted); rate
+//   admin-latency --socket S --count N [--while-listing]
+//                                ksd's answer time for N status and N short events requests
+//                                (p50/p99/max µs), with a thread asking for the list meanwhile
 //
 // Every subcommand prints one JSON line.
 #include <arpa/inet.h>
@@ -36,6 +39,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -46,11 +50,14 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "killswitch/cgroup.hpp"
 #include "killswitch/error.hpp"
 #include "killswitch/fd.hpp"
+#include "killswitch/ipc.hpp"
 
 namespace {
 
@@ -235,6 +242,60 @@ int launch(unsigned n, const std::vector<std::string>& command) {
   return failures ? 1 : 0;
 }
 
+// ksd's answer time for small requests (status, a short events query), n of each, with
+// or without a thread that asks for the list over and over meanwhile: whether a big reply
+// holds up everyone else.
+int admin_latency(const std::string& socket_path, unsigned n, bool while_listing) {
+  std::atomic<bool> done{false};
+  std::atomic<unsigned> lists{0};
+  std::string list_error;
+  std::thread lister;
+  if (while_listing)
+    lister = std::thread([&] {
+      try {
+        while (!done) {
+          ks::UniqueFd fd = ks::ipc::connect_to(socket_path);
+          ks::ipc::send_message(fd.get(), {{"op", "list"}});
+          if (ks::ipc::receive_text(fd.get(), 10000).size() < 10) throw ks::Error("short list");
+          ++lists;
+        }
+      } catch (const std::exception& e) {
+        list_error = e.what();
+      }
+    });
+  // Let the first list begin.
+  if (while_listing) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  std::vector<double> status_us, events_us;
+  for (unsigned i = 0; i < n; ++i) {
+    for (auto [request, us] :
+         {std::pair{nlohmann::json{{"op", "status"}}, &status_us},
+          std::pair{nlohmann::json{{"op", "events"}, {"limit", 10}}, &events_us}}) {
+      auto t0 = Clock::now();
+      if (!ks::ipc::call(socket_path, request).value("ok", false)) throw ks::Error("not ok");
+      us->push_back(seconds_since(t0) * 1e6);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  done = true;
+  if (lister.joinable()) lister.join();
+  if (!list_error.empty()) throw ks::Error("list: " + list_error);
+  auto pct = [](std::vector<double>& us, double p) {
+    std::sort(us.begin(), us.end());
+    return us[static_cast<std::size_t>(p * static_cast<double>(us.size() - 1))];
+  };
+  std::cout << nlohmann::json{{"requests", n},
+                              {"lists", lists.load()},
+                              {"status_p50_us", pct(status_us, 0.5)},
+                              {"status_p99_us", pct(status_us, 0.99)},
+                              {"status_max_us", status_us.back()},
+                              {"events_p50_us", pct(events_us, 0.5)},
+                              {"events_p99_us", pct(events_us, 0.99)},
+                              {"events_max_us", events_us.back()}}
+                   .dump()
+            << "\n";
+  return 0;
+}
+
 volatile std::sig_atomic_t stop = 0;
 
 int sockets(unsigned n, const std::string& ready_file) {
@@ -372,6 +433,12 @@ int main(int argc, char** argv) {
   sr->add_option("--count", n)->required();
   unsigned mark = 0;
   sr->add_option("--mark", mark, "SO_MARK the socket first (0: leave it)");
+  auto* al = app.add_subcommand("admin-latency", "ksd's answer time for status and events");
+  std::string socket_path;
+  al->add_option("--socket", socket_path)->required();
+  al->add_option("--count", n)->required();
+  bool while_listing = false;
+  al->add_flag("--while-listing", while_listing, "a thread asks for the list meanwhile");
   CLI11_PARSE(app, argc, argv);
   try {
     if (*ae) return attach_program("ks_bench_empty", empty_program(), cgroup, pin, empty_hook);
@@ -383,6 +450,7 @@ int main(int argc, char** argv) {
     if (*ap) return apps(cgroup, n);
     if (*cr) return connect_rate(dst, n);
     if (*sr) return send_rate(dst, n, mark);
+    if (*al) return admin_latency(socket_path, n, while_listing);
   } catch (const std::exception& e) {
     std::cerr << "ks-bench: " << e.what() << "\n";
     return 2;

@@ -10,11 +10,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
+
+#include "killswitch/error.hpp"
 
 namespace ks {
 namespace {
@@ -22,8 +27,45 @@ namespace {
 class RecordingWatcher : public FdWatcher {
  public:
   void watch(int fd) override { watched.insert(fd); }
-  void unwatch(int fd) override { watched.erase(fd); }
+  void unwatch(int fd) override {
+    watched.erase(fd);
+    output.erase(fd);
+  }
+  void watch_output(int fd, bool on) override {
+    if (on)
+      output.insert(fd);
+    else
+      output.erase(fd);
+  }
   std::set<int> watched;
+  std::set<int> output;  // watched for room to write instead of input
+};
+
+// The list as a stream: {"ok":true,"apps":[0,1,...]} a few numbers per part; it fails at
+// `fail_at` when set.
+class CountingSource : public TextSource {
+ public:
+  CountingSource(int count, int fail_at = -1) : count_(count), fail_at_(fail_at) {}
+  bool next(std::string& out) override {
+    if (at_ == -1) {
+      out += R"({"ok":true,"apps":[)";
+      at_ = 0;
+      return true;
+    }
+    if (at_ > count_) return false;
+    for (int i = 0; i < 50 && at_ < count_; ++i, ++at_) {
+      if (at_ == fail_at_) throw Error("the source failed");
+      out += (at_ ? "," : "") + std::to_string(at_);
+    }
+    if (at_ == count_) {
+      out += "]}";
+      ++at_;
+    }
+    return true;
+  }
+
+ private:
+  int count_, fail_at_, at_ = -1;
 };
 
 class AdminServerTest : public ::testing::Test {
@@ -31,8 +73,10 @@ class AdminServerTest : public ::testing::Test {
   AdminServerTest()
       : server_(watcher_, std::nullopt,
                 [this](AdminServer::ClientId client, const ipc::Request& request,
-                       const ipc::PeerCred&) -> std::optional<std::string> {
+                       const ipc::PeerCred&) -> std::optional<Reply> {
                   handled_.push_back(request.op);
+                  if (request.op == ipc::Op::kList)
+                    return Reply(std::make_unique<CountingSource>(list_count_, list_fail_at_));
                   if (request.op == ipc::Op::kEvents && request.follow) server_.follow(client);
                   if (defer_) {
                     deferred_ = client;
@@ -86,6 +130,8 @@ class AdminServerTest : public ::testing::Test {
   std::vector<ipc::Op> handled_;
   bool defer_ = false;
   AdminServer::ClientId deferred_ = 0;
+  int list_count_ = 200000;  // about 1.3 MB of text
+  int list_fail_at_ = -1;
 };
 
 TEST_F(AdminServerTest, AnswersARequest) {
@@ -132,7 +178,7 @@ TEST(AdminServerPermissions, ChangesNeedTheAdminGroupOrRoot) {
     AdminServer server(watcher, std::nullopt,
                        [&](AdminServer::ClientId, const ipc::Request&, const ipc::PeerCred&) {
                          handled = true;
-                         return std::optional<std::string>(ipc::message_text({{"ok", true}}));
+                         return std::optional<Reply>(ipc::message_text({{"ok", true}}));
                        });
     int fds[2];
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds) != 0)
@@ -235,6 +281,100 @@ TEST_F(AdminServerTest, AFollowerThatCannotKeepUpIsClosed) {
                        std::string(512, 'x') + "\"}");
   EXPECT_EQ(server_.client_count(), 0u);
   EXPECT_FALSE(watcher_.watched.count(fd));
+}
+
+// A list goes out part by part, and other clients are answered while it does: the server
+// sends a few fragments per turn and then waits for room, watching the client for output.
+TEST_F(AdminServerTest, AListIsStreamedWhileOthersAreServed) {
+  AdminServer::ClientId lister = 0;
+  auto [client, fd] = Connect(&lister);
+  std::string text, error;
+  std::atomic<bool> reading{false};
+  Send(client, R"({"op":"list"})");
+  server_.on_ready(fd);
+  ASSERT_TRUE(server_.is_streaming(lister));
+  EXPECT_TRUE(watcher_.output.count(fd)) << "watched for room to write";
+
+  // Another client is answered at once while the list has not gone out yet.
+  auto [other, other_fd] = Connect();
+  Send(other, R"({"op":"status"})");
+  server_.on_ready(other_fd);
+  auto reply = Receive(other);
+  ASSERT_TRUE(reply) << "status waited for the list";
+  EXPECT_EQ((*reply)["ok"], true);
+
+  std::thread reader([&, c = client.get()] {
+    try {
+      reading = true;
+      text = ipc::receive_text(c, 5000);
+    } catch (const Error& e) {
+      error = e.what();
+    }
+  });
+  for (int turns = 0; server_.is_streaming(lister) && turns < 100000; ++turns) {
+    server_.on_ready(fd);
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+  reader.join();
+  EXPECT_EQ(error, "");
+  EXPECT_FALSE(server_.is_streaming(lister));
+  EXPECT_FALSE(watcher_.output.count(fd)) << "watched for input again";
+  auto list = nlohmann::json::parse(text, nullptr, false);
+  ASSERT_FALSE(list.is_discarded()) << text.substr(0, 200);
+  ASSERT_EQ(list["apps"].size(), static_cast<std::size_t>(list_count_));
+  EXPECT_EQ(list["apps"].back(), list_count_ - 1);
+
+  // The connection takes requests again.
+  Send(client, R"({"op":"status"})");
+  server_.on_ready(fd);
+  EXPECT_TRUE(Receive(client));
+}
+
+TEST_F(AdminServerTest, AStreamThatFailsSaysWhyAndEnds) {
+  list_fail_at_ = 100000;
+  auto [client, fd] = Connect();
+  std::string error;
+  std::thread reader([&, c = client.get()] {
+    try {
+      ipc::receive_text(c, 5000);
+    } catch (const Error& e) {
+      error = e.what();
+    }
+  });
+  Send(client, R"({"op":"list"})");
+  for (int turns = 0; server_.client_count() > 0 && turns < 100000; ++turns) {
+    server_.on_ready(fd);
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+  reader.join();
+  EXPECT_EQ(error, "the source failed");
+  EXPECT_EQ(server_.client_count(), 0u);
+}
+
+// A client that asks for a list and stops reading holds nothing for ever.
+TEST_F(AdminServerTest, AStreamNotTakenExpires) {
+  auto [client, fd] = Connect();
+  Send(client, R"({"op":"list"})");
+  server_.on_ready(fd);
+  server_.on_ready(fd);  // no room: nothing more goes
+  EXPECT_EQ(server_.client_count(), 1u);
+  server_.expire(std::chrono::steady_clock::now());
+  EXPECT_EQ(server_.client_count(), 1u) << "not yet";
+  server_.expire(std::chrono::steady_clock::now() + AdminServer::kStreamTimeout +
+                 std::chrono::seconds(1));
+  EXPECT_EQ(server_.client_count(), 0u);
+  EXPECT_FALSE(watcher_.watched.count(fd));
+}
+
+// A follower that asks for a list cannot take events in the middle of it: it is closed
+// rather than get an event inside the list's stream.
+TEST_F(AdminServerTest, AnEventDoesNotGoIntoAStream) {
+  auto [client, fd] = Connect();
+  Follow(client, fd);
+  Send(client, R"({"op":"list"})");
+  server_.on_ready(fd);
+  server_.push_event(R"({"seq":1})");
+  EXPECT_EQ(server_.client_count(), 0u);
 }
 
 }  // namespace

@@ -413,6 +413,34 @@ TEST(IpcMessages, BadFragmentHeadersAreRefused) {
             std::string::npos);
 }
 
+// A streamed reply (ksd's list): parts as they come, checked for its length at the end;
+// streams that do not add up, or that end in an error, are refused.
+TEST(IpcMessages, StreamedReplies) {
+  auto receive_after = [](const std::vector<std::string>& messages) -> std::string {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return "socketpair";
+    ks::UniqueFd a(sv[0]), b(sv[1]);
+    ::send(a.get(), ks::ipc::kStreamHeader.data(), ks::ipc::kStreamHeader.size(), 0);
+    for (const auto& m : messages) ::send(a.get(), m.data(), m.size(), 0);
+    try {
+      ks::ipc::ReplyReader reader(b.get(), 200);
+      std::string text;
+      for (std::string_view part; reader.next(part);) text += "[" + std::string(part) + "]";
+      return text;
+    } catch (const ks::Error& e) {
+      return std::string("error: ") + e.what();
+    }
+  };
+  EXPECT_EQ(receive_after({"d{\"ok\":", "dtrue}", "e11"}), "[{\"ok\":][true}]");
+  EXPECT_EQ(receive_after({"e0"}), "");
+  EXPECT_EQ(receive_after({"dabc", "e4"}),
+            "error: malformed answer (stream of 4 bytes, received 3)");
+  EXPECT_EQ(receive_after({"dabc", "xksd is stopping"}), "error: ksd is stopping");
+  EXPECT_EQ(receive_after({"dabc", "?"}), "error: malformed answer (bad stream message)");
+  EXPECT_NE(receive_after({"dabc"}).find("no answer"), std::string::npos)
+      << "a stream that stops ends in the timeout";
+}
+
 // A peer that stops reading cannot hold the sender forever.
 TEST(IpcMessages, SendToAPeerThatDoesNotReadTimesOut) {
   int sv[2];

@@ -25,6 +25,29 @@ TEST(JsonText, PlacesCommasInObjectsAndArrays) {
   EXPECT_TRUE(nlohmann::json::accept(out));
 }
 
+// A reply made in parts (ksd's list, streamed): each part's writer continues where the last
+// one stopped, commas included, and the whole is what one writer would have written.
+TEST(JsonText, ContinuesTextAnotherWriterBegan) {
+  std::string whole, parts;
+  ks::JsonText one(whole);
+  one.begin_object().key("apps").begin_array();
+  for (int i = 0; i < 5; ++i) one.begin_object().member("n", std::int64_t{i}).end_object();
+  one.end_array().end_object();
+
+  bool after_value = false;
+  for (int part = 0; part < 4; ++part) {
+    ks::JsonText w(parts, after_value);
+    if (part == 0) w.begin_object().key("apps").begin_array();
+    if (part == 1 || part == 2)
+      for (int i = part == 1 ? 0 : 3; i < (part == 1 ? 3 : 5); ++i)
+        w.begin_object().member("n", std::int64_t{i}).end_object();
+    if (part == 3) w.end_array().end_object();
+    after_value = w.after_value();
+  }
+  EXPECT_EQ(parts, whole);
+  EXPECT_TRUE(nlohmann::json::accept(parts));
+}
+
 TEST(JsonText, EscapesQuotesBackslashesAndControlCharacters) {
   EXPECT_EQ(one_string("a\"b\\c"), R"("a\"b\\c")");
   EXPECT_EQ(one_string("\n\t\r\b\f"), R"("\n\t\r\b\f")");

@@ -12,6 +12,7 @@
 
 #include <sys/types.h>
 
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -73,11 +74,48 @@ void send_text(int fd, std::string_view text);
 bool try_send_text(int fd, std::string_view text);
 // The JSON text of a message: strings that are not UTF-8 get U+FFFD instead of an exception.
 std::string message_text(const nlohmann::json& value);
+// A streamed reply (ksctl list with thousands of apps): ksd makes and sends the text part
+// by part, serving other clients in between and never holding all of it. A header message
+// kStreamHeader, then messages that each begin with a tag byte: kStreamData and up to
+// kFragmentBytes of the text; at the end kStreamEnd and the text's length in decimal, or
+// kStreamError and why the rest cannot come.
+inline constexpr std::string_view kStreamHeader = R"({"stream":true})";
+inline constexpr char kStreamData = 'd';
+inline constexpr char kStreamEnd = 'e';
+inline constexpr char kStreamError = 'x';
+inline constexpr std::size_t kFragmentBytes = 64 * 1024;
+// The whole of a reply in fragments or streamed, at most (a bound on what a client holds).
+inline constexpr std::size_t kMaxAssembledBytes = 64 * 1024 * 1024;
+
 // Waits up to timeout_ms; throws ks::Error on timeout, EOF or a non-JSON message.
 nlohmann::json receive_message(int fd, int timeout_ms);
 // The reply's text as it came, fragments assembled (not parsed: for a caller that passes
 // a large document through). Throws ks::Error on timeout, EOF or bad fragments.
 std::string receive_text(int fd, int timeout_ms);
+// A reply read part by part as its messages arrive (one part for a reply in one message),
+// so that a caller can pass a large reply on while the rest is still coming.
+class ReplyReader {
+ public:
+  ReplyReader(int fd, int timeout_ms);
+  // The next part of the reply's text (valid until the next call); false when the reply is
+  // complete. Waits up to timeout_ms for each message; throws ks::Error on timeout, EOF, a
+  // malformed reply or a stream that ended in an error (after the parts before it).
+  bool next(std::string_view& part);
+  // True once the first part showed a streamed reply.
+  bool streamed() const { return state_ == State::kStream; }
+
+ private:
+  enum class State { kFirst, kStream, kFragments, kDone };
+  std::size_t receive();
+
+  int fd_;
+  int timeout_ms_;
+  std::unique_ptr<char[]> buf_;
+  State state_ = State::kFirst;
+  std::size_t fragments_left_ = 0;  // kFragments
+  std::size_t announced_ = 0;       // kFragments: the header's byte count
+  std::size_t received_ = 0;        // bytes of text so far
+};
 nlohmann::json call(const std::string& socket_path, const nlohmann::json& request,
                     int timeout_ms = 10000);
 std::string call_text(const std::string& socket_path, const nlohmann::json& request,

@@ -15,6 +15,11 @@ namespace ks {
 class JsonText {
  public:
   explicit JsonText(std::string& out) : out_(out) {}
+  // Continues text another writer began (a reply made in parts): after_value when the
+  // text so far ends in a value of the array or object still open, so the next one needs
+  // a comma. after_value() tells the next writer.
+  JsonText(std::string& out, bool after_value) : out_(out), need_comma_(after_value) {}
+  bool after_value() const { return need_comma_; }
 
   JsonText& begin_object();
   JsonText& end_object();
