@@ -121,6 +121,10 @@ class AdminServer {
   bool send_or_close(Client& client, std::string_view text);
   Client* find(ClientId id);
 
+  // A request's bytes; one more than the largest request, so that MSG_TRUNC tells a larger
+  // one apart.
+  static constexpr std::size_t kReceiveBufferBytes = ipc::kMaxMessageBytes + 1;
+  std::unique_ptr<char[]> receive_buffer_;
   FdWatcher& watcher_;
   std::optional<gid_t> admin_gid_;
   Handler handler_;

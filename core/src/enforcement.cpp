@@ -306,11 +306,15 @@ std::optional<std::uint32_t> Enforcement::pinned_cgroup_profile(const std::strin
   return value.profile_id;
 }
 
-ProgramIds Enforcement::program_ids() const {
-  ProgramIds ids;
-  for (const HookInfo& hook : active_hooks())
-    ids[hook.name] = prog_id_of_fd(bpf_program__fd(program_for(skel_.get(), hook.name)));
-  return ids;
+const ProgramIds& Enforcement::program_ids() const {
+  // A loaded program keeps its id: asked once (every launch reports them; 13 system calls).
+  if (!program_ids_) {
+    ProgramIds ids;
+    for (const HookInfo& hook : active_hooks())
+      ids[hook.name] = prog_id_of_fd(bpf_program__fd(program_for(skel_.get(), hook.name)));
+    program_ids_ = std::move(ids);
+  }
+  return *program_ids_;
 }
 
 int Enforcement::map_fd(const char* name) const {

@@ -52,7 +52,8 @@ class Enforcement {
   // Unpins links and maps: protection ends. Used only by the explicit teardown command.
   static void remove_pins(const std::string& pin_dir);
 
-  ProgramIds program_ids() const;
+  // The loaded programs' ids by hook (fixed once loaded).
+  const ProgramIds& program_ids() const;
   // The programs the pinned links under pin_dir run, by hook (no ksd needed; the pin
   // directory is root-only). Throws ks::Error naming a missing or unreadable pin.
   static ProgramIds pinned_program_ids(const std::string& pin_dir);
@@ -116,6 +117,7 @@ class Enforcement {
 
   std::string pin_dir_;
   std::unique_ptr<killswitch_bpf, SkeletonDeleter> skel_;
+  mutable std::optional<ProgramIds> program_ids_;  // program_ids(), asked once
   std::uint32_t ncpus_ = 0;
   // ks_fast_slots, mapped into ksd (killswitch_abi.h): ksd writes the profile and tunnel
   // words of the rows in place, the programs the counters.
