@@ -83,6 +83,7 @@ _CT_ROOTFS_RECIPE=5
 # to PID 1 over the bus for transient units; libtomlplusplus3 and the other lib*: the
 # runtime libraries of ksd/ksctl/ksrun (ldd); bpftool: later tests inspect attached
 # programs with it, as the host lab does; python3-minimal: test helpers;
+# qbittorrent-nox: the app the README's quick start runs through ksrun (systemd_quickstart);
 # transmission-daemon and transmission-cli (transmission-remote): systemd_transmission's
 # real client, in the one rootfs all scenarios share (a CT_EXTRA_PKGS rootfs of its own
 # would be a second 2-3 min build on every fresh machine). Its unit, which the package
@@ -96,7 +97,7 @@ _CT_ROOTFS_RECIPE=5
 CT_PKGS=(
   systemd systemd-sysv dbus iproute2 procps python3-minimal bpftool
   libbpf1 libsystemd0 libelf1 zlib1g libstdc++6 libgcc-s1 libtomlplusplus3
-  transmission-daemon transmission-cli systemd-resolved network-manager
+  transmission-daemon transmission-cli systemd-resolved network-manager qbittorrent-nox
 )
 CT_DISABLED_UNITS=(transmission-daemon.service systemd-resolved.service NetworkManager.service
   NetworkManager-wait-online.service NetworkManager-dispatcher.service)

@@ -8,12 +8,16 @@
 #                                              the VPN's resolver; replaces the shipped example)
 #   systemctl enable --now killswitch-early.service ksd.service
 #   ksrun APP                                 (as an unprivileged user)
+#   ksrun qbittorrent-nox                     (the README's example, as that user)
 #   systemctl start killswitch-metrics.socket (the optional metrics endpoint)
 # The app resolves through the ISP's resolver address (what /etc/resolv.conf names) and
 # connects out: its query is answered by the VPN's resolver through the tunnel and its
 # connection goes through the tunnel, with nothing on the physical link; the same app
-# unprotected leaks both (the positive control). Then the VPN client crashes: the
-# protected app's query fails at once, and nothing leaks.
+# unprotected leaks both (the positive control). Debian's qBittorrent (DHT, Local Service
+# Discovery, UPnP on) runs in the protected tree, its name lookups go through the tunnel to
+# the VPN's resolver and nothing of it reaches the physical link; unprotected it leaks
+# (control). Then the VPN client crashes: the protected app's query fails at once, and
+# nothing leaks.
 set -euo pipefail
 HERE=$(dirname "${BASH_SOURCE[0]}")
 source "$HERE/../lab/lib.sh"
@@ -102,6 +106,42 @@ assert_eq "$out" $'dns OK '"$LAB_GW_IP4"$'\ntcp OK' \
 capture_stop
 assert_eq "$(leak_count)" 0 "nothing of the protected app on the physical link"
 assert_ge "$(capture_count "$LAB_WG_FLOW_FILTER")" 2 "its query and connection went through the tunnel"
+
+# ---- the README's example: qBittorrent, started through ksrun by the user ------------------
+# Its profile: legal notice accepted (it would ask on a terminal), DHT, LSD, PeX and UPnP on
+# (its defaults, written out), the WebUI on loopback. It runs QBT_S seconds each way: long
+# enough for its DHT bootstrap lookups, LSD announces and UPnP discovery.
+QBT_S=8
+in_ct sh -c 'install -d -o nobody -g nogroup /tmp/qbt /tmp/qbt/qBittorrent /tmp/qbt/qBittorrent/config &&
+  printf "[LegalNotice]\nAccepted=true\n\n[BitTorrent]\nSession\\DHTEnabled=true\nSession\\LSDEnabled=true\nSession\\PeXEnabled=true\n\n[Preferences]\nConnection\\UPnP=true\nWebUI\\Address=127.0.0.1\nWebUI\\Port=8181\n" \
+    >/tmp/qbt/qBittorrent/config/qBittorrent.conf && chown -R nobody:nogroup /tmp/qbt'
+# qbt [ksrun]: qBittorrent as the user for QBT_S seconds; prints the cgroup it ran in.
+QBT='"$@" env HOME=/tmp/qbt qbittorrent-nox --profile=/tmp/qbt >/tmp/qbt/out.log 2>&1 &
+  pid=$!; sleep 2; cat /proc/$pid/cgroup 2>/dev/null | sed -n "s/^0:://p"; sleep "$QBT_WAIT"
+  kill $pid; wait $pid || true'
+qbt() { as_user env QBT_WAIT=$((QBT_S - 2)) sh -c "$QBT" sh "$@"; }
+
+# Protected first: the kernel repeats an IGMP/MLD leave report for the groups the
+# unprotected one joined up to a second after it ended, which would land in a capture
+# started after it.
+capture_start qbt_protected
+server_capture_start
+out=$(qbt ksrun)
+server_capture_stop
+capture_stop
+[[ $out == /killswitch.slice/killswitch-default.slice/* ]] ||
+  fail "ksrun qbittorrent-nox did not run in the protected tree (cgroup: $out); its log: $(in_ct cat /tmp/qbt/out.log | tail -5)"
+pass "ksrun qbittorrent-nox runs in the protected tree ($out)"
+assert_no_leak "nothing of the protected qBittorrent on the physical link"
+assert_ge "$(tcpdump -r "$LAB_SERVER_PCAP" -n "udp and dst host $LAB_WG_SERVER_IP4 and dst port 53" 2>/dev/null | wc -l)" 1 \
+  "its name lookups went through the tunnel to the VPN's resolver"
+
+capture_start qbt_control
+out=$(qbt)
+capture_stop
+assert_ge "$(leak_count)" 1 "positive control: qBittorrent unprotected puts traffic on the physical link"
+# Its leave reports repeat for up to a second (see above), before the next capture starts.
+sleep 2
 
 # ---- the optional metrics endpoint, as installed (its sandboxed unit, for real) -------------
 in_ct systemctl start killswitch-metrics.socket
