@@ -13,6 +13,7 @@
 #include "killswitch/config.hpp"
 #include "killswitch/diagnostics.hpp"
 #include "killswitch/error.hpp"
+#include "killswitch/json_text.hpp"
 #include "killswitch/log.hpp"
 
 // ksd's nice value when started at 0 (see run).
@@ -20,18 +21,36 @@ constexpr int kDaemonNice = -10;
 
 // ksd --check: the configuration as ksd would read it, and what in it is legal but likely
 // not meant. Nothing else is touched: no lock, no pins, no cgroups (an unprivileged user
-// may run it before installing a file).
-static int check_config(const std::string& path) {
+// may run it before installing a file). With json, one document on stdout either way:
+// {"config":PATH,"valid":BOOL,"error":TEXT (when not valid),"profiles":[...],"warnings":[...]}.
+static int check_config(const std::string& path, bool json) {
   ks::Config config;
+  std::string out;
+  ks::JsonText j(out);
+  j.begin_object().member("config", path);
   try {
     config = ks::load_config(path);
   } catch (const ks::Error& e) {
-    std::fprintf(stderr, "ksd: %s\nksd: configuration is NOT valid; ksd would refuse it\n",
-                 e.what());
+    if (json) {
+      j.member("valid", false).member("error", e.what()).end_object();
+      std::printf("%s\n", out.c_str());
+    } else {
+      std::fprintf(stderr, "ksd: %s\nksd: configuration is NOT valid; ksd would refuse it\n",
+                   e.what());
+    }
     return 1;
   }
   const auto warnings = ks::config_warnings(
       config, [](const std::string& name) { return ::if_nametoindex(name.c_str()) != 0; });
+  if (json) {
+    j.member("valid", true).key("profiles").begin_array();
+    for (const auto& p : config.profiles) j.value(p.name);
+    j.end_array().key("warnings").begin_array();
+    for (const auto& w : warnings) j.value(w);
+    j.end_array().end_object();
+    std::printf("%s\n", out.c_str());
+    return 0;
+  }
   for (const auto& w : warnings) std::printf("warning: %s\n", w.c_str());
   std::string names;
   for (const auto& p : config.profiles) names += (names.empty() ? "" : ", ") + p.name;
@@ -74,6 +93,8 @@ static int run(int argc, char** argv) {
   app.add_flag("--check", check,
                "read and validate the configuration, print warnings, touch nothing; exit 0 "
                "when it is valid, 1 when not (any user may run it)");
+  bool json = false;
+  app.add_flag("--json", json, "with --check: print one JSON document (valid, error, warnings)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -82,7 +103,11 @@ static int run(int argc, char** argv) {
     app.exit(e);
     return e.get_exit_code() == 0 ? 0 : 1;
   }
-  if (check) return check_config(options.config_path);
+  if (check) return check_config(options.config_path, json);
+  if (json) {
+    std::fprintf(stderr, "ksd: --json goes with --check\n");
+    return 1;
+  }
 
   if (::geteuid() != 0) {
     std::fprintf(stderr, "ksd: must run as root (it loads BPF programs and manages cgroups)\n");

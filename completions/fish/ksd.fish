@@ -9,3 +9,4 @@ complete -c ksd -l pin-dir -x -a '(__fish_complete_directories)' -d 'where progr
 complete -c ksd -l slice -x -d 'name of the protected cgroup tree below the cgroup2 mount'
 complete -c ksd -l attach-only -d 'put enforcement in place and exit (early-boot unit)'
 complete -c ksd -l check -d 'validate the configuration, touch nothing'
+complete -c ksd -l json -d 'with --check: one JSON document'

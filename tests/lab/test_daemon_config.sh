@@ -151,6 +151,19 @@ rc=$?
 set -e
 assert_eq "$rc" 1 "ksd --check exits 1 on an invalid configuration"
 [[ $err == *"NOT valid"* ]] || fail "ksd --check does not say it is invalid: $err"
+# The same as JSON: one document on stdout either way.
+out=$(lab_exec_client "${LAB_AS_NOBODY[@]}" "$KS_KSD" --check --json --config "$LAB_DIR/check.toml")
+assert_eq "$(json_get "$out" /valid)" true "ksd --check --json: valid"
+[[ $(json_get "$out" /warnings) == *"tunnel tun9 does not exist now"* &&
+  $(json_get "$out" /profiles/0) == work ]] || fail "ksd --check --json: $out"
+pass "ksd --check --json lists the profiles and the warnings"
+set +e
+out=$("$KS_KSD" --check --json --config "$bad" 2>/dev/null)
+rc=$?
+set -e
+assert_eq "$rc" 1 "ksd --check --json exits 1 on an invalid configuration"
+assert_eq "$(json_get "$out" /valid)" false "ksd --check --json says it is not valid"
+[[ -n $(json_get "$out" /error) ]] || fail "ksd --check --json names no error: $out"
 set +e
 "$KS_KSD" --no-such-option >/dev/null 2>&1
 rc=$?
