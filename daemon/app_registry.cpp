@@ -49,15 +49,28 @@ void AppRegistry::adopt_slice(const std::string& slice, const std::string& profi
       continue;
     }
     // An app keeps the slot an earlier ksd gave it (its sockets carry it). One found
-    // without a slot (made while no ksd ran) gets none: its sockets so far carry none
-    // either, and the slots stay for the apps ksd launches, which are the ones about to
-    // open sockets. It is counted by cgroup id, as exactly, at the old per-packet price.
+    // without a slot (made while no ksd ran) may get a spare one (give_spare_slots).
     auto entry = entries.find(app.cgroup_id);
     if (entry != entries.end() && slots_.claim(entry->second.app_slot))
       app.slot = entry->second.app_slot;
     apps_[app.cgroup_id] = app;
   }
   ::closedir(d);
+}
+
+void AppRegistry::give_spare_slots() {
+  // Half the slots stay for the apps ksd launches (the ones about to open sockets). An app
+  // given a slot now counts its new sockets' packets in its slot, on the pass path; the
+  // sockets it opened before carry none and are counted by cgroup id, as exactly, at the
+  // full path's price. Its totals are the sum of both.
+  for (auto& [id, app] : apps_) {
+    if (app.slot != 0) continue;
+    if (slots_.in_use() >= KS_MAX_APP_SLOTS / 2) return;
+    const std::uint32_t slot = slots_.take();
+    if (slot == 0) return;
+    maps_.reset_app_counters(slot);  // before any socket can carry it
+    app.slot = slot;                 // classified with it by the caller's next map write
+  }
 }
 
 App& AppRegistry::add(App app) {

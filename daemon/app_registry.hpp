@@ -78,6 +78,9 @@ class AppRegistry {
   void adopt_slice(const std::string& slice, const std::string& profile,
                    const std::map<std::uint64_t, ks_cgroup_value>& entries,
                    const std::function<bool(const std::string& name)>& owned);
+  // After adopt_slice for every slice: apps found without a counter slot get one while at
+  // least half of them stay free. Their classification is written by the caller.
+  void give_spare_slots();
   // Tracks an app: gives it a counter slot if it has none (its counters zeroed first) and
   // classifies its cgroup. Throws ks::Error (nothing tracked then).
   App& add(App app);

@@ -136,6 +136,7 @@ Daemon::Daemon(DaemonOptions options)
   for (const auto& p : policy_.config().profiles)
     registry_.adopt_slice(tree_.profile_slice_path(p.name), p.name, entries,
                           [this](const std::string& name) { return launches_.owns_cgroup(name); });
+  registry_.give_spare_slots();
   policy_.apply("start");
   tree_.attach();  // proves every hook effective on the tree root before we say ready
 

@@ -9,7 +9,9 @@
 #   3. `stop`: ksd is gone (`status` 3), protection stays pinned: with the tunnel killed, a
 #      protected sender that was already running is refused at once and nothing leaves;
 #   4. `start` again: ksd re-adopts the pins, and the re-created tunnel carries protected
-#      traffic again.
+#      traffic again; a service put into the profile slice while no ksd ran (as one started
+#      at boot before ksd) is adopted with a spare counter slot: its new sockets carry the
+#      slot in their mark, go through the tunnel and are counted in its row of the list.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/killswitch.sh"
@@ -78,6 +80,16 @@ KS_DAEMON_PID=""
 tunnel_kill
 lab_probe_client udp --dst "$LAB_TARGET4" --src "$LAB_CONTROL_IP4" --count 20 --interval-ms 5 >/dev/null
 _lab_wait_until 10 _lab_not _lab_alive "$SENDER" || fail "the protected sender did not finish"
+# A service the init system starts into the profile slice while no ksd runs; it waits for
+# GO, then prints a new socket's mark, sends 20 datagrams and stays (to be listed).
+EARLY_CG=$KS_CGROUP_ROOT/${KS_SLICE%.slice}-default.slice/early.service
+mkdir "$EARLY_CG"
+# shellcheck disable=SC2016  # sh -c script
+lab_spawn_client early sh -c 'echo $$ >"$1/cgroup.procs" && while [ ! -e "$2" ]; do sleep 0.05; done &&
+  python3 -c "import socket; print(socket.socket(socket.AF_INET, socket.SOCK_DGRAM).getsockopt(socket.SOL_SOCKET, 36))" &&
+  "$3" udp --dst "$4" --count 20 --interval-ms 5 --expect-reply && exec sleep 60' sh "$EARLY_CG" "$LAB_DIR/early.go" \
+  "$KS_PROBE" "$LAB_TARGET4"
+EARLY=$LAB_LAST_PID
 out=$(tail -n 1 "$LAB_DIR/sender.log")
 lab_log "protected sender across stop and tunnel loss: $out"
 assert_gt "$(json_get "$out" /replies 0)" 0 "the protected sender went through the tunnel before"
@@ -90,6 +102,19 @@ adopt_daemon
 ks_wait_tunnel_state up
 out=$(send "restarted")
 assert_eq "$(json_get "$out" /replies 0)" 20 "started again: the re-created tunnel carries protected traffic"
+touch "$LAB_DIR/early.go"
+early_sent() { (($(wc -l <"$LAB_DIR/early.log") >= 2)); }
+_lab_wait_until 10 early_sent || fail "the early service did not send: $(cat "$LAB_DIR/early.log")"
+mark=$(head -n 1 "$LAB_DIR/early.log")
+assert_ne "$(((mark & 0xffc0) >> 6))" 0 "the service found without a counter slot got a spare one (mark $mark)"
+assert_eq "$(json_get "$(tail -n 1 "$LAB_DIR/early.log")" /replies 0)" 20 "its sends go through the tunnel"
+early_allowed() {
+  ks_ctl list --json | python3 -c 'import json, sys
+apps = [a for a in json.load(sys.stdin)["apps"] if a["cgroup"].endswith("/early.service")]
+print(apps[0]["allowed_packets"] if apps else 0)'
+}
+assert_ge "$(early_allowed)" 20 "they are counted in its row of ksctl list"
+lab_stop "$EARLY" KILL
 init stop >/dev/null
 KS_DAEMON_PID=""
 capture_stop

@@ -142,6 +142,28 @@ TEST_F(AppRegistryTest, AdoptsAnEarlierKsdsAppsWithTheirSlots) {
   EXPECT_FALSE(registry_.find(cgroup_id(slice_ + "/svc.service"))->owned);
   EXPECT_EQ(registry_.find(cgroup_id(slice_ + "/svc.service"))->slot, 0u)
       << "no slot without one in the map";
+
+  // Spare slots for the apps found without one, none taken twice.
+  registry_.give_spare_slots();
+  std::set<std::uint32_t> slots;
+  for (const auto& [id, app] : registry_.apps()) {
+    EXPECT_NE(app.slot, 0u) << app.path;
+    slots.insert(app.slot);
+  }
+  EXPECT_EQ(slots.size(), 3u);
+  EXPECT_EQ(registry_.find(id5)->slot, 17u) << "an app keeps the slot it had";
+  EXPECT_EQ(maps_.reset_slots.size(), 2u) << "counters zeroed before a socket carries them";
+}
+
+TEST_F(AppRegistryTest, SpareSlotsLeaveHalfForLaunches) {
+  for (int i = 0; i < KS_MAX_APP_SLOTS; ++i)
+    std::filesystem::create_directory(slice_ + "/svc-" + std::to_string(i) + ".service");
+  registry_.adopt_slice(slice_, "default", {}, [](const std::string&) { return false; });
+  registry_.give_spare_slots();
+  std::size_t with_slot = 0;
+  for (const auto& [id, app] : registry_.apps()) with_slot += app.slot != 0;
+  EXPECT_EQ(with_slot, KS_MAX_APP_SLOTS / 2u);
+  EXPECT_NE(registry_.create(slice_, "default", "ksrun-1").slot, 0u) << "a launch still gets one";
 }
 
 }  // namespace
