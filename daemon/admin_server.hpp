@@ -63,7 +63,7 @@ class AdminServer {
   // hold a snapshot of the list in ksd's memory for ever).
   static constexpr std::chrono::seconds kStreamTimeout{30};
   // At most this much of a stream is sent per turn of the loop, then the other fds get theirs.
-  static constexpr std::size_t kStreamBytesPerTurn = 4 * ipc::kFragmentBytes;
+  static constexpr std::size_t kStreamBytesPerTurn = ipc::kFragmentBytes;
 
   AdminServer(FdWatcher& watcher, std::optional<gid_t> admin_gid, Handler handler);
 
