@@ -17,6 +17,7 @@
 #include "killswitch/cli_hints.hpp"
 #include "killswitch/config.hpp"
 #include "killswitch/error.hpp"
+#include "killswitch/fd.hpp"
 #include "killswitch/ipc.hpp"
 #include "killswitch/launch_proof.hpp"
 #include "killswitch/proc.hpp"
@@ -26,6 +27,7 @@ namespace {
 constexpr int kRefused = 125;  // like env(1)/chroot(1): the launcher itself failed
 constexpr int kNotExecutable = 126;
 constexpr int kNotFound = 127;
+constexpr int kReplyTimeoutMs = 10000;
 
 [[noreturn]] void refuse(const std::string& command, const std::string& why) {
   std::fprintf(stderr, "ksrun: %s\nksrun: refusing to run %s unprotected\n", why.c_str(),
@@ -35,16 +37,25 @@ constexpr int kNotFound = 127;
 
 // A single-instance app hands a new start over to its running copy and exits: with an
 // unprotected copy running, the user's "protected" window would be the unprotected one.
+// The look at /proc does not depend on ksd's answer, so it is done while ksd makes the
+// cgroup (the round trip and the scan each take most of a millisecond here).
+std::vector<ks::RunningCopy> look_for_running_copies(const std::string& command,
+                                                     std::string& executable) {
+  executable = ks::resolve_executable(command);
+  if (executable.empty() || ks::is_shared_runtime(executable)) return {};
+  return ks::running_copies(executable, ::getuid(), ::getpid());
+}
+
 // Only a warning: running the same tool twice (curl, a script) is normal, and the command
 // itself is protected either way.
-void warn_about_running_copies(const std::string& command, const std::string& cgroup) {
-  const std::string executable = ks::resolve_executable(command);
-  if (executable.empty() || ks::is_shared_runtime(executable)) return;
+void warn_about_unprotected_copies(const std::string& executable,
+                                   const std::vector<ks::RunningCopy>& copies,
+                                   const std::string& cgroup) {
   // The protected tree is the top of the cgroup ksd made ("/killswitch.slice/...").
   const auto second_slash = cgroup.find('/', 1);
-  if (cgroup.size() < 2 || cgroup[0] != '/' || second_slash == std::string::npos) return;
-  const auto pids =
-      ks::unprotected_instances(executable, ::getuid(), cgroup.substr(0, second_slash), ::getpid());
+  if (copies.empty() || cgroup.size() < 2 || cgroup[0] != '/' || second_slash == std::string::npos)
+    return;
+  const auto pids = ks::outside(copies, cgroup.substr(0, second_slash));
   if (pids.empty()) return;
   std::string list;
   for (std::size_t i = 0; i < pids.size() && i < 5; ++i)
@@ -107,10 +118,20 @@ static int run(int argc, char** argv) {
   if (!ks::is_valid_profile_name(profile))
     refuse(shown, "invalid profile name \"" + profile + "\"");
 
+  ks::UniqueFd connection;
+  try {
+    connection = ks::ipc::connect_to(socket_path);
+    ks::ipc::send_message(connection.get(),
+                          {{"op", "launch"}, {"profile", profile}, {"argv", command}});
+  } catch (const ks::Error& e) {
+    refuse(shown, std::string(e.what()) + " (is ksd running?)");
+  }
+  std::string executable;
+  std::vector<ks::RunningCopy> copies;
+  if (!no_instance_check) copies = look_for_running_copies(command.front(), executable);
   nlohmann::json reply;
   try {
-    nlohmann::json request = {{"op", "launch"}, {"profile", profile}, {"argv", command}};
-    reply = ks::ipc::call(socket_path, request);
+    reply = ks::ipc::receive_message(connection.get(), kReplyTimeoutMs);
   } catch (const ks::Error& e) {
     refuse(shown, std::string(e.what()) + " (is ksd running?)");
   }
@@ -124,7 +145,7 @@ static int run(int argc, char** argv) {
     refuse(shown, e.what());
   }
 
-  if (!no_instance_check) warn_about_running_copies(command.front(), reply.value("cgroup", ""));
+  warn_about_unprotected_copies(executable, copies, reply.value("cgroup", ""));
 
   std::vector<char*> args;
   args.reserve(command.size() + 1);

@@ -88,36 +88,42 @@ bool is_shared_runtime(std::string_view executable_path) {
   return false;
 }
 
-std::vector<pid_t> unprotected_instances(const std::string& executable, uid_t uid,
-                                         const std::string& protected_root, pid_t self) {
-  std::vector<pid_t> found;
+std::vector<RunningCopy> running_copies(const std::string& executable, uid_t uid, pid_t self) {
+  std::vector<RunningCopy> found;
   DIR* dir = ::opendir("/proc");
   if (!dir) return found;
-  const std::string inside = protected_root + "/";
+  const int proc = ::dirfd(dir);
   while (dirent* e = ::readdir(dir)) {
     char* end = nullptr;
     const long pid = std::strtol(e->d_name, &end, 10);
     if (pid <= 0 || *end != '\0' || pid == self) continue;
-    const std::string base = std::string("/proc/") + e->d_name;
     // The owner first: a stat is cheaper than reading the link, and most processes of a
     // desktop are someone else's (root's, the display manager's).
     struct stat st {};
-    if (::stat(base.c_str(), &st) != 0 || st.st_uid != uid) continue;
+    if (::fstatat(proc, e->d_name, &st, 0) != 0 || st.st_uid != uid) continue;
     char target[PATH_MAX];
-    const ssize_t n = ::readlink((base + "/exe").c_str(), target, sizeof(target) - 1);
+    const ssize_t n =
+        ::readlinkat(proc, (std::string(e->d_name) + "/exe").c_str(), target, sizeof(target) - 1);
     if (n <= 0 ||
         executable.compare(0, std::string::npos, target, static_cast<std::size_t>(n)) != 0)
       continue;
-    std::ifstream cgroup(base + "/cgroup");
+    std::ifstream cgroup(std::string("/proc/") + e->d_name + "/cgroup");
     std::string line, path;
     while (std::getline(cgroup, line))
       if (line.starts_with("0::")) path = line.substr(3);
-    if (path.empty()) continue;  // gone meanwhile
-    if (path != protected_root && !path.starts_with(inside))
-      found.push_back(static_cast<pid_t>(pid));
+    if (!path.empty()) found.push_back({static_cast<pid_t>(pid), path});  // empty: gone
   }
   ::closedir(dir);
   return found;
+}
+
+std::vector<pid_t> outside(const std::vector<RunningCopy>& copies,
+                           const std::string& protected_root) {
+  std::vector<pid_t> pids;
+  const std::string inside = protected_root + "/";
+  for (const auto& copy : copies)
+    if (copy.cgroup != protected_root && !copy.cgroup.starts_with(inside)) pids.push_back(copy.pid);
+  return pids;
 }
 
 }  // namespace ks

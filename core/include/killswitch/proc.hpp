@@ -26,9 +26,15 @@ std::string resolve_executable(const std::string& command);
 // Shells, interpreters and wrappers: many unrelated processes share their executable, so a
 // running copy says nothing about the command (`ksrun python3 app.py`).
 bool is_shared_runtime(std::string_view executable_path);
-// The processes of user UID (but SELF) running EXECUTABLE outside the cgroup2 subtree
-// PROTECTED_ROOT ("/killswitch.slice"). Processes that cannot be read are skipped.
-std::vector<pid_t> unprotected_instances(const std::string& executable, uid_t uid,
-                                         const std::string& protected_root, pid_t self);
+// The processes of user UID (but SELF) running EXECUTABLE, with their cgroup2 paths.
+// Processes that cannot be read are skipped.
+struct RunningCopy {
+  pid_t pid = 0;
+  std::string cgroup;
+};
+std::vector<RunningCopy> running_copies(const std::string& executable, uid_t uid, pid_t self);
+// Those of COPIES outside the cgroup2 subtree PROTECTED_ROOT ("/killswitch.slice").
+std::vector<pid_t> outside(const std::vector<RunningCopy>& copies,
+                           const std::string& protected_root);
 
 }  // namespace ks
