@@ -137,29 +137,34 @@ class Reports::ListSource : public TextSource {
         entries_(reports.enforcement_.cgroup_entries()),
         by_cgroup_(reports.enforcement_.all_counters_by_cgroup()),
         by_slot_(reports.enforcement_.all_counters_by_slot()) {
-    for (const auto& [id, value] : entries_) known_[id] = value.profile_id;
     const Config& config = reports.policy_.config();
     const ProtectedTree& tree = reports.tree_;
-    // Only known cgroups in the tree: those are the ones to list, no directory walk (three
-    // syscalls per app). Anything else and the walk finds it. The apps ksd tracks need no
-    // stat, no walk up the tree and no /proc read: their id, profile and command are known.
-    std::unordered_map<std::string, std::uint64_t> tracked;
-    for (const auto& [id, app] : reports.registry_.apps()) tracked[app.path] = id;
-    auto add = [&](const std::string& cg) {
-      auto app = tracked.find(cg);
-      rows_.push_back(Row{cg, app == tracked.end() ? 0 : app->second, app != tracked.end()});
-    };
-    if (tree.holds_only(config, reports.registry_.apps().size())) {
-      for (const auto& p : config.profiles) add(tree.profile_slice_path(p.name));
-      for (const auto& [id, app] : reports.registry_.apps()) add(app.path);
+    AppRegistry& registry = reports.registry_;
+    // This part holds up ksd's other clients, so it copies as little as it can. Only known
+    // cgroups in the tree: those are the ones to list, no directory walk (three syscalls
+    // per app), and the apps by id alone (their paths, profiles and commands are ksd's own,
+    // read when each is written). Anything else and the walk finds it.
+    if (tree.holds_only(config, registry.apps().size())) {
+      rows_.reserve(config.profiles.size() + registry.apps().size());
+      for (const auto& p : config.profiles) rows_.push_back(Row{tree.profile_slice_path(p.name)});
+      for (const auto& [id, app] : registry.apps()) rows_.push_back(Row{{}, id, true});
     } else {
-      tree.walk(add);
+      std::unordered_map<std::string, std::uint64_t> tracked;
+      for (const auto& [id, app] : registry.apps()) tracked[app.path] = id;
+      tree.walk([&](const std::string& cg) {
+        auto app = tracked.find(cg);
+        rows_.push_back(Row{cg, app == tracked.end() ? 0 : app->second, app != tracked.end()});
+      });
     }
     // Without the iterator each app's cgroup.procs is read relative to its slice, opened
     // once: sorted, each slice's apps come together.
-    if (!all_pids_)
+    if (!all_pids_) {
+      for (Row& row : rows_)
+        if (row.is_app && row.path.empty())
+          if (const App* app = registry.find(row.id)) row.path = app->path;
       std::sort(rows_.begin(), rows_.end(),
                 [](const Row& a, const Row& b) { return a.path < b.path; });
+    }
   }
 
   bool next(std::string& out) override {
@@ -181,7 +186,7 @@ class Reports::ListSource : public TextSource {
 
  private:
   struct Row {
-    std::string path;      // absolute cgroup path
+    std::string path;      // absolute cgroup path (of an app ksd tracks: may be left empty)
     std::uint64_t id = 0;  // known for apps ksd tracks, otherwise found when needed
     bool is_app = false;   // tracked by ksd
   };
@@ -191,11 +196,15 @@ class Reports::ListSource : public TextSource {
   // One app's object, when it still has processes; 1 when one was written.
   int write_app(JsonText& j, const Row& row) {
     const ProtectedTree& tree = reports_.tree_;
+    // An app ksd tracks that ended since the snapshot has no processes to list.
+    App* app = row.is_app ? reports_.registry_.find(row.id) : nullptr;
+    if (row.is_app && !app) return 0;
+    const std::string& path = app ? app->path : row.path;
     // The id of a cgroup ksd does not track needs a stat; 0 when it is gone meanwhile.
     auto id_of = [&]() -> std::uint64_t {
-      if (row.is_app) return row.id;
+      if (app) return row.id;
       try {
-        return cgroup_id(row.path);
+        return cgroup_id(path);
       } catch (const Error&) {
         return 0;
       }
@@ -207,33 +216,29 @@ class Reports::ListSource : public TextSource {
       if ((id = id_of()) == 0) return 0;
       pids = all_pids_->of(id);
     } else {
-      const std::size_t slash = row.path.find_last_of('/');
-      if (std::string_view(row.path).substr(0, slash) != parent_path_) {
-        parent_path_ = row.path.substr(0, slash);
+      const std::size_t slash = path.find_last_of('/');
+      if (std::string_view(path).substr(0, slash) != parent_path_) {
+        parent_path_ = path.substr(0, slash);
         parent_ = UniqueFd(::open(parent_path_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
       }
-      read_pids = parent_ ? cgroup_pids_at(parent_.get(), row.path.substr(slash + 1))
-                          : cgroup_pids(row.path);
+      read_pids =
+          parent_ ? cgroup_pids_at(parent_.get(), path.substr(slash + 1)) : cgroup_pids(path);
       pids = read_pids;
     }
     if (pids.empty()) return 0;
     if (!all_pids_ && (id = id_of()) == 0) return 0;  // (a stat: only for cgroups with processes)
-    // An app ksd tracks may have ended since the snapshot: then it is listed as found.
-    App* app = row.is_app ? reports_.registry_.find(id) : nullptr;
-    std::uint32_t profile = KS_PROFILE_NONE;
-    if (auto entry = known_.find(id); app && entry != known_.end())
-      profile = entry->second;
-    else
-      profile = tree.profile_of(row.path, known_);
+    const auto entry = entries_.find(id);
+    const std::uint32_t profile =
+        app && entry != entries_.end() ? entry->second.profile_id : tree.profile_of(path, known());
     if (app && app->command.empty()) app->command = read_cmdline(pids.front());
     Counters c;
     if (auto it = by_cgroup_.find(id); it != by_cgroup_.end()) c += it->second;
-    if (auto entry = entries_.find(id); entry != entries_.end() && entry->second.app_slot != 0 &&
-                                        entry->second.app_slot < by_slot_.size())
+    if (entry != entries_.end() && entry->second.app_slot != 0 &&
+        entry->second.app_slot < by_slot_.size())
       c += by_slot_[entry->second.app_slot];
 
     const std::string name = reports_.policy_.name_of(profile);
-    j.begin_object().member("cgroup", tree.relative(row.path)).member("cgroup_id", id);
+    j.begin_object().member("cgroup", tree.relative(path)).member("cgroup_id", id);
     j.member("profile", name.front() == '(' ? std::string("(none: blocked)") : name);
     j.key("pids").begin_array();
     for (pid_t pid : pids) j.value(std::int64_t{pid});
@@ -249,7 +254,16 @@ class Reports::ListSource : public TextSource {
   const std::map<std::uint64_t, ks_cgroup_value> entries_;
   const std::map<std::uint64_t, Counters> by_cgroup_;
   const std::vector<Counters> by_slot_;
-  std::map<std::uint64_t, std::uint32_t> known_;
+  // Profile ids by cgroup id, for cgroups ksd does not track (made on the first one).
+  const std::map<std::uint64_t, std::uint32_t>& known() {
+    if (!known_) {
+      known_.emplace();
+      for (const auto& [id, value] : entries_) (*known_)[id] = value.profile_id;
+    }
+    return *known_;
+  }
+
+  std::optional<std::map<std::uint64_t, std::uint32_t>> known_;
   std::vector<Row> rows_;
   std::size_t at_ = 0;
   Stage stage_ = Stage::kStart;
