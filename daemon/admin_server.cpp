@@ -212,8 +212,16 @@ void AdminServer::pump_stream(Client& client) {
         s.message.assign(1, ipc::kStreamData);
         s.message += s.text;
         s.text.clear();
-        while (!s.done && s.message.size() <= ipc::kFragmentBytes)
+        while (!s.done && s.message.size() <= ipc::kFragmentBytes) {
+          const std::size_t before = s.message.size();
           s.done = !s.source->next(s.message);
+          // A source with nothing yet (a step of its own work done) gives the turn to the
+          // loop's other fds; it goes on at the next turn.
+          if (!s.done && s.message.size() == before && before == 1) {
+            s.message.clear();
+            return;
+          }
+        }
         if (s.message.size() > 1 + ipc::kFragmentBytes) {
           s.text.assign(s.message, 1 + ipc::kFragmentBytes);
           s.message.resize(1 + ipc::kFragmentBytes);

@@ -38,7 +38,9 @@ class TextSource {
  public:
   virtual ~TextSource() = default;
   // Appends the next part of the text to out; false when the text is complete (nothing
-  // appended). Throws ks::Error: the client is told so and closed.
+  // appended). True with nothing appended: a step of the source's own work is done, and
+  // the server asks again at the loop's next turn. Throws ks::Error: the client is told so
+  // and closed.
   virtual bool next(std::string& out) = 0;
 };
 

@@ -30,9 +30,10 @@ class Reports {
 
   // How many cgroups of the tree have processes.
   std::size_t protected_apps() const;
-  // Every process's pids by cgroup id in one read (the task iterator, loaded on the first
-  // list); nullopt where it cannot be used: then each app's cgroup.procs is read.
-  std::optional<PidsByCgroup> pids_by_cgroup();
+  // A read of every process's pids by cgroup id (the task iterator, loaded on the first
+  // list), to be done in steps; nullopt where it cannot be used: then each app's
+  // cgroup.procs is read.
+  std::optional<TaskCgroupsReading> start_pids_read();
 
   std::string pin_dir_;
   const Enforcement& enforcement_;

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 
 #include "killswitch/error.hpp"
@@ -64,28 +65,44 @@ std::span<const pid_t> PidsByCgroup::of(std::uint64_t cgroup_id) const {
   return {pids_.data() + (first - ids_.begin()), static_cast<std::size_t>(last - first)};
 }
 
-PidsByCgroup TaskCgroups::read() const {
-  // A new iterator fd walks all tasks once, read to its end. All bytes are collected
-  // before they are parsed, so nothing relies on a read ending at a record's end.
+TaskCgroupsReading TaskCgroups::start_read() const {
+  // A new iterator fd walks all tasks once, read to its end.
   UniqueFd fd(bpf_iter_create(bpf_link__fd(skel_->links.ks_task_cgroups)));
   if (!fd) throw_errno("cannot create the task iterator");
-  std::vector<char> bytes;
-  std::size_t used = 0;
-  for (;;) {
-    if (bytes.size() - used < 65536) bytes.resize(bytes.size() + 262144);
-    ssize_t n = ::read(fd.get(), bytes.data() + used, bytes.size() - used);
+  return TaskCgroupsReading(std::move(fd));
+}
+
+PidsByCgroup TaskCgroups::read() const {
+  TaskCgroupsReading reading = start_read();
+  while (reading.step(SIZE_MAX)) {
+  }
+  return reading.take();
+}
+
+bool TaskCgroupsReading::step(std::size_t max_bytes) {
+  const std::size_t until = used_ + std::min(max_bytes, SIZE_MAX - used_);
+  do {
+    if (bytes_.size() - used_ < 65536) bytes_.resize(bytes_.size() + 262144);
+    ssize_t n = ::read(fd_.get(), bytes_.data() + used_, bytes_.size() - used_);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) throw_errno("cannot read the task iterator");
-    if (n == 0) break;
-    used += static_cast<std::size_t>(n);
-  }
+    if (n == 0) return false;
+    used_ += static_cast<std::size_t>(n);
+  } while (used_ < until);
+  return true;
+}
+
+PidsByCgroup TaskCgroupsReading::take() {
+  // All bytes are collected before they are parsed, so nothing relies on a read ending at
+  // a record's end.
   std::vector<PidsByCgroup::Entry> entries;
-  entries.reserve(used / sizeof(ks_task_cgroup));
-  for (std::size_t at = 0; at + sizeof(ks_task_cgroup) <= used; at += sizeof(ks_task_cgroup)) {
+  entries.reserve(used_ / sizeof(ks_task_cgroup));
+  for (std::size_t at = 0; at + sizeof(ks_task_cgroup) <= used_; at += sizeof(ks_task_cgroup)) {
     ks_task_cgroup rec;
-    std::memcpy(&rec, bytes.data() + at, sizeof(rec));
+    std::memcpy(&rec, bytes_.data() + at, sizeof(rec));
     entries.push_back({rec.cgroup_id, static_cast<pid_t>(rec.pid)});
   }
+  bytes_ = {};
   return PidsByCgroup(std::move(entries));
 }
 

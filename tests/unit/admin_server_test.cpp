@@ -41,12 +41,16 @@ class RecordingWatcher : public FdWatcher {
   std::set<int> output;  // watched for room to write instead of input
 };
 
-// The list as a stream: {"ok":true,"apps":[0,1,...]} a few numbers per part; it fails at
-// `fail_at` when set.
+// The list as a stream: {"ok":true,"apps":[0,1,...]} a few numbers per part, after three
+// calls that append nothing (work of its own, done in steps); it fails at `fail_at` when set.
 class CountingSource : public TextSource {
  public:
   CountingSource(int count, int fail_at = -1) : count_(count), fail_at_(fail_at) {}
   bool next(std::string& out) override {
+    if (steps_ > 0) {
+      --steps_;
+      return true;
+    }
     if (at_ == -1) {
       out += R"({"ok":true,"apps":[)";
       at_ = 0;
@@ -65,7 +69,7 @@ class CountingSource : public TextSource {
   }
 
  private:
-  int count_, fail_at_, at_ = -1;
+  int count_, fail_at_, at_ = -1, steps_ = 3;
 };
 
 class AdminServerTest : public ::testing::Test {

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "killswitch/fd.hpp"
+
 struct task_cgroups_bpf;  // the bpftool-generated skeleton
 
 namespace ks {
@@ -37,6 +39,22 @@ class PidsByCgroup {
   std::vector<pid_t> pids_;  // pids_[i] is in cgroup ids_[i]
 };
 
+// One walk of the task iterator, read in steps: a caller that serves others (ksd's loop)
+// reads a little at a time instead of holding them up for the whole walk.
+class TaskCgroupsReading {
+ public:
+  explicit TaskCgroupsReading(UniqueFd iterator) : fd_(std::move(iterator)) {}
+  // Reads at least one chunk and up to about max_bytes more; false once the walk has ended
+  // (then take()). Throws ks::Error.
+  bool step(std::size_t max_bytes);
+  PidsByCgroup take();
+
+ private:
+  UniqueFd fd_;
+  std::vector<char> bytes_;
+  std::size_t used_ = 0;
+};
+
 class TaskCgroups {
  public:
   // Loads and attaches the iterator. nullptr, with the reason in why_not, when this
@@ -46,6 +64,8 @@ class TaskCgroups {
 
   // Every process (thread group id) with its cgroup, read now. Throws ks::Error.
   PidsByCgroup read() const;
+  // The same walk, to be read in steps. Throws ks::Error.
+  TaskCgroupsReading start_read() const;
 
  private:
   explicit TaskCgroups(std::unique_ptr<task_cgroups_bpf, TaskCgroupsSkeletonDeleter> skel)
