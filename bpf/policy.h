@@ -275,16 +275,24 @@ static inline enum ks_reason ks_judge_join(const struct ks_join_facts *f)
 /* The helpers below compare without early exits (differences are OR-ed together): every
  * branch on a path byte would double the states the BPF verifier has to explore. */
 
-/* Length up to the first NUL, at most len. */
+/* Length up to the first NUL, at most len. By arithmetic alone, no branch on a byte: a loop
+ * that stopped at the NUL gave the verifier one path per possible length, each verifying
+ * the rest of the program again with that length as a constant (116 ms of ksd's start-up
+ * for connect_unix). Here the length is one value the verifier knows to be 0..108. */
 static inline ks_u32 ks_path_length(const char path[KS_UNIX_PATH_BUF], ks_u32 len)
 {
-	ks_u32 n = 0;
+	ks_u32 n = 0, ended = 0;
 
 	for (ks_u32 i = 0; i < KS_UNIX_PATH_MAX; i++) {
-		if (i >= len || KS_AT(path, i) == 0)
-			break;
-		n = i + 1;
+		/* Bit 31 of byte - 1 is set for a NUL only; of len - 1 - i once i >= len (both
+		 * are small, so the subtraction wraps only then). */
+		ks_u32 byte = (ks_u32)(ks_u8)KS_AT(path, i);
+		ended |= ((byte - 1) | (len - 1 - i)) >> 31;
+		n += 1 - ended;
 	}
+	/* Opaque to the compiler: it knows n <= 108 and would drop the masks (KS_AT) on the
+	 * indexes derived from it, which the verifier needs to see every read in bounds. */
+	__asm__ __volatile__("" : "+r"(n));
 	return n;
 }
 
@@ -317,9 +325,14 @@ static inline int ks_path_last_component_is(const char path[KS_UNIX_PATH_BUF], k
 	if (start > 0 && KS_AT(path, start - 1) != '/')
 		return 0;
 	for (ks_u32 i = 0; i < KS_UNIX_PATH_MAX; i++) {
-		if (i >= name_len || start + i >= KS_UNIX_PATH_MAX)
+		ks_u32 at = start + i;
+
+		if (i >= name_len || at >= KS_UNIX_PATH_MAX)
 			break;
-		diff |= (ks_u32)(ks_u8)(KS_AT(path, start + i) ^ name[i]);
+		/* Opaque, so that the mask stays (the compiler knows at < 108 here; the
+		 * verifier, holding that bound on another register, does not). */
+		__asm__ __volatile__("" : "+r"(at));
+		diff |= (ks_u32)(ks_u8)(KS_AT(path, at) ^ name[i]);
 	}
 	return diff == 0;
 }
