@@ -5,6 +5,8 @@
 // sweep every second reads the apps without a watch, and every minute all of them.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -57,6 +59,9 @@ struct App {
   std::uint32_t slot = 0;    // counter slot (AppSlots), 0: none
   std::string command = {};  // what it was started as (read once: `ksctl list` shows it)
   int watch = -1;            // inotify watch on its cgroup.events, once seen populated
+  // A ready scope (systemd hosts): only ksd's placeholder process, this pid, is in it until
+  // a launch joins it. Not an app yet: not listed, not counted. 0 for every real app.
+  pid_t holder = 0;
 };
 
 class AppRegistry {

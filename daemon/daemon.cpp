@@ -140,6 +140,7 @@ Daemon::Daemon(DaemonOptions options)
   policy_.apply("start");
   tree_.attach();  // proves every hook effective on the tree root before we say ready
 
+  launches_.start();
   if (!options_.attach_only) server_.listen(options_.socket_path);
   log_info("enforcement attached to " + tree_.root() + ", pins in " + options_.pin_dir +
            ", admin socket " + options_.socket_path);
@@ -192,6 +193,8 @@ void Daemon::run() {
         consume_events();
       } else if (fd == launches_.scopes_fd()) {
         launches_.on_scopes_ready();
+      } else if (fd == launches_.after_launch_fd()) {
+        launches_.on_after_launch();
       } else {
         server_.on_ready(fd);
       }

@@ -1,5 +1,6 @@
 #include "launches.hpp"
 
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "killswitch/cgroup.hpp"
@@ -30,12 +31,29 @@ Launches::Launches(EventLoop& loop, const PolicySync& policy, ProtectedTree& tre
   if (!systemd_scopes) return;
   if (tree_.slices_are_systemd_units()) {
     scopes_ = std::make_unique<systemd::TransientScopes>();
-    log_info("systemd host: ksrun apps get transient scopes from systemd");
+    ready_ = std::make_unique<ReadyScopes>(*scopes_, tree_, registry_);
+    after_launch_ = UniqueFd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+    if (!after_launch_) throw_errno("timerfd_create");
+    loop_.watch(after_launch_.get());
+    log_info("systemd host: ksrun apps get scopes from systemd, made ahead of launches");
   } else {
     log_warning(
         "the tree's slice name has a dash, so systemd would not nest its profile "
         "slices in it; ksrun apps get cgroups made by ksd instead of transient scopes");
   }
+}
+
+void Launches::start() {
+  if (!ready_) return;
+  std::size_t n = 0;
+  for (const auto& p : policy_.config().profiles)
+    if (n++ < kMaxProfilesReadyAtStart) ready_->fill(p.name, kReadyAtStart);
+  rewatch();
+}
+
+std::string Launches::scope_description(const ipc::Request& request) {
+  const std::string cmd = request.argv.empty() ? "" : request.argv.front();
+  return "Killswitch-protected " + cmd.substr(0, 100) + " (profile " + request.profile + ")";
 }
 
 bool Launches::owns_cgroup(const std::string& name) const {
@@ -56,14 +74,20 @@ std::optional<nlohmann::json> Launches::launch(AdminServer::ClientId client,
     return finish(request, peer, app);
   }
 
+  ensure_cgroup_dir(tree_.profile_slice_path(request.profile));
+  // A scope systemd made ahead: the caller joins it, the next one is asked for.
+  if (App* app = ready_->take(request.profile, peer.pid)) {
+    nlohmann::json reply = finish(request, peer, *app);
+    after_launch(request.profile, app->path.substr(app->path.find_last_of('/') + 1),
+                 scope_description(request));
+    return reply;
+  }
+
   // systemd moves the caller into a new scope in the profile's slice; the programs on the
   // tree root are inherited by the scope's cgroup the moment systemd creates it, and the
   // caller is waiting for our answer, so it runs nothing in between.
-  ensure_cgroup_dir(tree_.profile_slice_path(request.profile));
-  const std::string cmd = request.argv.empty() ? "" : request.argv.front();
   scopes_->start(
-      stem, tree_.profile_slice_unit(request.profile), peer.pid,
-      "Killswitch-protected " + cmd.substr(0, 100) + " (profile " + request.profile + ")",
+      stem, tree_.profile_slice_unit(request.profile), peer.pid, scope_description(request),
       [this, client, request, peer](const std::string& error) {
         nlohmann::json reply;
         try {
@@ -80,6 +104,7 @@ std::optional<nlohmann::json> Launches::launch(AdminServer::ClientId client,
           reply = {{"ok", false}, {"error", e.what()}};
         }
         reply_later_(client, reply);
+        if (error.empty()) after_launch(request.profile, "", "");
       });
   rewatch();
   return std::nullopt;
@@ -149,6 +174,28 @@ nlohmann::json Launches::protect(const ipc::Request& request) {
   return {{"ok", true}, {"cgroup", tree_.relative(app.path)}, {"profile", request.profile}};
 }
 
+void Launches::after_launch(const std::string& profile, std::string unit, std::string description) {
+  to_fill_.insert(profile);
+  if (!unit.empty()) to_describe_.emplace_back(std::move(unit), std::move(description));
+  // Every launch pushes the timer back: during a burst of launches (a script starting many)
+  // the ones after the ready scopes wait for systemd as before, and the next ready scopes
+  // are made once the burst is over, instead of competing with every launch in it.
+  itimerspec its{};
+  its.it_value.tv_nsec = kAfterLaunchDelayNs;
+  if (::timerfd_settime(after_launch_.get(), 0, &its, nullptr) != 0)
+    on_after_launch();  // no timer: at once, then
+}
+
+void Launches::on_after_launch() {
+  std::uint64_t expirations = 0;
+  (void)!::read(after_launch_.get(), &expirations, sizeof(expirations));
+  for (const auto& [unit, description] : to_describe_) scopes_->describe(unit, description);
+  to_describe_.clear();
+  for (const std::string& profile : to_fill_) ready_->fill(profile, kReadyInUse);
+  to_fill_.clear();
+  rewatch();
+}
+
 void Launches::on_scopes_ready() {
   if (scopes_) scopes_->process();
 }
@@ -164,7 +211,13 @@ void Launches::rewatch() {
 }
 
 void Launches::expire(std::chrono::steady_clock::time_point now) {
-  if (scopes_) scopes_->expire(now);
+  if (!scopes_) return;
+  scopes_->expire(now);
+  ready_->expire([this](const std::string& profile) {
+    for (const auto& p : policy_.config().profiles)
+      if (p.name == profile) return true;
+    return false;
+  });
 }
 
 }  // namespace ks

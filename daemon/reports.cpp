@@ -9,6 +9,7 @@
 #include <iterator>
 #include <span>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "killswitch/cgroup.hpp"
 #include "killswitch/error.hpp"
@@ -96,15 +97,19 @@ std::size_t Reports::protected_apps() const {
   // With only known cgroups in the tree, the tracked apps are the count (one that emptied
   // leaves at the next sweep, within a second): no walk and no read per app, which with
   // 10,000 apps cost 0.4 s per status. Anything unknown in the tree: walk and look.
+  // Ready scopes (a placeholder waiting for a launch) are not apps.
   const Config& config = policy_.config();
   std::size_t count = 0;
+  std::unordered_set<std::string> ready;
+  for (const auto& [id, app] : registry_.apps())
+    if (app.holder != 0) ready.insert(app.path);
   if (tree_.holds_only(config, registry_.apps().size())) {
-    count = registry_.apps().size();
+    count = registry_.apps().size() - ready.size();
     for (const auto& p : config.profiles)
       if (!cgroup_pids(tree_.profile_slice_path(p.name)).empty()) ++count;
   } else {
     tree_.walk([&](const std::string& cg) {
-      if (!cgroup_pids(cg).empty()) ++count;
+      if (!ready.contains(cg) && !cgroup_pids(cg).empty()) ++count;
     });
   }
   return count;
@@ -215,7 +220,7 @@ class Reports::ListSource : public TextSource {
     const ProtectedTree& tree = reports_.tree_;
     // An app ksd tracks that ended since the snapshot has no processes to list.
     App* app = row.is_app ? reports_.registry_.find(row.id) : nullptr;
-    if (row.is_app && !app) return 0;
+    if (row.is_app && (!app || app->holder != 0)) return 0;  // (a ready scope is no app yet)
     const std::string& path = app ? app->path : row.path;
     // The id of a cgroup ksd does not track needs a stat; 0 when it is gone meanwhile.
     auto id_of = [&]() -> std::uint64_t {

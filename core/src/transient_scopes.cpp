@@ -137,6 +137,24 @@ void TransientScopes::send(Request& request) {
   if (r < 0) throw Error("cannot ask systemd for " + request.name + ": " + std::strerror(-r));
 }
 
+void TransientScopes::describe(const std::string& unit, const std::string& description) {
+  try {
+    connect();
+  } catch (const Error&) {
+    return;
+  }
+  Message m;
+  sd_bus_message* raw = nullptr;
+  int r = sd_bus_message_new_method_call(bus_, &raw, kDestination, kManagerPath, kManager,
+                                         "SetUnitProperties");
+  m.reset(raw);
+  if (r >= 0) r = sd_bus_message_append(m.get(), "sb", unit.c_str(), 1);
+  if (r >= 0)
+    r = sd_bus_message_append(m.get(), "a(sv)", 1, "Description", "s", description.c_str());
+  // A floating call: sd-bus drops the answer when it comes.
+  if (r >= 0) sd_bus_call_async(bus_, nullptr, m.get(), nullptr, nullptr, kCallTimeoutUsec);
+}
+
 int TransientScopes::on_reply(sd_bus_message* reply, void* userdata, sd_bus_error*) {
   auto& request = *static_cast<Request*>(userdata);
   TransientScopes& self = *request.owner;

@@ -6,8 +6,10 @@
 #      shows the tunnel; `ksctl systemd protect` refuses unknown units, bad names and
 #      unknown profiles, is idempotent, and moves the service into killswitch-default.slice;
 #   2. `ksctl verify --self` passes inside the protected slice and fails outside it;
-#   3. the protected service and an app started with ksrun (which ksd puts into a transient
-#      scope under killswitch-default.slice, made by systemd) send through the tunnel, then
+#   3. the protected service and an app started with ksrun (which joins a ready scope under
+#      killswitch-default.slice that systemd made before the launch, held by a placeholder
+#      of ksd's; not listed as an app, described as the app once joined; the placeholders
+#      die with ksd, SIGKILLed or stopped) send through the tunnel, then
 #      leak 0 frames when the tunnel dies, also while ksd is SIGKILLed and restarted by
 #      systemd (positive control: an unprotected service sending the same way is seen on
 #      the physical link);
@@ -140,19 +142,46 @@ _lab_wait_until 5 server_replies_since "$tx" 50 ||
   fail "the protected service's traffic does not flow through the tunnel"
 pass "the protected service's traffic flows through the tunnel"
 
+# ksd keeps a ready scope per profile (a placeholder process in it), so a launch only joins
+# one instead of waiting for systemd to make it.
+ready_scopes() {
+  in_ct systemctl list-units --type=scope --state=active --plain --no-legend 'ksrun-*' |
+    awk '/Killswitch: ready for the next ksrun/ {print $1}'
+}
+PSLICE=/sys/fs/cgroup/killswitch.slice/killswitch-default.slice
+one_ready() { [[ $(ready_scopes | wc -l) -ge 1 ]]; }
+_lab_wait_until 5 one_ready || fail "ksd made no ready scope in killswitch-default.slice"
+ready=$(ready_scopes | head -1)
+holder=$(in_ct cat "$PSLICE/$ready/cgroup.procs")
+assert_eq "$(in_ct cat "/proc/$holder/cmdline" | tr '\0' ' ')" "ksd-ready-scope infinity " \
+  "ready scope $ready holds only ksd's placeholder"
+listed_ready=$(in_ct "$KSCTL" list --json | python3 -c '
+import json, sys
+print(sum(1 for a in json.load(sys.stdin)["apps"] if a["cgroup"].endswith("/'"$ready"'")))')
+assert_eq "$listed_ready" 0 "ksctl list does not show a ready scope as an app"
+
 # ksrun, started from an ordinary service (the way a user's session or a unit runs it).
 in_ct systemd-run --unit=app-launcher --service-type=exec \
   /usr/local/bin/ksrun /usr/bin/python3 /usr/local/bin/sender.py "$LAB_NET_IP4" "$LAB_ECHO_PORT" -
-ksrun_scope() { in_ct systemctl list-units --type=scope --state=active --plain --no-legend 'ksrun-*' | awk '{print $1}'; }
-scope_up() { [[ -n $(ksrun_scope) ]]; }
-_lab_wait_until 5 scope_up || true
-scope=$(ksrun_scope)
-[[ $scope == ksrun-*.scope ]] || fail "no active ksrun-*.scope after ksrun (got '$scope')"
-assert_eq "$(in_ct systemctl show -P Slice "$scope")" killswitch-default.slice \
-  "ksrun's app is in systemd's transient scope $scope, in killswitch-default.slice"
 app_pid=$(in_ct systemctl show -P MainPID app-launcher.service)
-assert_eq "$(in_ct grep "^0::" "/proc/$app_pid/cgroup")" "0::/killswitch.slice/killswitch-default.slice/$scope" \
-  "the app process (ksrun exec'd into it) lives in the scope's cgroup"
+app_scope() { in_ct grep "^0::" "/proc/$app_pid/cgroup" | sed -n 's|^0::/killswitch.slice/killswitch-default.slice/\(ksrun-.*\.scope\)$|\1|p'; }
+scope_up() { [[ -n $(app_scope) ]]; }
+_lab_wait_until 5 scope_up || true
+scope=$(app_scope)
+[[ $scope == ksrun-*.scope ]] || fail "the app is not in a ksrun-*.scope of killswitch-default.slice: $(in_ct cat "/proc/$app_pid/cgroup")"
+assert_eq "$scope" "$ready" "ksrun joined the ready scope $ready"
+assert_eq "$(in_ct systemctl is-active "$scope")" active "its scope is an active unit systemd knows"
+assert_eq "$(in_ct systemctl show -P Slice "$scope")" killswitch-default.slice \
+  "ksrun's app is in systemd's scope $scope, in killswitch-default.slice"
+described() { [[ $(in_ct systemctl show -P Description "$scope") == "Killswitch-protected /usr/bin/python3 (profile default)" ]]; }
+_lab_wait_until 5 described || fail "the scope's description is '$(in_ct systemctl show -P Description "$scope")'"
+pass "the scope is described as the app it now holds"
+only_app() { [[ $(in_ct cat "$PSLICE/$scope/cgroup.procs") == "$app_pid" ]]; }
+_lab_wait_until 5 only_app || fail "the scope holds '$(in_ct cat "$PSLICE/$scope/cgroup.procs")', not only the app $app_pid"
+pass "the placeholder is gone from the app's scope: only the app ($app_pid) is in it"
+next_ready() { [[ -n $(ready_scopes | grep -vx "$scope") ]]; }
+_lab_wait_until 5 next_ready || fail "ksd made no new ready scope after the launch"
+pass "ksd made the next ready scope"
 ksrun_allowed() {
   in_ct "$KSCTL" list --json | python3 -c '
 import json, sys
@@ -175,6 +204,8 @@ capture_start tunnel-dies
 tunnel_kill
 sleep 1.5
 restarts=$(in_ct systemctl show -P NRestarts ksd.service)
+ready_before_kill=$(ready_scopes)
+[[ -n $ready_before_kill ]] || fail "no ready scope before ksd is killed"
 in_ct systemctl kill -s KILL ksd.service
 _lab_wait_until 10 ksd_restarted || fail "systemd did not restart ksd after SIGKILL"
 sleep 1.5
@@ -187,6 +218,17 @@ assert_eq "$(leak_count "not src host $LAB_CONTROL_IP4")" 0 \
   "the protected service leaked nothing: tunnel gone, ksd killed and restarted"
 assert_eq "$(in_ct systemctl is-active protected.service)" active "the protected service kept running"
 assert_eq "$(in_ct systemctl is-active "$scope")" active "the ksrun app kept running in its scope"
+# The placeholders die with the ksd that made them (PR_SET_PDEATHSIG), and their scopes
+# with them; the new ksd makes its own.
+old_ready_gone() {
+  local u
+  for u in $ready_before_kill; do [[ $(in_ct systemctl is-active "$u") != active ]] || return 1; done
+}
+_lab_wait_until 5 old_ready_gone || fail "ready scopes of the SIGKILLed ksd are still active: $ready_before_kill"
+pass "the SIGKILLed ksd's ready scopes ended with it ($(echo $ready_before_kill))"
+new_ready() { [[ -n $(ready_scopes) ]] && [[ -z $(comm -12 <(ready_scopes | sort) <(tr ' ' '\n' <<<"$ready_before_kill" | sort)) ]]; }
+_lab_wait_until 5 new_ready || fail "the restarted ksd made no ready scope of its own"
+pass "the restarted ksd made its own ready scope"
 # Stopping the scope ends the app, and with it app-launcher.service (its main process).
 in_ct systemctl stop protected.service control.service "$scope"
 
@@ -275,7 +317,10 @@ assert_ok "... and the ExecStartPre check passes there" \
   in_ct "--slice=$OS" "$KSCTL" verify --self
 
 # ---- 6. enforcement absent: the protected service does not start ---------------------------------
+ready_before_kill=$(ready_scopes)
 in_ct systemctl stop ksd.service
+_lab_wait_until 5 old_ready_gone || fail "ready scopes outlived a stopped ksd: $ready_before_kill"
+pass "a stopped ksd leaves no ready scope behind"
 in_ct "$KSCTL" teardown >/dev/null
 in_ct sh -c 'echo "broken = " > /etc/killswitch/config.toml'
 assert_fails "with enforcement absent, the protected service fails to start" \

@@ -17,7 +17,9 @@
 //                                (warm caches), K rounds with the programs' order alternating;
 //                                prints per program the median of the rounds' ns per run and
 //                                the return value
-//   launch N -- CMD ARGS...      fork+exec+wait CMD N times; per-run wall time percentiles (µs)
+//   launch N [--gap-ms G] -- CMD ARGS... [::: CMD ARGS...]...
+//                                fork+exec+wait CMD N times (several: in turn, N rounds);
+//                                per-run wall time percentiles (µs; lists for several)
 //   sockets N --ready-file F     open N UDP sockets, create F, sleep until killed
 //   apps DIR N                   N cgroups DIR/bench-I.scope, each with one sleeping process
 //                                (a fork of this one, so thousands start in seconds); exits
@@ -209,36 +211,59 @@ int test_run(const std::vector<unsigned>& ids, unsigned ifindex, unsigned mark, 
   return 0;
 }
 
-int launch(unsigned n, const std::vector<std::string>& command) {
-  std::vector<char*> argv;
-  std::vector<std::string> copy = command;
-  for (auto& a : copy) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  std::vector<double> us;
+// gap_ms: an untimed pause before each launch (apps started by a person, one at a time:
+// what a launcher does in the background between launches has finished). Several commands
+// (separated by ":::") are launched in turn, one of each per round, so that the machine's
+// drift over the run (tens of percent here) falls on all of them alike; then the
+// percentiles are lists, one entry per command.
+int launch(unsigned n, const std::vector<std::string>& command, unsigned gap_ms) {
+  std::vector<std::vector<std::string>> commands(1);
+  for (const auto& arg : command) {
+    if (arg == ":::") {
+      commands.emplace_back();
+    } else {
+      commands.back().push_back(arg);
+    }
+  }
+  std::vector<std::vector<double>> us(commands.size());
   int failures = 0;
   for (unsigned i = 0; i < n; ++i) {
-    auto t0 = Clock::now();
-    pid_t pid = ::fork();
-    if (pid == 0) {
-      ::execvp(argv[0], argv.data());
-      ::_exit(127);
+    for (std::size_t c = 0; c < commands.size(); ++c) {
+      std::vector<std::string> copy = commands[c];
+      std::vector<char*> argv;
+      for (auto& a : copy) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      if (gap_ms > 0) ::usleep(gap_ms * 1000);
+      auto t0 = Clock::now();
+      pid_t pid = ::fork();
+      if (pid == 0) {
+        ::execvp(argv[0], argv.data());
+        ::_exit(127);
+      }
+      int status = 0;
+      ::waitpid(pid, &status, 0);
+      us[c].push_back(seconds_since(t0) * 1e6);
+      if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) ++failures;
     }
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    us.push_back(seconds_since(t0) * 1e6);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) ++failures;
   }
-  std::sort(us.begin(), us.end());
-  auto pct = [&](double p) {
-    return us[static_cast<std::size_t>(p * static_cast<double>(us.size() - 1))];
-  };
-  std::cout << nlohmann::json{{"runs", n},
-                              {"failures", failures},
-                              {"p50_us", pct(0.5)},
-                              {"p90_us", pct(0.9)},
-                              {"min_us", us.front()}}
-                   .dump()
-            << "\n";
+  nlohmann::json p50 = nlohmann::json::array(), p90 = nlohmann::json::array(),
+                 min = nlohmann::json::array();
+  for (auto& v : us) {
+    std::sort(v.begin(), v.end());
+    auto pct = [&](double p) {
+      return v[static_cast<std::size_t>(p * static_cast<double>(v.size() - 1))];
+    };
+    p50.push_back(pct(0.5));
+    p90.push_back(pct(0.9));
+    min.push_back(v.front());
+  }
+  nlohmann::json out{{"runs", n}, {"failures", failures}};
+  if (commands.size() == 1) {
+    out["p50_us"] = p50[0], out["p90_us"] = p90[0], out["min_us"] = min[0];
+  } else {
+    out["p50_us"] = p50, out["p90_us"] = p90, out["min_us"] = min;
+  }
+  std::cout << out.dump() << "\n";
   return failures ? 1 : 0;
 }
 
@@ -419,6 +444,8 @@ int main(int argc, char** argv) {
   auto* la = app.add_subcommand("launch", "fork+exec+wait a command N times");
   la->add_option("n", n)->required();
   la->add_option("command", command)->required();
+  unsigned gap_ms = 0;
+  la->add_option("--gap-ms", gap_ms, "untimed pause before each launch");
   auto* so = app.add_subcommand("sockets", "hold N UDP sockets");
   so->add_option("n", n)->required();
   so->add_option("--ready-file", ready_file)->required();
@@ -445,7 +472,7 @@ int main(int argc, char** argv) {
     if (*af) return attach_program("ks_bench_floor", floor_program(floor_ifindex), cgroup, pin);
     if (*ps) return prog_stats(ids);
     if (*tr) return test_run(ids, ifindex, tr_mark, repeat, rounds);
-    if (*la) return launch(n, command);
+    if (*la) return launch(n, command, gap_ms);
     if (*so) return sockets(n, ready_file);
     if (*ap) return apps(cgroup, n);
     if (*cr) return connect_rate(dst, n);

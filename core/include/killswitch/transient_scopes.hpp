@@ -42,6 +42,10 @@ class TransientScopes {
   void start(const std::string& name, const std::string& slice, pid_t pid,
              const std::string& description, Done done);
 
+  // Sets a running unit's description (SetUnitProperties, runtime only); the answer is not
+  // waited for: a description that did not change is no reason to refuse anything.
+  void describe(const std::string& unit, const std::string& description);
+
   // The connection's fd (-1 when not connected) and the poll events it waits for.
   int fd() const;
   std::uint32_t events() const;
