@@ -2,7 +2,8 @@
 // scope or service systemd made), its profile and counter slot. Apps are adopted at
 // start-up from the tree an earlier ksd left, added on launch and protect, and retired
 // when their cgroup empties: inotify on each populated app's cgroup.events says when, a
-// sweep every second reads the apps without a watch, and every minute all of them.
+// sweep every second reads the apps without a watch and, in turn, a six-hundredth of the
+// others (each every ten minutes).
 #pragma once
 
 #include <sys/types.h>
@@ -10,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <unordered_map>
 
@@ -60,7 +62,8 @@ struct App {
   std::string command = {};  // what it was started as (read once: `ksctl list` shows it)
   int watch = -1;            // inotify watch on its cgroup.events, once seen populated
   // A ready scope (systemd hosts): only ksd's placeholder process, this pid, is in it until
-  // a launch joins it. Not an app yet: not listed, not counted. 0 for every real app.
+  // a launch joins it. Not an app yet: not listed, not counted. 0 for every real app. Set
+  // through AppRegistry::set_holder.
   pid_t holder = 0;
 };
 
@@ -69,7 +72,8 @@ class AppRegistry {
   using ProfileIdOf = std::function<std::uint32_t(const std::string& profile)>;
   using OnRetired = std::function<void(const App&)>;  // before it is forgotten
 
-  static constexpr unsigned kFullSweepEverySweeps = 60;
+  static constexpr unsigned kFullSweepEverySweeps = 600;
+  static constexpr std::size_t kUnwatchedPerSweep = 50;
 
   AppRegistry(AppMaps& maps, ProfileIdOf profile_id_of, OnRetired on_retired);
 
@@ -95,11 +99,17 @@ class AppRegistry {
 
   // cgroup.events of watched apps changed: retires the ones that emptied.
   void on_watch_ready();
-  // The 1 s sweep: the apps without a watch, and every app each kFullSweepEverySweeps
-  // sweeps or after the watch queue overflowed.
+  // The 1 s sweep: the apps without a watch (up to kUnwatchedPerSweep), and a
+  // kFullSweepEverySweeps-th of the others in turn (each app every ten minutes); every app
+  // after the watch queue overflowed.
   void sweep();
 
   App* find(std::uint64_t cgroup_id);
+  // Marks a tracked cgroup a ready scope held by `holder` (ReadyScopes), or, with 0, an app
+  // a launch joined.
+  void set_holder(std::uint64_t cgroup_id, pid_t holder);
+  // The ready scopes (App::holder != 0) by cgroup id: a few, so reports skip them cheaply.
+  const std::set<std::uint64_t>& ready() const { return ready_; }
   std::map<std::uint64_t, App>& apps() { return apps_; }
   const std::map<std::uint64_t, App>& apps() const { return apps_; }
   // An app's counters, wherever the kernel keeps them (by cgroup id and by its slot).
@@ -114,10 +124,15 @@ class AppRegistry {
   ProfileIdOf profile_id_of_;
   OnRetired on_retired_;
   std::map<std::uint64_t, App> apps_;
+  std::set<std::uint64_t> ready_;
   AppSlots slots_;
   UniqueFd watch_fd_;
   std::unordered_map<int, std::uint64_t> watches_;  // watch -> app's cgroup id
-  unsigned sweeps_since_full_sweep_ = 0;
+  // The watch queue overflowed: changes were lost, every app is read at the next sweep.
+  bool read_all_next_sweep_ = false;
+  // The rolling backstop: the last app it read, and how many it reads per sweep this round.
+  std::uint64_t sweep_cursor_ = 0;
+  std::size_t round_share_ = 0;
 };
 
 }  // namespace ks

@@ -128,12 +128,11 @@ void ProtectedTree::walk(const std::function<void(const std::string&)>& visit) c
 }
 
 std::uint32_t ProtectedTree::profile_of(const std::string& absolute_cgroup,
-                                        const std::map<std::uint64_t, std::uint32_t>& known) const {
+                                        const ProfileById& profile_by_id) const {
   std::string path = absolute_cgroup;
   while (path.size() >= root_.size()) {
     try {
-      auto it = known.find(cgroup_id(path));
-      if (it != known.end()) return it->second;
+      if (auto profile = profile_by_id(cgroup_id(path))) return *profile;
     } catch (const Error&) {
     }
     auto slash = path.find_last_of('/');

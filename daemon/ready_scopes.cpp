@@ -100,9 +100,8 @@ void ReadyScopes::made(std::uint64_t serial, const std::string& error) {
     if (cgroup.rfind(slice + "/", 0) != 0)
       throw Error("systemd put the placeholder in " + tree_.relative(cgroup) + ", outside " +
                   tree_.relative(slice));
-    App app{cgroup, entry.profile, cgroup_id(cgroup), false};
-    app.holder = entry.holder;
-    entry.cgroup_id = registry_.add(std::move(app)).cgroup_id;
+    entry.cgroup_id = registry_.add(App{cgroup, entry.profile, cgroup_id(cgroup), false}).cgroup_id;
+    registry_.set_holder(entry.cgroup_id, entry.holder);
   } catch (const std::exception& e) {
     log_warning(std::string("cannot make a ready scope (launches wait for systemd instead): ") +
                 e.what());
@@ -134,7 +133,7 @@ App* ReadyScopes::take(const std::string& profile, pid_t pid) {
     }
     // The caller waits for our answer, so it runs nothing while the placeholder is with it.
     end(entry);
-    app->holder = 0;
+    registry_.set_holder(app->cgroup_id, 0);
     return app;
   }
   return nullptr;

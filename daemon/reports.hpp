@@ -1,6 +1,7 @@
 // What `ksctl status` and `ksctl list` show, as JSON text (docs/interface.md).
 #pragma once
 
+#include <future>
 #include <memory>
 #include <optional>
 #include <string>
@@ -30,17 +31,23 @@ class Reports {
 
   // How many cgroups of the tree have processes.
   std::size_t protected_apps() const;
-  // A read of every process's pids by cgroup id (the task iterator, loaded on the first
-  // list), to be done in steps; nullopt where it cannot be used: then each app's
-  // cgroup.procs is read.
+  // A read of every process's pids by cgroup id (the task iterator), to be done in steps;
+  // nullopt where it cannot be used (or is not loaded yet): then each app's cgroup.procs is
+  // read. The first list starts loading it in a thread of its own: libbpf parses the
+  // kernel's BTF for it, a quarter of a second here, which would stop ksd's loop.
   std::optional<TaskCgroupsReading> start_pids_read();
+  struct TaskCgroupsLoad {
+    std::unique_ptr<TaskCgroups> loaded;  // null when it cannot load
+    std::string why_not;
+  };
 
   std::string pin_dir_;
   const Enforcement& enforcement_;
   const PolicySync& policy_;
   const ProtectedTree& tree_;
   AppRegistry& registry_;
-  std::unique_ptr<TaskCgroups> task_cgroups_;  // null when it cannot load
+  std::unique_ptr<TaskCgroups> task_cgroups_;  // null when it cannot load (or not yet)
+  std::future<TaskCgroupsLoad> task_cgroups_loading_;
   bool task_cgroups_tried_ = false;
 };
 

@@ -355,26 +355,32 @@ void Enforcement::remove_cgroup(std::uint64_t id) {
 
 namespace {
 
-// BPF_MAP_LOOKUP_BATCH over a whole map: a few system calls for thousands of entries
-// instead of two per entry. fn(key, values) gets `per_key` values for each key (a per-CPU
-// map has one per possible CPU).
+// One BPF_MAP_LOOKUP_BATCH of up to kBatch entries from where `position` stopped: a few
+// system calls for thousands of entries instead of two per entry. fn(key, values) gets
+// `per_key` values for each key (a per-CPU map has one per possible CPU).
 template <typename Key, typename Value, typename Fn>
-void for_each_in_batches(int fd, const std::string& name, std::size_t per_key, Fn fn) {
+void read_batch(int fd, const std::string& name, std::size_t per_key,
+                Enforcement::BatchPosition& position, Fn fn) {
   constexpr __u32 kBatch = 1024;
+  if (position.done) return;
   std::vector<Key> keys(kBatch);
   std::vector<Value> values(kBatch * per_key);
-  std::uint64_t in_batch = 0, out_batch = 0;  // opaque position, at least a key wide
-  bool first = true;
-  for (;;) {
-    __u32 count = kBatch;
-    int err = bpf_map_lookup_batch(fd, first ? nullptr : &in_batch, &out_batch, keys.data(),
-                                   values.data(), &count, nullptr);
-    if (err != 0 && errno != ENOENT) throw_errno("cannot read " + name);
-    for (__u32 i = 0; i < count; ++i) fn(keys[i], &values[static_cast<std::size_t>(i) * per_key]);
-    if (err != 0) break;  // ENOENT: that was the last batch
-    in_batch = out_batch;
-    first = false;
-  }
+  std::uint64_t out_batch = 0;  // opaque position, at least a key wide
+  __u32 count = kBatch;
+  int err = bpf_map_lookup_batch(fd, position.started ? &position.token : nullptr, &out_batch,
+                                 keys.data(), values.data(), &count, nullptr);
+  if (err != 0 && errno != ENOENT) throw_errno("cannot read " + name);
+  for (__u32 i = 0; i < count; ++i) fn(keys[i], &values[static_cast<std::size_t>(i) * per_key]);
+  position.done = err != 0;  // ENOENT: that was the last batch
+  position.token = out_batch;
+  position.started = true;
+}
+
+// The whole map, batch after batch.
+template <typename Key, typename Value, typename Fn>
+void for_each_in_batches(int fd, const std::string& name, std::size_t per_key, Fn fn) {
+  Enforcement::BatchPosition position;
+  while (!position.done) read_batch<Key, Value>(fd, name, per_key, position, fn);
 }
 
 }  // namespace
@@ -385,6 +391,13 @@ std::map<std::uint64_t, ks_cgroup_value> Enforcement::cgroup_entries() const {
       map_fd("ks_cgroups"), "ks_cgroups", 1,
       [&](std::uint64_t id, const ks_cgroup_value* v) { out[id] = *v; });
   return out;
+}
+
+void Enforcement::read_cgroup_entries(
+    BatchPosition& position, std::unordered_map<std::uint64_t, ks_cgroup_value>& out) const {
+  read_batch<std::uint64_t, ks_cgroup_value>(
+      map_fd("ks_cgroups"), "ks_cgroups", 1, position,
+      [&](std::uint64_t id, const ks_cgroup_value* v) { out[id] = *v; });
 }
 
 std::map<std::uint64_t, std::uint32_t> Enforcement::cgroups() const {
@@ -515,35 +528,45 @@ Counters Enforcement::counters_of(std::uint64_t id, std::uint32_t app_slot) cons
 
 namespace {
 
-// A per-CPU map of ks_counters, read in batches: fn(key, counters summed over CPUs).
+// A per-CPU map of ks_counters, one batch from `position` (or all of it without one):
+// fn(key, counters summed over CPUs).
 template <typename Key, typename Fn>
-void for_each_percpu_counters(int fd, const char* name, Fn fn) {
+void read_percpu_counters(int fd, const char* name, Enforcement::BatchPosition* position, Fn fn) {
   const int ncpus = libbpf_num_possible_cpus();
   if (ncpus <= 0) throw Error("cannot count possible CPUs");
-  for_each_in_batches<Key, ks_counters>(fd, name, static_cast<std::size_t>(ncpus),
-                                        [&](Key key, const ks_counters* per_cpu) {
-                                          Counters sum;
-                                          for (int cpu = 0; cpu < ncpus; ++cpu) sum += per_cpu[cpu];
-                                          fn(key, sum);
-                                        });
+  auto summed = [&](Key key, const ks_counters* per_cpu) {
+    Counters sum;
+    for (int cpu = 0; cpu < ncpus; ++cpu) sum += per_cpu[cpu];
+    fn(key, sum);
+  };
+  if (position) {
+    read_batch<Key, ks_counters>(fd, name, static_cast<std::size_t>(ncpus), *position, summed);
+  } else {
+    for_each_in_batches<Key, ks_counters>(fd, name, static_cast<std::size_t>(ncpus), summed);
+  }
 }
 
 }  // namespace
 
 std::map<std::uint64_t, Counters> Enforcement::all_counters_by_cgroup() const {
   std::map<std::uint64_t, Counters> out;
-  for_each_percpu_counters<std::uint64_t>(
-      map_fd("ks_counters"), "ks_counters",
-      [&](std::uint64_t id, const Counters& c) { out[id] = c; });
+  read_percpu_counters<std::uint64_t>(map_fd("ks_counters"), "ks_counters", nullptr,
+                                      [&](std::uint64_t id, const Counters& c) { out[id] = c; });
   return out;
+}
+
+void Enforcement::read_counters_by_cgroup(BatchPosition& position,
+                                          std::unordered_map<std::uint64_t, Counters>& out) const {
+  read_percpu_counters<std::uint64_t>(map_fd("ks_counters"), "ks_counters", &position,
+                                      [&](std::uint64_t id, const Counters& c) { out[id] = c; });
 }
 
 std::vector<Counters> Enforcement::all_counters_by_slot() const {
   std::vector<Counters> out(KS_MAX_APP_SLOTS);
-  for_each_percpu_counters<std::uint32_t>(map_fd("ks_app_counters"), "ks_app_counters",
-                                          [&](std::uint32_t slot, const Counters& c) {
-                                            if (slot < out.size()) out[slot] = c;
-                                          });
+  read_percpu_counters<std::uint32_t>(map_fd("ks_app_counters"), "ks_app_counters", nullptr,
+                                      [&](std::uint32_t slot, const Counters& c) {
+                                        if (slot < out.size()) out[slot] = c;
+                                      });
   for (std::uint32_t slot = 1; slot < KS_MAX_APP_SLOTS; ++slot)
     out[slot] += fast_counts_of_slot(slot);
   return out;

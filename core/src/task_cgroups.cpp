@@ -83,7 +83,10 @@ bool TaskCgroupsReading::step(std::size_t max_bytes) {
   const std::size_t until = used_ + std::min(max_bytes, SIZE_MAX - used_);
   do {
     if (bytes_.size() - used_ < 65536) bytes_.resize(bytes_.size() + 262144);
-    ssize_t n = ::read(fd_.get(), bytes_.data() + used_, bytes_.size() - used_);
+    // The kernel walks tasks until it has filled what was asked for (at most its 32 KiB
+    // buffer), so a step asks for no more than its share: 2,048 processes were 4-7 ms here.
+    const std::size_t ask = std::min(bytes_.size() - used_, until - used_);
+    ssize_t n = ::read(fd_.get(), bytes_.data() + used_, ask);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) throw_errno("cannot read the task iterator");
     if (n == 0) return false;

@@ -112,6 +112,60 @@ TEST_F(AppRegistryTest, RetiresAnEmptiedAppOnItsWatch) {
   EXPECT_TRUE(std::filesystem::exists(slice_ + "/svc.service")) << "systemd's to remove";
 }
 
+// A ready scope (systemd made it ahead of a launch; ksd's placeholder holds it) is tracked
+// like an app, classified with a slot, and known as ready until a launch joins it, or until
+// it empties and is retired.
+TEST_F(AppRegistryTest, KnowsItsReadyScopes) {
+  for (const char* name : {"ksrun-41.scope", "ksrun-42.scope"}) {
+    std::filesystem::create_directory(slice_ + "/" + name);
+    registry_.add(App{slice_ + "/" + name, "default", cgroup_id(slice_ + "/" + name), false});
+  }
+  const std::uint64_t joined = cgroup_id(slice_ + "/ksrun-41.scope");
+  const std::uint64_t left = cgroup_id(slice_ + "/ksrun-42.scope");
+  registry_.set_holder(joined, 41);
+  registry_.set_holder(left, 42);
+  EXPECT_EQ(registry_.ready(), (std::set<std::uint64_t>{joined, left}));
+  EXPECT_EQ(registry_.find(left)->holder, 42);
+  EXPECT_NE(maps_.cgroups.at(left).app_slot, 0u) << "classified with a counter slot";
+  registry_.set_holder(joined, 0);  // a launch joined it
+  EXPECT_EQ(registry_.ready(), std::set<std::uint64_t>{left});
+  EXPECT_EQ(registry_.find(joined)->holder, 0);
+  SetPopulated(slice_ + "/ksrun-42.scope", false);  // its placeholder died
+  registry_.sweep();
+  EXPECT_FALSE(registry_.find(left));
+  EXPECT_TRUE(registry_.ready().empty());
+}
+
+// Apps without a watch (10,000 adopted at start-up) are read up to kUnwatchedPerSweep per
+// sweep. The backstop for watched apps (should a watch ever miss a change) reads a
+// kFullSweepEverySweeps-th of them per sweep, in turn, so every app is read once a round and
+// no sweep reads them all.
+TEST_F(AppRegistryTest, SpreadsItsReadsOverTheSweeps) {
+  constexpr int kApps = 2 * AppRegistry::kFullSweepEverySweeps;
+  for (int i = 0; i < kApps; ++i) {
+    const std::string path = slice_ + "/svc" + std::to_string(i) + ".service";
+    std::filesystem::create_directory(path);
+    registry_.add(App{path, "default", cgroup_id(path), false});
+    SetPopulated(path, true);
+  }
+  auto watched = [&] {
+    std::size_t n = 0;
+    for (const auto& [id, app] : registry_.apps()) n += app.watch >= 0;
+    return n;
+  };
+  registry_.sweep();
+  EXPECT_EQ(watched(), AppRegistry::kUnwatchedPerSweep);
+  while (watched() < static_cast<std::size_t>(kApps)) registry_.sweep();
+  // All of them end without the watch being read: only the backstop can see it.
+  for (int i = 0; i < kApps; ++i)
+    SetPopulated(slice_ + "/svc" + std::to_string(i) + ".service", false);
+  registry_.sweep();
+  EXPECT_EQ(registry_.apps().size(), static_cast<std::size_t>(kApps - 2))
+      << "one sweep reads a kFullSweepEverySweeps-th of the watched apps";
+  for (unsigned s = 1; s < 2 * AppRegistry::kFullSweepEverySweeps; ++s) registry_.sweep();
+  EXPECT_TRUE(registry_.apps().empty()) << "every app is read again within a round or two";
+}
+
 TEST_F(AppRegistryTest, RemovesItsOwnCgroupWhenGoneAndReusesNoSlotEarly) {
   App& app = registry_.create(slice_, "default", "ksrun-1");
   const std::uint32_t first_slot = app.slot;

@@ -12,6 +12,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "killswitch/counters.hpp"
@@ -71,6 +72,17 @@ class Enforcement {
   void remove_cgroup(std::uint64_t cgroup_id);
   // The classification map, read in batches: cgroup id -> profile (and slot).
   std::map<std::uint64_t, ks_cgroup_value> cgroup_entries() const;
+  // Where a whole-map read taken a batch at a time stopped (BPF_MAP_LOOKUP_BATCH goes on from
+  // there), for readers that must not hold ksd up for the whole map at once: the list.
+  // Entries written or removed between two batches may be seen or not.
+  struct BatchPosition {
+    std::uint64_t token = 0;
+    bool started = false;
+    bool done = false;
+  };
+  // The next batch (up to 1024 entries) of the classification map into `out`.
+  void read_cgroup_entries(BatchPosition& position,
+                           std::unordered_map<std::uint64_t, ks_cgroup_value>& out) const;
   std::map<std::uint64_t, std::uint32_t> cgroups() const;
   // Replaces every profile's tunnel set ((profile, ifindex) -> families, as planned; the
   // kernel side keeps only the ifindexes). Throws when a profile has too many.
@@ -87,6 +99,9 @@ class Enforcement {
   // by cgroup id, and by slot (index = slot).
   std::map<std::uint64_t, Counters> all_counters_by_cgroup() const;
   std::vector<Counters> all_counters_by_slot() const;
+  // The next batch of the counters by cgroup id into `out` (see BatchPosition).
+  void read_counters_by_cgroup(BatchPosition& position,
+                               std::unordered_map<std::uint64_t, Counters>& out) const;
   // Zeroes a slot's counters before a new app gets it. Its fast-path rows stop passing
   // anything, and what they counted moves to their profile's retired row (the profile's
   // totals keep it).

@@ -1,6 +1,8 @@
-// The admin protocol between ksd and its clients (ksrun, ksctl): one JSON object per
-// SOCK_SEQPACKET message on a unix socket, request then reply. Callers are identified by
-// SO_PEERCRED, never by anything they claim in a message.
+// The admin protocol between ksd and its clients (ksrun, ksctl): SOCK_SEQPACKET messages on
+// a unix socket, request then reply. A request and a small reply are one JSON object each;
+// a large reply comes in parts (the list streamed: kStreamHeader, then tagged messages;
+// events: a fragments header, then raw parts; see below and docs/design.md). Callers are
+// identified by SO_PEERCRED, never by anything they claim in a message.
 //
 //   request : {"op": "status"} | {"op": "list"} | {"op": "reload"}
 //             | {"op": "launch", "profile": "default", "argv": ["qbittorrent"]}

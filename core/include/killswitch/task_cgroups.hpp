@@ -44,8 +44,8 @@ class PidsByCgroup {
 class TaskCgroupsReading {
  public:
   explicit TaskCgroupsReading(UniqueFd iterator) : fd_(std::move(iterator)) {}
-  // Reads at least one chunk and up to about max_bytes more; false once the walk has ended
-  // (then take()). Throws ks::Error.
+  // Reads about max_bytes (no read asks for more than what is left of it); false once the
+  // walk has ended (then take()). Throws ks::Error.
   bool step(std::size_t max_bytes);
   PidsByCgroup take();
 
