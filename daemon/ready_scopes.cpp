@@ -162,7 +162,7 @@ void ReadyScopes::expire(const std::function<bool(const std::string& profile)>& 
   for (auto it = entries_.begin(); it != entries_.end();) {
     // A placeholder that ended on its own (killed by someone, its scope stopped) is reaped
     // here; its emptied scope leaves the registry at the next sweep.
-    if (::waitpid(it->holder, nullptr, WNOHANG) == it->holder) {
+    if (it->holder > 0 && ::waitpid(it->holder, nullptr, WNOHANG) == it->holder) {
       it->holder = 0;
       it = entries_.erase(it);
     } else if (!profile_exists(it->profile) ||

@@ -8,8 +8,9 @@
 #   2. `ksctl verify --self` passes inside the protected slice and fails outside it;
 #   3. the protected service and an app started with ksrun (which joins a ready scope under
 #      killswitch-default.slice that systemd made before the launch, held by a placeholder
-#      of ksd's; not listed as an app, described as the app once joined; the placeholders
-#      die with ksd, SIGKILLed or stopped) send through the tunnel, then
+#      of ksd's; not listed as an app, described as the app once joined; a placeholder
+#      killed by someone else ends its scope and launches go on; the placeholders die with
+#      ksd, SIGKILLed or stopped) send through the tunnel, then
 #      leak 0 frames when the tunnel dies, also while ksd is SIGKILLed and restarted by
 #      systemd (positive control: an unprotected service sending the same way is seen on
 #      the physical link);
@@ -182,6 +183,19 @@ pass "the placeholder is gone from the app's scope: only the app ($app_pid) is i
 next_ready() { [[ -n $(ready_scopes | grep -vx "$scope") ]]; }
 _lab_wait_until 5 next_ready || fail "ksd made no new ready scope after the launch"
 pass "ksd made the next ready scope"
+# A placeholder killed by someone else: its scope ends, and a launch still gets a scope.
+victim=
+for u in $(ready_scopes); do
+  [[ $(in_ct systemctl show -P Slice "$u") == killswitch-default.slice ]] && victim=$u && break
+done
+[[ -n $victim ]] || fail "no ready scope in killswitch-default.slice"
+in_ct sh -c "kill -9 \$(cat $PSLICE/$victim/cgroup.procs)"
+victim_gone() { [[ $(in_ct systemctl is-active "$victim") != active ]]; }
+_lab_wait_until 5 victim_gone || fail "$victim outlived its placeholder"
+out=$(in_ct /usr/local/bin/ksrun /bin/grep "^0::" /proc/self/cgroup)
+[[ $out == "0::/killswitch.slice/killswitch-default.slice/ksrun-"*".scope" && $out != *"/$victim" ]] ||
+  fail "a launch after a placeholder was killed: $out"
+pass "a placeholder killed by someone else: its scope ended, the next launch got a scope ($out)"
 ksrun_allowed() {
   in_ct "$KSCTL" list --json | python3 -c '
 import json, sys
