@@ -172,7 +172,8 @@ class Reports::ListSource : public TextSource {
 
   bool next(std::string& out) override {
     if (stage_ == Stage::kDone) return false;
-    // The maps a batch per turn of the loop (a few ms each with 10,000 apps, 9 ms in all).
+    // The maps a batch per turn of the loop (about a millisecond each with 10,000 apps; read
+    // whole in one turn they were 9 ms).
     const Enforcement& maps = reports_.enforcement_;
     if (stage_ == Stage::kEntries) {
       maps.read_cgroup_entries(entries_at_, entries_);
