@@ -92,11 +92,7 @@ std::optional<nlohmann::json> Launches::launch(AdminServer::ClientId client,
         nlohmann::json reply;
         try {
           if (!error.empty()) throw Error(error);
-          const std::string cgroup = tree_.mount() + cgroup_of_pid(peer.pid);
-          const std::string slice = tree_.profile_slice_path(request.profile);
-          if (cgroup.rfind(slice + "/", 0) != 0)
-            throw Error("systemd put the process in " + tree_.relative(cgroup) + ", outside " +
-                        tree_.relative(slice));
+          const std::string cgroup = tree_.scope_cgroup_of(peer.pid, request.profile);
           const App& app = registry_.add(App{cgroup, request.profile, cgroup_id(cgroup), false});
           reply = finish(request, peer, app);
         } catch (const std::exception& e) {

@@ -53,6 +53,15 @@ std::string ProtectedTree::profile_slice_path(const std::string& profile) const 
   return root_ + "/" + profile_slice_unit(profile);
 }
 
+std::string ProtectedTree::scope_cgroup_of(pid_t pid, const std::string& profile) const {
+  const std::string cgroup = mount_ + cgroup_of_pid(pid);
+  const std::string slice = profile_slice_path(profile);
+  if (cgroup.rfind(slice + "/", 0) != 0)
+    throw Error("systemd put process " + std::to_string(pid) + " in " + relative(cgroup) +
+                ", outside " + relative(slice));
+  return cgroup;
+}
+
 std::string ProtectedTree::profile_slice_unit(const std::string& profile) const {
   return slice_stem(slice_) + "-" + profile + ".slice";
 }

@@ -4,6 +4,8 @@
 // re-creates a part of it.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -24,6 +26,9 @@ class ProtectedTree {
   const std::string& mount() const { return mount_; }
   const std::string& root() const { return root_; }                  // absolute
   std::string profile_slice_path(const std::string& profile) const;  // absolute
+  // The cgroup (absolute path) systemd put a process in for a scope in the profile's slice;
+  // throws ks::Error when it is anywhere else.
+  std::string scope_cgroup_of(pid_t pid, const std::string& profile) const;
   std::string profile_slice_unit(const std::string& profile) const;  // "killswitch-work.slice"
   // "/killswitch.slice/..." for an absolute cgroup path: as users and systemd name it.
   std::string relative(const std::string& absolute_cgroup) const;

@@ -95,11 +95,7 @@ void ReadyScopes::made(std::uint64_t serial, const std::string& error) {
   Entry& entry = *it;
   try {
     if (!error.empty()) throw Error(error);
-    const std::string cgroup = tree_.mount() + cgroup_of_pid(entry.holder);
-    const std::string slice = tree_.profile_slice_path(entry.profile);
-    if (cgroup.rfind(slice + "/", 0) != 0)
-      throw Error("systemd put the placeholder in " + tree_.relative(cgroup) + ", outside " +
-                  tree_.relative(slice));
+    const std::string cgroup = tree_.scope_cgroup_of(entry.holder, entry.profile);
     entry.cgroup_id = registry_.add(App{cgroup, entry.profile, cgroup_id(cgroup), false}).cgroup_id;
     registry_.set_holder(entry.cgroup_id, entry.holder);
   } catch (const std::exception& e) {
