@@ -83,9 +83,16 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 print(s.getsockopt(socket.SOL_SOCKET, socket.SO_MARK))'
 }
 # per_packet_row ROW: benchmark 1 (also run again at scale). Sets MARGINAL.
+#
+# Which program first reads a packet's fields pays for bringing the skb's cache lines in; the
+# programs after it find them loaded (measured: a floor program attached after ours cost 10 ns
+# over the empties, attached before ours 27 ns more). So each candidate is measured in the
+# same place: the first program that reads the packet. Rounds: ours alone between the two
+# empties; the floor, or the counting floor, attached on the profile slice right after the
+# first empty (before ours); the three kinds in rotating order, twice (once in --quick).
 per_packet_row() {
-  local name=$1 slice pin_before pin_after pin_floor before_id after_id floor_id egress_id
-  local before after ours empty_before empty_after floor packets ifindex
+  local name=$1 slice pin_before pin_after pin_candidate before_id after_id egress_id ifindex
+  local round kind kinds candidate_id before after secs
   # Two empty programs run for the same packets as ours: one before it (on the profile slice:
   # a descendant's programs run before its ancestors'), one after it (on the tree root,
   # attached after ours). Their mean is the baseline, so that the order's effect on caches
@@ -94,54 +101,82 @@ per_packet_row() {
   slice=$KS_CGROUP_ROOT/${KS_SLICE%.slice}-default.slice
   pin_before=/sys/fs/bpf/ksbench-empty-before-$LAB_ID
   pin_after=/sys/fs/bpf/ksbench-empty-after-$LAB_ID
-  pin_floor=/sys/fs/bpf/ksbench-floor-$LAB_ID
-  BENCH_PINS+=("$pin_before" "$pin_after" "$pin_floor")
+  pin_candidate=/sys/fs/bpf/ksbench-candidate-$LAB_ID
+  BENCH_PINS+=("$pin_before" "$pin_after" "$pin_candidate")
   ifindex=$(lab_exec_client ip -o link show dev wg0 | cut -d: -f1)
   before_id=$(json_get "$("$KS_BENCH" attach-empty "$slice" "$pin_before")" /prog_id)
-  # The floor of the pass path (ks-bench attach-floor): after ours, before the last empty.
-  floor_id=$(json_get "$("$KS_BENCH" attach-floor "$KS_CGROUP_ROOT" "$pin_floor" --ifindex "$ifindex")" /prog_id)
   after_id=$(json_get "$("$KS_BENCH" attach-empty "$KS_CGROUP_ROOT" "$pin_after")" /prog_id)
   egress_id=$(ks_status_field /programs/ids/egress)
-  stats() { "$KS_BENCH" prog-stats "$egress_id" "$before_id" "$after_id" "$floor_id"; }
   # bpf_stats only around this measurement: with it on, every program run reads the clock
   # twice, which the unprotected side of every other benchmark does not pay.
   STATS_WAS=$(sysctl -n kernel.bpf_stats_enabled)
   sysctl -qw kernel.bpf_stats_enabled=1
-  before=$(stats)
-  ks_run_client --no-instance-check iperf3 -c "$SERVER" -u -b "${KS_BENCH_RATE:-0}" -l 64 -t "$(q 1 5)" >/dev/null
-  after=$(stats)
-  sysctl -qw kernel.bpf_stats_enabled="$STATS_WAS"
-  STATS_WAS=""
-  read -r ours empty_before empty_after floor packets < <(python3 -c '
+  secs=$(q 1 5)
+  local -A marginal=() cost=() packets=()
+  kinds=(ours floor counting)
+  for ((round = 0; round < $(q 1 2) * 3; round++)); do
+    kind=${kinds[round % 3]}
+    ((round < 3)) || kind=${kinds[(5 - round) % 3]} # the second pass in reverse order
+    case $kind in
+      ours) candidate_id=$egress_id ;;
+      floor) candidate_id=$(json_get "$("$KS_BENCH" attach-floor "$slice" "$pin_candidate" --ifindex "$ifindex")" /prog_id) ;;
+      counting) candidate_id=$(json_get "$("$KS_BENCH" attach-floor "$slice" "$pin_candidate" --ifindex "$ifindex" --count)" /prog_id) ;;
+    esac
+    before=$("$KS_BENCH" prog-stats "$candidate_id" "$before_id" "$after_id")
+    ks_run_client --no-instance-check iperf3 -c "$SERVER" -u -b "${KS_BENCH_RATE:-0}" -l 64 -t "$secs" >/dev/null
+    after=$("$KS_BENCH" prog-stats "$candidate_id" "$before_id" "$after_id")
+    rm -f "$pin_candidate" # the floors' links end with their pin
+    # "program ns, its marginal over the empties' mean, packets" of this round
+    local c m n
+    read -r c m n < <(python3 -c '
 import json, sys
 b, a = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 def per(i):
     return (a[i]["run_time_ns"] - b[i]["run_time_ns"]) / max(1, a[i]["run_cnt"] - b[i]["run_cnt"])
-print("%.1f %.1f %.1f %.1f %d" % (per(sys.argv[3]), per(sys.argv[4]), per(sys.argv[5]),
-      per(sys.argv[6]), a[sys.argv[3]]["run_cnt"] - b[sys.argv[3]]["run_cnt"]))' "$before" "$after" "$egress_id" "$before_id" "$after_id" "$floor_id")
-  MARGINAL=$(awk -v a="$ours" -v b="$empty_before" -v c="$empty_after" 'BEGIN { printf "%.1f", a - (b + c) / 2 }')
-  local floor_marginal
-  floor_marginal=$(awk -v a="$floor" -v b="$empty_before" -v c="$empty_after" 'BEGIN { printf "%.1f", a - (b + c) / 2 }')
-  row "$name" "$ours ns/packet" "empty: $empty_before before, $empty_after after" "+$MARGINAL ns" \
-    "<= 10 ns" "$(verdict "$MARGINAL <= 10") ($packets packets)"
-  row "${name}_floor" "$floor ns/packet" "(the same empties)" "+$floor_marginal ns" "—" \
+c = per(sys.argv[3])
+print("%.1f %.1f %d" % (c, c - (per(sys.argv[4]) + per(sys.argv[5])) / 2,
+      a[sys.argv[3]]["run_cnt"] - b[sys.argv[3]]["run_cnt"]))' "$before" "$after" "$candidate_id" "$before_id" "$after_id")
+    cost[$kind]+="$c "
+    marginal[$kind]+="+$m "
+    packets[$kind]=$((${packets[$kind]:-0} + n))
+    lab_log "per-packet round $round ($kind): $c ns/packet, +$m over the empties ($n packets)"
+  done
+  sysctl -qw kernel.bpf_stats_enabled="$STATS_WAS"
+  STATS_WAS=""
+  # mean of a kind's rounds
+  mean_of() { awk '{ for (i = 1; i <= NF; i++) t += $i } END { printf "%.1f", t / NF }' <<<"$1"; }
+  local ours_m floor_m counting_m gap
+  ours_m=$(mean_of "${marginal[ours]//+/}")
+  floor_m=$(mean_of "${marginal[floor]//+/}")
+  counting_m=$(mean_of "${marginal[counting]//+/}")
+  gap=$(awk -v a="$ours_m" -v b="$counting_m" 'BEGIN { printf "%+.1f", a - b }')
+  MARGINAL=$ours_m
+  row "$name" "${cost[ours]% } ns/packet" "two empty programs, before and after ours" "+$ours_m ns (rounds: ${marginal[ours]% })" \
+    "<= 10 ns" "$(verdict "$MARGINAL <= 10") (${packets[ours]} packets; $gap ns from the counting floor)"
+  row "${name}_floor" "${cost[floor]% } ns/packet" "(the same empties)" "+$floor_m ns (rounds: ${marginal[floor]% })" "—" \
     "the least a pass path can cost: mark and interface as constants, nothing counted"
+  row "${name}_floor_counting" "${cost[counting]% } ns/packet" "(the same empties)" "+$counting_m ns (rounds: ${marginal[counting]% })" "—" \
+    "the least a pass path with exact per-app counts can cost: the floor plus one 64-byte row per CPU and app slot, as ours"
   # Warm: the same programs under BPF_PROG_TEST_RUN, 100,000 runs in a row on one packet with
   # a protected socket's mark through wg0 (the pass path), rounds alternating the order.
-  local mark warm retval
+  local mark warm retval floor_id floorc_id ours empty_before floor floorc
+  floor_id=$(json_get "$("$KS_BENCH" attach-floor "$slice" "$pin_candidate" --ifindex "$ifindex")" /prog_id)
+  local pin_candidate2=$pin_candidate-counting
+  BENCH_PINS+=("$pin_candidate2")
+  floorc_id=$(json_get "$("$KS_BENCH" attach-floor "$slice" "$pin_candidate2" --ifindex "$ifindex" --count)" /prog_id)
   mark=$(mark_of_protected_socket)
-  warm=$(lab_exec_client "$KS_BENCH" test-run "$egress_id" "$before_id" "$floor_id" \
+  warm=$(lab_exec_client "$KS_BENCH" test-run "$egress_id" "$before_id" "$floor_id" "$floorc_id" \
     --ifindex "$ifindex" --mark "$mark")
   retval=$(json_get "$warm" "/$egress_id/retval")
-  read -r ours empty_before floor < <(python3 -c '
+  read -r ours empty_before floor floorc < <(python3 -c '
 import json, sys
 w = json.loads(sys.argv[1])
-print("%.1f %.1f %.1f" % tuple(w[i]["ns"] for i in sys.argv[2:5]))' "$warm" "$egress_id" "$before_id" "$floor_id")
+print("%.1f %.1f %.1f %.1f" % tuple(w[i]["ns"] for i in sys.argv[2:6]))' "$warm" "$egress_id" "$before_id" "$floor_id" "$floorc_id")
   local warm_marginal
   warm_marginal=$(awk -v a="$ours" -v b="$empty_before" 'BEGIN { printf "%.1f", a - b }')
-  row "${name}_warm" "$ours ns/run" "empty: $empty_before ns; floor: $floor ns" "+$warm_marginal ns" \
+  row "${name}_warm" "$ours ns/run" "empty: $empty_before ns; floor: $floor ns; counting floor: $floorc ns" "+$warm_marginal ns" \
     "<= 3 ns" "$(verdict "$warm_marginal <= 3 && $retval == 1") (pass path: returned $retval)"
-  rm -f "$pin_before" "$pin_after" "$pin_floor"
+  rm -f "$pin_before" "$pin_after" "$pin_candidate" "$pin_candidate2"
 }
 if wanted per_packet; then
   per_packet_row per_packet_egress_ns
@@ -232,36 +267,61 @@ fi
 
 # ---- 3. connection rate ------------------------------------------------------------------------
 if wanted connect_rate; then
-  # rate_compare ROW SUBCOMMAND COUNT: ks-bench SUBCOMMAND unprotected and protected in
-  # paired rounds (the order alternating), compared by the median of the rounds' ratios: on
-  # this kind of machine the rate drifts by tens of percent between rounds (wireguard-go
-  # and the echo replies share the CPUs), far more than within a pair. The thread's CPU
-  # time per operation (BPF included, waiting excluded) is shown next to it.
+  # rate_compare ROW SUBCOMMAND COUNT: ks-bench SUBCOMMAND unprotected, protected, and in the
+  # floor cgroup (below) in rounds (the order rotating), compared by the median of the
+  # rounds' ratios: on this kind of machine the rate drifts by tens of percent between rounds
+  # (wireguard-go and the echo replies share the CPUs), far more than within a round. The
+  # thread's CPU time per operation (BPF included, waiting excluded) is shown next to it.
   rate_compare() {
-    local name=$1 cmd=$2 n=$3 r u p uc pc ratio slower cpu_more ratios=() ucpu=() pcpu=() un=() pr=()
+    local name=$1 cmd=$2 n=$3 r k mode out u p f uc pc fc ratio slower cpu_more floor_ratio floor_slower
+    local ratios=() floor_ratios=() ucpu=() pcpu=() fcpu=() un=() pr=() fl=() modes=(u p f)
     local args=("$KS_BENCH" "$cmd" --dst "$SERVER:$LAB_ECHO_PORT" --count "$n")
     for ((r = 0; r < $(q 2 7); r++)); do
-      # (ks-bench exits 1 when an operation failed; the rate still counts the attempts)
-      if ((r % 2 == 0)); then
-        u=$(lab_exec_client "${args[@]}" || true) p=$(ks_run_client --no-instance-check "${args[@]}" || true)
-      else
-        p=$(ks_run_client --no-instance-check "${args[@]}" || true) u=$(lab_exec_client "${args[@]}" || true)
-      fi
-      un+=("$(json_get "$u" /per_second)") pr+=("$(json_get "$p" /per_second)")
-      ucpu+=("$(json_get "$u" /cpu_ns_per_op)") pcpu+=("$(json_get "$p" /cpu_ns_per_op)")
+      for ((k = 0; k < 3; k++)); do
+        mode=${modes[(r + k) % 3]}
+        # (ks-bench exits 1 when an operation failed; the rate still counts the attempts)
+        case $mode in
+          u) out=$(lab_exec_client "${args[@]}" || true) ;;
+          p) out=$(ks_run_client --no-instance-check "${args[@]}" || true) ;;
+          f) out=$(lab_exec_client sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$FLOOR_CG" "${args[@]}" || true) ;;
+        esac
+        case $mode in
+          u) un+=("$(json_get "$out" /per_second)") ucpu+=("$(json_get "$out" /cpu_ns_per_op)") ;;
+          p) pr+=("$(json_get "$out" /per_second)") pcpu+=("$(json_get "$out" /cpu_ns_per_op)") ;;
+          f) fl+=("$(json_get "$out" /per_second)") fcpu+=("$(json_get "$out" /cpu_ns_per_op)") ;;
+        esac
+      done
       ratios+=("$(awk -v u="${un[-1]}" -v p="${pr[-1]}" 'BEGIN { printf "%.4f", p / u }')")
+      floor_ratios+=("$(awk -v u="${un[-1]}" -v f="${fl[-1]}" 'BEGIN { printf "%.4f", f / u }')")
     done
     u=$(printf '%s\n' "${un[@]}" | median) p=$(printf '%s\n' "${pr[@]}" | median)
+    f=$(printf '%s\n' "${fl[@]}" | median)
     uc=$(printf '%s\n' "${ucpu[@]}" | median) pc=$(printf '%s\n' "${pcpu[@]}" | median)
+    fc=$(printf '%s\n' "${fcpu[@]}" | median)
     ratio=$(printf '%s\n' "${ratios[@]}" | median)
+    floor_ratio=$(printf '%s\n' "${floor_ratios[@]}" | median)
     slower=$(awk -v r="$ratio" 'BEGIN { printf "%.1f", (1 - r) * 100 }')
+    floor_slower=$(awk -v r="$floor_ratio" 'BEGIN { printf "%.1f", (1 - r) * 100 }')
     cpu_more=$(awk -v u="$uc" -v p="$pc" 'BEGIN { printf "%+.1f", (p / u - 1) * 100 }')
     UNPROTECTED_CPU_NS=$(printf '%.0f' "$uc")
     row "$name" "$(printf '%.0f' "$p")/s, $(printf '%.0f' "$pc") ns CPU/op" \
       "$(printf '%.0f' "$u")/s, $(printf '%.0f' "$uc") ns CPU/op" \
-      "$slower% slower (median of ${#ratios[@]} paired ratios); CPU/op $cpu_more%" "<= 5%" \
-      "$(verdict "$slower <= 5")"
+      "$slower% slower (median of ${#ratios[@]} ratios); CPU/op $cpu_more%" "<= 3%" \
+      "$(verdict "$slower <= 3")"
+    row "${name}_floor" "$(printf '%.0f' "$f")/s, $(printf '%.0f' "$fc") ns CPU/op" \
+      "(the same unprotected rounds)" \
+      "$floor_slower% slower; CPU/op $(awk -v u="$uc" -v f="$fc" 'BEGIN { printf "%+.1f", (f / u - 1) * 100 }')%" "—" \
+      "empty programs on ksd's hooks (sock_create, connect4, sendmsg4, egress, ingress): what any cgroup kill switch costs here"
   }
+  # The floor cgroup: an empty program (return 1) on each hook ours use for a connect or a
+  # send, nothing else; outside the kill switch's tree.
+  FLOOR_CG=$(_ks_cgroup2_mount)/ksbench-floor-$LAB_ID
+  mkdir -p "$FLOOR_CG"
+  BENCH_CGROUPS+=("$FLOOR_CG")
+  for h in sock_create connect4 sendmsg4 egress ingress; do
+    BENCH_PINS+=("/sys/fs/bpf/ksbench-floor-$h-$LAB_ID")
+    "$KS_BENCH" attach-empty --hook "$h" "$FLOOR_CG" "/sys/fs/bpf/ksbench-floor-$h-$LAB_ID" >/dev/null
+  done
   # Thousands of connects per round leave TIME_WAIT sockets behind; with the default port
   # range, later rounds would search for free ports (protected or not). Reuse them.
   lab_exec_client sysctl -qw net.ipv4.tcp_tw_reuse=1

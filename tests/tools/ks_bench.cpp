@@ -1,15 +1,19 @@
 // ks-bench: the measuring helpers of bench/run.sh (not a test, not installed).
 //
-//   attach-empty CGROUP PIN [--hook egress|sendmsg4]
-//                                load an empty cgroup_skb egress program (return 1), attach it
-//                                to CGROUP as a bpf_link and pin the link at PIN; prints
-//                                {"prog_id":N}. The baseline of the per-packet cost: the same
-//                                hook, the same kernel overhead, no work.
-//   attach-floor CGROUP PIN --ifindex N
+//   attach-empty CGROUP PIN [--hook egress|ingress|sock_create|connect4|sendmsg4]
+//                                load an empty program (return 1) for the hook (default
+//                                cgroup_skb egress), attach it to CGROUP as a bpf_link and pin
+//                                the link at PIN; prints {"prog_id":N}. The baseline of the
+//                                per-packet cost: the same hook, the same kernel overhead, no
+//                                work; on all the hooks, the floor of the send and connect rates
+//   attach-floor CGROUP PIN --ifindex N [--count]
 //                                the same for the floor: the least a program must do to keep
 //                                the kill switch on the pass path (is the mark ours, is the
 //                                interface the tunnel N, compared as constants), counting
-//                                nothing; it passes everything (it only measures)
+//                                nothing; it passes everything (it only measures). --count:
+//                                the floor of a pass path that counts every packet exactly
+//                                per app: packets and bytes in a 64-byte row per CPU and app
+//                                slot (ours' layout, without its tunnel check)
 //   prog-stats ID...             run_cnt and run_time_ns of programs (kernel.bpf_stats_enabled)
 //   test-run ID... --ifindex N --mark M [--repeat R] [--rounds K]
 //                                BPF_PROG_TEST_RUN of cgroup_skb programs on one 64-byte UDP
@@ -33,6 +37,7 @@
 // Every subcommand prints one JSON line.
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
+#include <bpf/libbpf.h>
 #include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -60,6 +65,7 @@
 #include "killswitch/error.hpp"
 #include "killswitch/fd.hpp"
 #include "killswitch/ipc.hpp"
+#include "killswitch_abi.h"
 
 namespace {
 
@@ -106,30 +112,95 @@ std::vector<bpf_insn> empty_program() {
 }
 
 // The pass path's floor: mark tag and interface against constants, then pass (either way).
-std::vector<bpf_insn> floor_program(std::uint32_t tunnel_ifindex) {
+// counters_fd >= 0: count the packet first, exactly, in that array (floor_counters) at the
+// row of this CPU and the mark's app slot, as ours does (one cache line per CPU and slot, so
+// one place in memory per packet), without ours' check of the row's profile and tunnels.
+std::vector<bpf_insn> floor_program(std::uint32_t tunnel_ifindex, int counters_fd = -1) {
   const auto mark_off = static_cast<std::int16_t>(offsetof(__sk_buff, mark));
   const auto ifindex_off = static_cast<std::int16_t>(offsetof(__sk_buff, ifindex));
-  return {
-      insn(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_2, BPF_REG_1, mark_off, 0),
-      insn(BPF_ALU | BPF_AND | BPF_K, BPF_REG_2, 0, 0, static_cast<std::int32_t>(0xffff0000u)),
-      insn(BPF_JMP | BPF_JNE | BPF_K, BPF_REG_2, 0, 2, 0x4b530000),  // KS_MARK_BASE
+  const auto len_off = static_cast<std::int16_t>(offsetof(__sk_buff, len));
+  std::vector<bpf_insn> p = {
+      insn(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_6, BPF_REG_1, 0, 0),
+      insn(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_7, BPF_REG_1, mark_off, 0),
+      insn(BPF_ALU | BPF_MOV | BPF_X, BPF_REG_3, BPF_REG_7, 0, 0),
+      insn(BPF_ALU | BPF_AND | BPF_K, BPF_REG_3, 0, 0, static_cast<std::int32_t>(KS_MARK_TAG_MASK)),
+      insn(BPF_JMP | BPF_JNE | BPF_K, BPF_REG_3, 0, 0 /* to pass */,
+           static_cast<std::int32_t>(KS_MARK_BASE)),
       insn(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_3, BPF_REG_1, ifindex_off, 0),
-      insn(BPF_JMP | BPF_JNE | BPF_K, BPF_REG_3, 0, 0, static_cast<std::int32_t>(tunnel_ifindex)),
-      insn(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 1),
-      insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
+      insn(BPF_JMP | BPF_JNE | BPF_K, BPF_REG_3, 0, 0 /* to pass */,
+           static_cast<std::int32_t>(tunnel_ifindex)),
   };
+  if (counters_fd >= 0) {
+    const std::vector<bpf_insn> count = {
+        insn(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_get_smp_processor_id),
+        insn(BPF_ALU64 | BPF_MUL | BPF_K, BPF_REG_0, 0, 0, KS_MAX_APP_SLOTS),
+        insn(BPF_ALU | BPF_AND | BPF_K, BPF_REG_7, 0, 0, KS_MARK_SLOT_MASK),
+        insn(BPF_ALU | BPF_RSH | BPF_K, BPF_REG_7, 0, 0, KS_MARK_SLOT_SHIFT),
+        insn(BPF_ALU64 | BPF_ADD | BPF_X, BPF_REG_0, BPF_REG_7, 0, 0),
+        insn(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_0, -4, 0),
+        insn(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_2, BPF_REG_10, 0, 0),
+        insn(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_2, 0, 0, -4),
+        insn(BPF_LD | BPF_DW | BPF_IMM, BPF_REG_1, BPF_PSEUDO_MAP_FD, 0, counters_fd),
+        insn(0, 0, 0, 0, 0),
+        insn(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem),
+        insn(BPF_JMP | BPF_JEQ | BPF_K, BPF_REG_0, 0, 0 /* to pass */, 0),
+        insn(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_1, BPF_REG_0, 0, 0),
+        insn(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_1, 0, 0, 1),
+        insn(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_0, BPF_REG_1, 0, 0),
+        insn(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_2, BPF_REG_6, len_off, 0),
+        insn(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_1, BPF_REG_0, 8, 0),
+        insn(BPF_ALU64 | BPF_ADD | BPF_X, BPF_REG_1, BPF_REG_2, 0, 0),
+        insn(BPF_STX | BPF_MEM | BPF_DW, BPF_REG_0, BPF_REG_1, 8, 0),
+    };
+    p.insert(p.end(), count.begin(), count.end());
+  }
+  p.push_back(insn(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 1));  // pass:
+  p.push_back(insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0));
+  // Every "to pass" jump goes to the last two instructions.
+  const auto pass = static_cast<std::int16_t>(p.size() - 2);
+  for (std::size_t i = 0; i < p.size(); ++i) {
+    const bool cond_jump = BPF_CLASS(p[i].code) == BPF_JMP && BPF_OP(p[i].code) != BPF_CALL &&
+                           BPF_OP(p[i].code) != BPF_EXIT;
+    if (cond_jump) p[i].off = static_cast<std::int16_t>(pass - static_cast<std::int16_t>(i) - 1);
+  }
+  return p;
 }
 
-// hook: "egress" (cgroup_skb) or "sendmsg4" (cgroup/sendmsg4: for an empty one only).
+// The counting floor's rows: like ks_fast_slots, KS_MAX_APP_SLOTS 64-byte rows per possible
+// CPU (packets, bytes, unused), in one array. The program keeps it alive once loaded.
+ks::UniqueFd floor_counters() {
+  const int cpus = libbpf_num_possible_cpus();
+  if (cpus <= 0) throw ks::Error("cannot count the possible CPUs");
+  ks::UniqueFd fd(bpf_map_create(BPF_MAP_TYPE_ARRAY, "ks_bench_count", sizeof(__u32), 64,
+                                 static_cast<__u32>(cpus) * KS_MAX_APP_SLOTS, nullptr));
+  if (!fd) ks::throw_errno("creating the counting floor's array");
+  return fd;
+}
+
+// Where an empty program can be attached: ksd's hooks that a send or a connect runs.
+struct Hook {
+  const char* name;
+  bpf_prog_type prog_type;
+  bpf_attach_type attach_type;
+};
+constexpr Hook kHooks[] = {
+    {"egress", BPF_PROG_TYPE_CGROUP_SKB, BPF_CGROUP_INET_EGRESS},
+    {"ingress", BPF_PROG_TYPE_CGROUP_SKB, BPF_CGROUP_INET_INGRESS},
+    {"sock_create", BPF_PROG_TYPE_CGROUP_SOCK, BPF_CGROUP_INET_SOCK_CREATE},
+    {"connect4", BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_CGROUP_INET4_CONNECT},
+    {"sendmsg4", BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_CGROUP_UDP4_SENDMSG},
+};
+
+// hook: one of kHooks (the floor programs read an skb: egress only).
 int attach_program(const char* name, const std::vector<bpf_insn>& insns, const std::string& cgroup,
-                   const std::string& pin, const std::string& hook = "egress") {
-  if (hook != "egress" && hook != "sendmsg4") throw ks::Error("unknown hook " + hook);
-  const bool sendmsg = hook == "sendmsg4";
-  const bpf_attach_type type = sendmsg ? BPF_CGROUP_UDP4_SENDMSG : BPF_CGROUP_INET_EGRESS;
+                   const std::string& pin, const std::string& hook_name = "egress") {
+  const Hook* hook = nullptr;
+  for (const Hook& h : kHooks)
+    if (hook_name == h.name) hook = &h;
+  if (!hook) throw ks::Error("unknown hook " + hook_name);
+  const bpf_attach_type type = hook->attach_type;
   LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = type);
-  ks::UniqueFd prog(
-      bpf_prog_load(sendmsg ? BPF_PROG_TYPE_CGROUP_SOCK_ADDR : BPF_PROG_TYPE_CGROUP_SKB, name,
-                    "GPL", insns.data(), insns.size(), &opts));
+  ks::UniqueFd prog(bpf_prog_load(hook->prog_type, name, "GPL", insns.data(), insns.size(), &opts));
   if (!prog) ks::throw_errno(std::string("loading ") + name);
   ks::UniqueFd cg = ks::open_cgroup(cgroup);
   ks::UniqueFd link(bpf_link_create(prog.get(), cg.get(), type, nullptr));
@@ -426,12 +497,15 @@ int main(int argc, char** argv) {
   ae->add_option("cgroup", cgroup)->required();
   ae->add_option("pin", pin)->required();
   std::string empty_hook = "egress";
-  ae->add_option("--hook", empty_hook, "egress (default) or sendmsg4");
+  ae->add_option("--hook", empty_hook,
+                 "egress (default), ingress, sock_create, connect4, sendmsg4");
   auto* af = app.add_subcommand("attach-floor", "pin the pass path's floor program's link");
   af->add_option("cgroup", cgroup)->required();
   af->add_option("pin", pin)->required();
   unsigned floor_ifindex = 0;
   af->add_option("--ifindex", floor_ifindex)->required();
+  bool floor_count = false;
+  af->add_flag("--count", floor_count, "count each packet exactly in a row per CPU and app slot");
   auto* ps = app.add_subcommand("prog-stats", "run_cnt/run_time_ns of programs");
   ps->add_option("ids", ids)->required();
   auto* tr = app.add_subcommand("test-run", "BPF_PROG_TEST_RUN of cgroup_skb programs, warm");
@@ -469,7 +543,13 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     if (*ae) return attach_program("ks_bench_empty", empty_program(), cgroup, pin, empty_hook);
-    if (*af) return attach_program("ks_bench_floor", floor_program(floor_ifindex), cgroup, pin);
+    if (*af) {
+      if (!floor_count)
+        return attach_program("ks_bench_floor", floor_program(floor_ifindex), cgroup, pin);
+      ks::UniqueFd counters = floor_counters();
+      return attach_program("ks_bench_floorc", floor_program(floor_ifindex, counters.get()), cgroup,
+                            pin);
+    }
     if (*ps) return prog_stats(ids);
     if (*tr) return test_run(ids, ifindex, tr_mark, repeat, rounds);
     if (*la) return launch(n, command, gap_ms);
