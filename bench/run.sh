@@ -283,7 +283,7 @@ if wanted connect_rate; then
         case $mode in
           u) out=$(lab_exec_client "${args[@]}" || true) ;;
           p) out=$(ks_run_client --no-instance-check "${args[@]}" || true) ;;
-          f) out=$(lab_exec_client sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$FLOOR_CG" "${args[@]}" || true) ;;
+          f) out=$(lab_exec_client sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$FLOOR_CG" "${args[@]}" --mark "$FLOOR_MARK" || true) ;;
         esac
         case $mode in
           u) un+=("$(json_get "$out" /per_second)") ucpu+=("$(json_get "$out" /cpu_ns_per_op)") ;;
@@ -311,16 +311,21 @@ if wanted connect_rate; then
     row "${name}_floor" "$(printf '%.0f' "$f")/s, $(printf '%.0f' "$fc") ns CPU/op" \
       "(the same unprotected rounds)" \
       "$floor_slower% slower; CPU/op $(awk -v u="$uc" -v f="$fc" 'BEGIN { printf "%+.1f", (f / u - 1) * 100 }')%" "—" \
-      "empty programs on ksd's hooks (sock_create, connect4, sendmsg4, egress, ingress): what any cgroup kill switch costs here"
+      "empty programs on ksd's hooks (sock_create, connect4, sendmsg4, egress, ingress), sockets marked as ours: what any cgroup kill switch that steers by mark costs here"
   }
   # The floor cgroup: an empty program (return 1) on each hook ours use for a connect or a
-  # send, nothing else; outside the kill switch's tree.
+  # send, nothing else; outside the kill switch's tree. Its sockets carry a protected
+  # socket's mark (SO_MARK), so the same policy rules route them into the tunnel: the floor
+  # is what any kill switch that steers by mark and runs programs on these hooks costs.
+  FLOOR_MARK=$(mark_of_protected_socket)
   FLOOR_CG=$(_ks_cgroup2_mount)/ksbench-floor-$LAB_ID
   mkdir -p "$FLOOR_CG"
   BENCH_CGROUPS+=("$FLOOR_CG")
+  FLOOR_IDS=()
   for h in sock_create connect4 sendmsg4 egress ingress; do
     BENCH_PINS+=("/sys/fs/bpf/ksbench-floor-$h-$LAB_ID")
-    "$KS_BENCH" attach-empty --hook "$h" "$FLOOR_CG" "/sys/fs/bpf/ksbench-floor-$h-$LAB_ID" >/dev/null
+    FLOOR_IDS+=("$(json_get "$("$KS_BENCH" attach-empty --hook "$h" "$FLOOR_CG" \
+      "/sys/fs/bpf/ksbench-floor-$h-$LAB_ID")" /prog_id)")
   done
   # Thousands of connects per round leave TIME_WAIT sockets behind; with the default port
   # range, later rounds would search for free ports (protected or not). Reuse them.
@@ -344,8 +349,21 @@ if wanted connect_rate; then
     b=$("$KS_BENCH" prog-stats "${ids[@]}")
     ks_run_client --no-instance-check "$KS_BENCH" "$cmd" --dst "$SERVER:$LAB_ECHO_PORT" --count "$n" >/dev/null || true
     a=$("$KS_BENCH" prog-stats "${ids[@]}")
+    # and one round in the floor cgroup: the empty programs' time per operation
+    local fb fa floor_total
+    fb=$("$KS_BENCH" prog-stats "${FLOOR_IDS[@]}")
+    lab_exec_client sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$FLOOR_CG" "$KS_BENCH" "$cmd" \
+      --dst "$SERVER:$LAB_ECHO_PORT" --count "$n" --mark "$FLOOR_MARK" >/dev/null || true
+    fa=$("$KS_BENCH" prog-stats "${FLOOR_IDS[@]}")
     sysctl -qw kernel.bpf_stats_enabled="$STATS_WAS"
     STATS_WAS=""
+    floor_total=$(python3 -c '
+import json, sys
+b, a, n = json.loads(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])
+hooks, ids = sys.argv[4].split(), sys.argv[5].split()
+per = {h: (a[i]["run_time_ns"] - b[i]["run_time_ns"]) / n for h, i in zip(hooks, ids)}
+print("%.0f (%s)" % (sum(per.values()), ", ".join("%s %.0f" % (h, v) for h, v in per.items() if v >= 1)))' \
+      "$fb" "$fa" "$n" "sock_create connect4 sendmsg4 egress ingress" "${FLOOR_IDS[*]}")
     rm -f "$pin"
     read -r total detail < <(python3 -c '
 import json, sys
@@ -356,7 +374,7 @@ empty = per.pop("empty_sendmsg4")
 print("%.0f" % sum(per.values()), ", ".join("%s %.0f" % (h, v) for h, v in per.items() if v >= 1)
       + ("; an empty sendmsg4 %.0f" % empty if empty >= 1 else ""))' \
       "$b" "$a" "$n" "${hooks[*]}" "${ids[*]}")
-    row "${name}_bpf" "$total ns of BPF per op" "unprotected: $UNPROTECTED_CPU_NS ns CPU/op" \
+    row "${name}_bpf" "$total ns of BPF per op" "unprotected: $UNPROTECTED_CPU_NS ns CPU/op; empty programs on the same hooks: $floor_total ns of BPF per op" \
       "+$(awk -v t="$total" -v u="$UNPROTECTED_CPU_NS" 'BEGIN { printf "%.1f", t / u * 100 }')%" "<= 3%" \
       "$(verdict "$total <= 0.03 * $UNPROTECTED_CPU_NS") ($detail; bpf_stats, one extra round)"
   }

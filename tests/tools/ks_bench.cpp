@@ -28,7 +28,7 @@
 //   apps DIR N                   N cgroups DIR/bench-I.scope, each with one sleeping process
 //                                (a fork of this one, so thousands start in seconds); exits
 //                                once all are in place (the apps stay; cgroup.kill ends them)
-//   connect-rate --dst IP:PORT --count N   TCP connect()+close() N times; per-second rate
+//   connect-rate --dst IP:PORT --count N [--mark M]  TCP connect()+close() N times; rate
 //   send-rate --dst IP:PORT --count N [--mark M]  UDP sendto() N times (errors counted); rate
 //   admin-latency --socket S --count N [--while-listing]
 //                                ksd's answer time for N status and N short events requests
@@ -434,13 +434,22 @@ int apps(const std::string& dir, unsigned n) {
   return 0;
 }
 
-int connect_rate(const std::string& dst, unsigned n) {
+// SO_MARK a socket (mark 0: leave it). An unprotected socket with a protected socket's mark
+// takes the same policy rules without any program: what routing alone adds (needs
+// CAP_NET_ADMIN).
+void set_mark(int fd, unsigned mark) {
+  if (mark != 0 && ::setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) != 0)
+    throw ks::Error(std::string("SO_MARK: ") + std::strerror(errno));
+}
+
+int connect_rate(const std::string& dst, unsigned n, unsigned mark) {
   sockaddr_in a = parse_v4(dst);
   unsigned ok = 0;
   auto t0 = Clock::now();
   const double cpu0 = thread_cpu_seconds();
   for (unsigned i = 0; i < n; ++i) {
     int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    set_mark(fd, mark);
     if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) ++ok;
     ::close(fd);
   }
@@ -459,10 +468,7 @@ int connect_rate(const std::string& dst, unsigned n) {
 int send_rate(const std::string& dst, unsigned n, unsigned mark) {
   sockaddr_in a = parse_v4(dst);
   int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
-  // An unprotected socket with a protected socket's mark takes the same policy rules
-  // without any program: what routing alone adds to a send (needs CAP_NET_ADMIN).
-  if (mark != 0 && ::setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) != 0)
-    throw ks::Error(std::string("SO_MARK: ") + std::strerror(errno));
+  set_mark(fd, mark);
   unsigned ok = 0;
   char payload[32] = {};
   auto t0 = Clock::now();
@@ -526,13 +532,14 @@ int main(int argc, char** argv) {
   auto* ap = app.add_subcommand("apps", "N cgroups with a sleeping process each");
   ap->add_option("dir", cgroup)->required();
   ap->add_option("n", n)->required();
+  unsigned mark = 0;
   auto* cr = app.add_subcommand("connect-rate", "TCP connect+close loop");
   cr->add_option("--dst", dst)->required();
   cr->add_option("--count", n)->required();
+  cr->add_option("--mark", mark, "SO_MARK each socket first (0: leave it)");
   auto* sr = app.add_subcommand("send-rate", "UDP sendto loop");
   sr->add_option("--dst", dst)->required();
   sr->add_option("--count", n)->required();
-  unsigned mark = 0;
   sr->add_option("--mark", mark, "SO_MARK the socket first (0: leave it)");
   auto* al = app.add_subcommand("admin-latency", "ksd's answer time for status and events");
   std::string socket_path;
@@ -555,7 +562,7 @@ int main(int argc, char** argv) {
     if (*la) return launch(n, command, gap_ms);
     if (*so) return sockets(n, ready_file);
     if (*ap) return apps(cgroup, n);
-    if (*cr) return connect_rate(dst, n);
+    if (*cr) return connect_rate(dst, n, mark);
     if (*sr) return send_rate(dst, n, mark);
     if (*al) return admin_latency(socket_path, n, while_listing);
   } catch (const std::exception& e) {
