@@ -6,7 +6,6 @@
 // never runs.
 #include <unistd.h>
 
-#include <CLI/CLI.hpp>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -14,12 +13,12 @@
 #include <vector>
 
 #include "killswitch/cgroup.hpp"
-#include "killswitch/cli_hints.hpp"
 #include "killswitch/config.hpp"
 #include "killswitch/error.hpp"
 #include "killswitch/fd.hpp"
 #include "killswitch/ipc.hpp"
 #include "killswitch/launch_proof.hpp"
+#include "killswitch/launcher_args.hpp"
 #include "killswitch/proc.hpp"
 
 namespace {
@@ -37,25 +36,36 @@ constexpr int kReplyTimeoutMs = 10000;
 
 // A single-instance app hands a new start over to its running copy and exits: with an
 // unprotected copy running, the user's "protected" window would be the unprotected one.
-// The look at /proc does not depend on ksd's answer, so it is done while ksd makes the
-// cgroup (the round trip and the scan each take most of a millisecond here).
-std::vector<ks::RunningCopy> look_for_running_copies(const std::string& command,
-                                                     std::string& executable) {
-  executable = ks::resolve_executable(command);
+// ksd looks for such copies while it makes the cgroup (its /proc scan is warm; in this new
+// process the same scan took ~0.5 ms): ksrun sends the executable and its own pid, and the
+// answer lists the pids. An older ksd, or one in another pid namespace, does not answer:
+// then ksrun looks itself. Empty: nothing to look for (not found, or a shared runtime
+// such as a shell or python, whose copies are other programs).
+std::string executable_to_check(const std::string& command) {
+  std::string executable = ks::resolve_executable(command);
   if (executable.empty() || ks::is_shared_runtime(executable)) return {};
-  return ks::running_copies(executable, ::getuid(), ::getpid());
+  return executable;
+}
+
+std::vector<pid_t> unprotected_copies(const std::string& executable, const nlohmann::json& reply) {
+  if (executable.empty()) return {};
+  if (auto listed = reply.find("unprotected_copies"); listed != reply.end()) {
+    std::vector<pid_t> pids;
+    for (const auto& pid : *listed)
+      if (pid.is_number_integer()) pids.push_back(pid.get<pid_t>());
+    return pids;
+  }
+  // The protected tree is the top of the cgroup ksd made ("/killswitch.slice/...").
+  const std::string cgroup = reply.value("cgroup", "");
+  const auto second_slash = cgroup.find('/', 1);
+  if (cgroup.size() < 2 || cgroup[0] != '/' || second_slash == std::string::npos) return {};
+  return ks::outside(ks::running_copies(executable, ::getuid(), ::getpid()),
+                     cgroup.substr(0, second_slash));
 }
 
 // Only a warning: running the same tool twice (curl, a script) is normal, and the command
 // itself is protected either way.
-void warn_about_unprotected_copies(const std::string& executable,
-                                   const std::vector<ks::RunningCopy>& copies,
-                                   const std::string& cgroup) {
-  // The protected tree is the top of the cgroup ksd made ("/killswitch.slice/...").
-  const auto second_slash = cgroup.find('/', 1);
-  if (copies.empty() || cgroup.size() < 2 || cgroup[0] != '/' || second_slash == std::string::npos)
-    return;
-  const auto pids = ks::outside(copies, cgroup.substr(0, second_slash));
+void warn_about_unprotected_copies(const std::string& executable, const std::vector<pid_t>& pids) {
   if (pids.empty()) return;
   std::string list;
   for (std::size_t i = 0; i < pids.size() && i < 5; ++i)
@@ -71,64 +81,49 @@ void warn_about_unprotected_copies(const std::string& executable,
 }  // namespace
 
 static int run(int argc, char** argv) {
-  std::string socket_path = ks::ipc::default_socket_path();
-  std::string profile(ks::kDefaultProfile);
-  std::vector<std::string> command;
-
-  CLI::App app{
-      "ksrun - run COMMAND so that it and everything it starts can only talk through "
-      "the VPN tunnel of a Killswitch profile"};
-  app.set_version_flag("--version", std::string("ksrun ") + KS_VERSION);
-  app.add_option("--profile", profile, "profile to run under")->capture_default_str();
-  app.add_option("--socket", socket_path,
-                 "ksd admin socket (default: $KILLSWITCH_SOCKET or /run/killswitch/ksd.sock)");
-  bool no_instance_check = false;
-  app.add_flag("--no-instance-check", no_instance_check,
-               "do not look for an unprotected copy of COMMAND already running");
-  // Everything from the first non-option word on is COMMAND and its own arguments,
-  // untouched and in order (ksrun --profile p -- curl --proxy x ...).
-  app.prefix_command();
-  app.footer(
-      "Usage: ksrun [--profile NAME] [--socket PATH] [--no-instance-check] [--] COMMAND [ARGS...]");
-  // An option ksrun does not know, before the command ("--prfile work qbittorrent"), is a
-  // typo, not the command: CLI11 would hand it over as COMMAND.
-  static constexpr std::string_view kOptions[] = {"--profile", "--socket", "--no-instance-check",
-                                                  "--help",    "-h",       "--version"};
-  static constexpr std::string_view kWithValue[] = {"--profile", "--socket"};
   const std::vector<std::string> words(argv + 1, argv + argc);
-  if (auto bad = ks::first_unknown_option(words, kOptions, kWithValue)) {
-    const auto hint = ks::closest_word(*bad, kOptions);
+  ks::LauncherArgs args;
+  try {
+    args = ks::parse_launcher_args(words, std::string(ks::kDefaultProfile),
+                                   ks::ipc::default_socket_path());
+  } catch (const ks::Error& e) {
+    // An option ksrun does not know, before the command ("--prfile work qbittorrent"), is
+    // a typo, never the command.
     std::fprintf(stderr,
-                 "ksrun: unknown option %s%s; nothing was run (a COMMAND that starts "
-                 "with - goes after --)\n",
-                 bad->c_str(), hint ? (" (did you mean " + *hint + "?)").c_str() : "");
+                 "ksrun: %s; nothing was run (a COMMAND that starts with - goes after --)\n",
+                 e.what());
     return kRefused;
   }
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);
-    return rc == 0 ? 0 : kRefused;
+  if (args.help) {
+    std::fputs(ks::launcher_help(ks::kDefaultProfile).c_str(), stdout);
+    return 0;
   }
-  command = app.remaining();
-  if (!command.empty() && command.front() == "--") command.erase(command.begin());
+  if (args.version) {
+    std::printf("ksrun %s\n", KS_VERSION);
+    return 0;
+  }
+  const std::string& profile = args.profile;
+  std::vector<std::string>& command = args.command;
   if (command.empty()) refuse("(nothing)", "no COMMAND given");
   const std::string shown = command.front();
 
   if (!ks::is_valid_profile_name(profile))
     refuse(shown, "invalid profile name \"" + profile + "\"");
 
+  const std::string executable =
+      args.no_instance_check ? std::string() : executable_to_check(command.front());
+  nlohmann::json request = {{"op", "launch"}, {"profile", profile}, {"argv", command}};
+  if (!executable.empty()) {
+    request["executable"] = executable;
+    request["pid"] = ::getpid();
+  }
   ks::UniqueFd connection;
   try {
-    connection = ks::ipc::connect_to(socket_path);
-    ks::ipc::send_message(connection.get(),
-                          {{"op", "launch"}, {"profile", profile}, {"argv", command}});
+    connection = ks::ipc::connect_to(args.socket_path);
+    ks::ipc::send_message(connection.get(), request);
   } catch (const ks::Error& e) {
     refuse(shown, std::string(e.what()) + " (is ksd running?)");
   }
-  std::string executable;
-  std::vector<ks::RunningCopy> copies;
-  if (!no_instance_check) copies = look_for_running_copies(command.front(), executable);
   nlohmann::json reply;
   try {
     reply = ks::ipc::receive_message(connection.get(), kReplyTimeoutMs);
@@ -145,20 +140,20 @@ static int run(int argc, char** argv) {
     refuse(shown, e.what());
   }
 
-  warn_about_unprotected_copies(executable, copies, reply.value("cgroup", ""));
+  warn_about_unprotected_copies(executable, unprotected_copies(executable, reply));
 
-  std::vector<char*> args;
-  args.reserve(command.size() + 1);
-  for (auto& a : command) args.push_back(a.data());
-  args.push_back(nullptr);
-  ::execvp(args[0], args.data());
+  std::vector<char*> exec_args;
+  exec_args.reserve(command.size() + 1);
+  for (auto& a : command) exec_args.push_back(a.data());
+  exec_args.push_back(nullptr);
+  ::execvp(exec_args[0], exec_args.data());
   int err = errno;
   std::fprintf(stderr, "ksrun: cannot run %s: %s\n", shown.c_str(), std::strerror(err));
   return err == ENOENT ? kNotFound : kNotExecutable;
 }
 
 // Nothing escapes as an uncaught exception (that would abort with a core dump and exit
-// 134): building the command line parser can still throw (std::bad_alloc).
+// 134): anything before exec can still throw (std::bad_alloc).
 int main(int argc, char** argv) {
   try {
     return run(argc, argv);

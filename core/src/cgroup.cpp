@@ -7,19 +7,44 @@
 
 #include <cerrno>
 #include <fstream>
-#include <sstream>
+#include <string_view>
 
 #include "killswitch/error.hpp"
+#include "killswitch/files.hpp"
 
 namespace ks {
 namespace {
 
 std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw_errno("cannot read " + path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  auto text = read_text_file(path);
+  if (!text) throw_errno("cannot read " + path);
+  return std::move(*text);
+}
+
+// Calls LINE(std::string_view) for each line of TEXT (without its newline) until it
+// returns true.
+template <typename Line>
+void for_each_line(std::string_view text, Line line) {
+  while (!text.empty()) {
+    const auto end = text.find('\n');
+    if (line(text.substr(0, end))) return;
+    if (end == std::string_view::npos) return;
+    text.remove_prefix(end + 1);
+  }
+}
+
+// The next space-separated field of TEXT, consumed from it ("" at the end).
+std::string_view next_field(std::string_view& text) {
+  const auto start = text.find_first_not_of(' ');
+  if (start == std::string_view::npos) {
+    text = {};
+    return {};
+  }
+  text.remove_prefix(start);
+  const auto end = text.find(' ');
+  const std::string_view field = text.substr(0, end);
+  text.remove_prefix(end == std::string_view::npos ? text.size() : end);
+  return field;
 }
 
 }  // namespace
@@ -48,22 +73,21 @@ std::string unescape_mountinfo(const std::string& s) {
 }
 
 std::string cgroup2_mount_from_mountinfo(const std::string& text) {
-  std::istringstream lines(text);
-  std::string line;
-  while (std::getline(lines, line)) {
+  std::string mount;
+  for_each_line(text, [&](std::string_view line) {
     // id parent major:minor root mountpoint options [optional...] - fstype source super
-    auto dash = line.find(" - ");
-    if (dash == std::string::npos) continue;
-    std::istringstream after(line.substr(dash + 3));
-    std::string fstype;
-    after >> fstype;
-    if (fstype != "cgroup2") continue;
-    std::istringstream before(line.substr(0, dash));
-    std::string id, parent, dev, root, mountpoint;
-    before >> id >> parent >> dev >> root >> mountpoint;
-    if (!mountpoint.empty()) return unescape_mountinfo(mountpoint);
-  }
-  return {};
+    const auto dash = line.find(" - ");
+    if (dash == std::string_view::npos) return false;
+    std::string_view after = line.substr(dash + 3);
+    if (next_field(after) != "cgroup2") return false;
+    std::string_view before = line.substr(0, dash);
+    for (int skip = 0; skip < 4; ++skip) next_field(before);  // id parent dev root
+    const std::string_view mountpoint = next_field(before);
+    if (mountpoint.empty()) return false;
+    mount = unescape_mountinfo(std::string(mountpoint));
+    return true;
+  });
+  return mount;
 }
 
 std::string find_cgroup2_mount(const std::string& mountinfo_path) {
@@ -81,12 +105,13 @@ std::uint64_t cgroup_id(const std::string& path) {
 }
 
 std::string cgroup_from_proc_text(const std::string& text) {
-  std::istringstream lines(text);
-  std::string line;
-  while (std::getline(lines, line)) {
-    if (line.rfind("0::", 0) == 0) return line.substr(3);
-  }
-  return {};
+  std::string cgroup;
+  for_each_line(text, [&](std::string_view line) {
+    if (!line.starts_with("0::")) return false;
+    cgroup = line.substr(3);
+    return true;
+  });
+  return cgroup;
 }
 
 std::string cgroup_of_pid(pid_t pid) {

@@ -34,4 +34,18 @@ void write_file_atomically(const std::string& path, const std::string& text, mod
   if (::rename(tmp.c_str(), path.c_str()) != 0) fail("rename");
 }
 
+std::optional<std::string> read_text_file(const std::string& path, int dir_fd) {
+  UniqueFd fd(::openat(dir_fd, path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return std::nullopt;
+  std::string text;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::read(fd.get(), buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return std::nullopt;
+    if (n == 0) return text;
+    text.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
 }  // namespace ks

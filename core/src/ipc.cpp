@@ -1,6 +1,5 @@
 #include "killswitch/ipc.hpp"
 
-#include <grp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -81,14 +80,22 @@ std::optional<Request> parse_request(const std::string& bytes, std::string& erro
     }
   } else if (name == "launch" || name == "protect") {
     r.op = name == "launch" ? Op::kLaunch : Op::kProtect;
-    if (r.op == Op::kProtect) {
-      auto pid = j.find("pid");
+    if (auto pid = j.find("pid"); r.op == Op::kProtect || pid != j.end()) {
       if (pid == j.end() || !pid->is_number_integer() || pid->get<long long>() <= 0 ||
           pid->get<long long>() > 0x3fffffff) {
         error = "\"pid\" must be a positive process id";
         return std::nullopt;
       }
       r.pid = static_cast<pid_t>(pid->get<long long>());
+    }
+    if (auto exe = j.find("executable"); exe != j.end() && r.op == Op::kLaunch) {
+      if (!exe->is_string() || exe->get_ref<const std::string&>().empty() ||
+          exe->get_ref<const std::string&>().front() != '/' ||
+          exe->get_ref<const std::string&>().size() > 4096) {
+        error = "\"executable\" must be an absolute path";
+        return std::nullopt;
+      }
+      r.executable = exe->get<std::string>();
     }
     auto profile = j.find("profile");
     if (profile == j.end()) {
@@ -146,11 +153,6 @@ PeerCred peer_credentials(int fd) {
     peer.groups = groups;
   }
   return peer;
-}
-
-std::optional<gid_t> admin_group_id() {
-  if (const group* g = ::getgrnam(kAdminGroup)) return g->gr_gid;
-  return std::nullopt;
 }
 
 bool may_change(const PeerCred& peer, std::optional<gid_t> admin_gid) {

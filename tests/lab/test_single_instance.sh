@@ -6,7 +6,11 @@
 #   - the same user's unprotected copy: warned about, its pid named; the command still runs
 #     (running a tool twice is normal; the new process itself is protected);
 #   - another user's copy, a protected copy, a shell (`ksrun sh -c ...`): no warning;
-#   - --no-instance-check: no warning.
+#   - --no-instance-check: no warning;
+#   - ksd looks for the copies itself (its /proc scan is warm; ksrun is a new process) and
+#     names them in the launch's answer when the caller's pid is the one it sees; when it
+#     is not (ksrun in another pid namespace) it names none and ksrun looks itself, and
+#     still warns.
 # The app is a copy of sleep(1) under its own name, so that nothing else on the machine
 # shares its executable.
 set -euo pipefail
@@ -41,6 +45,30 @@ assert_eq "$rc" 0 "with an unprotected copy running, the command still runs"
 [[ $err == *"$APP $WARNING (pid $COPY)"* ]] || fail "no warning naming the copy $COPY: $err"
 pass "ksrun warns about the same user's unprotected copy and names it (pid $COPY)"
 [[ $err == *"quit it first"* ]] || fail "the warning does not say what to do: $err"
+
+# ksd's own look, by a raw launch request (what ksrun sends): its pid as ksd sees it, then
+# one ksd cannot see (another pid namespace's).
+raw_launch() {
+  lab_exec_client "${LAB_AS_NOBODY[@]}" /usr/bin/python3 -c '
+import json, os, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.connect(sys.argv[1])
+pid = os.getpid() + int(sys.argv[3])
+s.send(json.dumps({"op": "launch", "profile": "default", "argv": ["single-app"],
+                   "executable": sys.argv[2], "pid": pid}).encode())
+print(json.dumps(json.loads(s.recv(1 << 20)).get("unprotected_copies")))' "$KS_SOCK" "$APP" "$1"
+}
+assert_eq "$(raw_launch 0)" "[$COPY]" "ksd names the unprotected copy in its answer"
+assert_eq "$(raw_launch 1)" null "ksd does not look for a caller whose pid it does not see"
+# ksrun in a pid namespace of its own (its pid there is not the one ksd sees; /proc is still
+# the host's): ksd names nothing, ksrun looks itself.
+rc=0
+err=$(ksrun_stderr lab_exec_client unshare --pid --fork "${LAB_AS_NOBODY[@]}" "$KS_KSRUN" \
+  --socket "$KS_SOCK" "$APP" 0) || rc=$?
+assert_eq "$rc" 0 "ksrun in another pid namespace runs the command"
+[[ $err == *"$APP $WARNING (pid $COPY)"* ]] ||
+  fail "ksrun in another pid namespace does not warn about $COPY: $err"
+pass "ksrun in another pid namespace looks itself and warns (pid $COPY)"
 
 err=$(ksrun_stderr ks_run_nobody --no-instance-check "$APP" 0)
 [[ $err != *"$WARNING"* ]] || fail "--no-instance-check still warns: $err"

@@ -69,6 +69,29 @@ TEST(IpcParse, LaunchDefaultsProfileToDefault) {
   EXPECT_EQ(r.argv, std::vector<std::string>{"firefox"});
 }
 
+// ksrun's single-instance check: the executable to look for and ksrun's own pid.
+TEST(IpcParse, LaunchAsksForRunningCopies) {
+  Request r = accepted(
+      R"({"op":"launch","argv":["firefox"],"executable":"/usr/lib/firefox/firefox","pid":4242})");
+  EXPECT_EQ(r.executable, "/usr/lib/firefox/firefox");
+  EXPECT_EQ(r.pid, 4242);
+  r = accepted(R"({"op":"launch","argv":["firefox"]})");
+  EXPECT_TRUE(r.executable.empty());
+  EXPECT_EQ(r.pid, 0);
+  EXPECT_EQ(refused(R"({"op":"launch","executable":"firefox","pid":1})"),
+            "\"executable\" must be an absolute path");
+  EXPECT_EQ(refused(R"({"op":"launch","executable":"","pid":1})"),
+            "\"executable\" must be an absolute path");
+  EXPECT_EQ(refused(R"({"op":"launch","executable":7})"),
+            "\"executable\" must be an absolute path");
+  EXPECT_EQ(refused(R"({"op":"launch","executable":"/)" + std::string(5000, 'a') + R"("})"),
+            "\"executable\" must be an absolute path");
+  EXPECT_EQ(refused(R"({"op":"launch","pid":-3})"), "\"pid\" must be a positive process id");
+  EXPECT_EQ(refused(R"({"op":"launch","pid":"12"})"), "\"pid\" must be a positive process id");
+  // Only a launch looks: a status request's fields stay empty.
+  EXPECT_TRUE(accepted(R"({"op":"status","executable":"/bin/x"})").executable.empty());
+}
+
 TEST(IpcParse, LaunchWithoutArgvOrWithEmptyArgv) {
   Request r = accepted(R"({"op":"launch"})");
   EXPECT_EQ(r.op, Op::kLaunch);

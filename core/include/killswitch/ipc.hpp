@@ -41,8 +41,12 @@ struct Request {
   Op op = Op::kStatus;
   std::string profile;            // launch, protect
   std::vector<std::string> argv;  // launch: for the record (list, logs), never executed by ksd
-  pid_t pid = 0;                  // protect
-  std::uint64_t since = 0;        // events: the first sequence number wanted
+  pid_t pid = 0;                  // protect; launch: ksrun's own pid, as it sees it
+  // launch: the command's executable, when ksrun asks ksd to look for copies of it the
+  // caller runs unprotected (its single-instance check; answered only when `pid` is the
+  // caller's pid as ksd sees it, i.e. both see the same processes)
+  std::string executable;
+  std::uint64_t since = 0;                 // events: the first sequence number wanted
   std::size_t limit = kMaxEventsPerReply;  // events: at most this many, the newest
   bool follow = false;                     // events: keep the connection, push new ones
   bool verify_probe = false;               // launch: into ksd's tunnel-less kVerifyProfile
