@@ -387,11 +387,12 @@ fi
 # ---- 4. launch latency -----------------------------------------------------------------------------
 if wanted launch; then
   N=$(q 50 300)
-  plain=$(lab_exec_client "$KS_BENCH" launch "$N" -- true)
-  ks=$(lab_exec_client "$KS_BENCH" launch "$N" -- "$KS_KSRUN" --socket "$KS_SOCK" true)
-  # The floor of any launcher that execs the command: env(1), one exec more than `true`.
-  wrapper=$(lab_exec_client "$KS_BENCH" launch "$N" -- env true)
-  a=$(json_get "$plain" /p50_us) b=$(json_get "$ks" /p50_us) w=$(json_get "$wrapper" /p50_us)
+  # The three in turn, one of each per round, so that the machine's drift (tens of percent
+  # here between runs a minute apart) falls on all alike. env(1) is the floor of any
+  # launcher that execs the command: one exec more than `true`.
+  runs=$(lab_exec_client "$KS_BENCH" launch "$N" -- true ::: env true ::: \
+    "$KS_KSRUN" --socket "$KS_SOCK" true)
+  a=$(json_get "$runs" /p50_us/0) w=$(json_get "$runs" /p50_us/1) b=$(json_get "$runs" /p50_us/2)
   added=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", (b - a) / 1000 }')
   over_wrapper=$(awk -v w="$w" -v b="$b" 'BEGIN { printf "%.2f", (b - w) / 1000 }')
   row launch_ksrun_true "p50 $(awk -v b="$b" 'BEGIN { printf "%.2f ms", b / 1000 }')" \
