@@ -89,9 +89,7 @@ static int run(int argc, char** argv) {
   } catch (const ks::Error& e) {
     // An option ksrun does not know, before the command ("--prfile work qbittorrent"), is
     // a typo, never the command.
-    std::fprintf(stderr,
-                 "ksrun: %s; nothing was run (a COMMAND that starts with - goes after --)\n",
-                 e.what());
+    std::fprintf(stderr, "ksrun: %s; nothing was run\n", e.what());
     return kRefused;
   }
   if (args.help) {

@@ -1,5 +1,8 @@
 #include "killswitch/launcher_args.hpp"
 
+#include <algorithm>
+#include <iterator>
+
 #include "killswitch/cli_hints.hpp"
 #include "killswitch/error.hpp"
 
@@ -23,7 +26,8 @@ LauncherArgs parse_launcher_args(std::span<const std::string> args, std::string 
     const auto equals = word.find('=');
     const std::string name = word.substr(0, equals);
     const bool inline_value = equals != std::string::npos;
-    if (name == "--profile" || name == "--socket") {
+    if (std::find(std::begin(kLauncherOptionsWithValue), std::end(kLauncherOptionsWithValue),
+                  name) != std::end(kLauncherOptionsWithValue)) {
       std::string value;
       if (inline_value) {
         value = word.substr(equals + 1);
@@ -46,7 +50,8 @@ LauncherArgs parse_launcher_args(std::span<const std::string> args, std::string 
       parsed.version = true;
     } else {
       const auto hint = closest_word(name, kLauncherOptions);
-      throw Error("unknown option " + name + (hint ? " (did you mean " + *hint + "?)" : ""));
+      throw Error("unknown option " + name + (hint ? " (did you mean " + *hint + "?)" : "") +
+                  "; a COMMAND that starts with - goes after --");
     }
   }
   parsed.command.assign(args.begin() + static_cast<std::ptrdiff_t>(i), args.end());

@@ -71,10 +71,11 @@ TEST(LauncherArgs, HelpAndVersion) {
 }
 
 TEST(LauncherArgs, ErrorsNameTheProblem) {
+  const std::string after = "; a COMMAND that starts with - goes after --";
   EXPECT_EQ(error_of({"--prfile", "work", "true"}),
-            "unknown option --prfile (did you mean --profile?)");
-  EXPECT_EQ(error_of({"-x", "true"}), "unknown option -x (did you mean -h?)");
-  EXPECT_EQ(error_of({"--frobnicate", "true"}), "unknown option --frobnicate");
+            "unknown option --prfile (did you mean --profile?)" + after);
+  EXPECT_EQ(error_of({"-x", "true"}), "unknown option -x (did you mean -h?)" + after);
+  EXPECT_EQ(error_of({"--frobnicate", "true"}), "unknown option --frobnicate" + after);
   EXPECT_EQ(error_of({"--profile"}), "--profile needs a value");
   EXPECT_EQ(error_of({"--no-instance-check=yes", "true"}), "--no-instance-check takes no value");
   EXPECT_EQ(error_of({"--version=1"}), "--version takes no value");
