@@ -1,10 +1,8 @@
 #include "killswitch/proc.hpp"
 
 #include <dirent.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -17,7 +15,6 @@
 
 #include "killswitch/cgroup.hpp"
 #include "killswitch/error.hpp"
-#include "killswitch/fd.hpp"
 #include "killswitch/files.hpp"
 
 namespace ks {
@@ -95,38 +92,30 @@ bool is_shared_runtime(std::string_view executable_path) {
 
 std::vector<RunningCopy> running_copies(const std::string& executable, uid_t uid, pid_t self) {
   std::vector<RunningCopy> found;
-  // getdents64 into a buffer on the stack, not readdir(3): ksrun runs this once per launch,
-  // in a new process, where opendir's 32 KiB heap buffer cost page faults (~0.1 ms here).
-  UniqueFd proc(::open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!proc) return found;
-  alignas(8) char entries[8192];
-  for (;;) {
-    const long got = ::syscall(SYS_getdents64, proc.get(), entries, sizeof(entries));
-    if (got <= 0) break;
-    for (long offset = 0; offset < got;) {
-      const auto* e = reinterpret_cast<const dirent64*>(entries + offset);
-      offset += e->d_reclen;
-      char* end = nullptr;
-      const long pid = std::strtol(e->d_name, &end, 10);
-      if (pid <= 0 || *end != '\0' || pid == self) continue;
-      // The link first, the owner only for a match: one system call per process. (Someone
-      // else's process cannot be read unless we are root: the readlink fails at once; as
-      // root every process is readable, and most are root's anyway, so a stat first would
-      // only double the calls.)
-      char link[32];
-      std::snprintf(link, sizeof(link), "%ld/exe", pid);
-      char target[PATH_MAX];
-      const ssize_t n = ::readlinkat(proc.get(), link, target, sizeof(target) - 1);
-      if (n <= 0 ||
-          executable.compare(0, std::string::npos, target, static_cast<std::size_t>(n)) != 0)
-        continue;
-      struct stat st {};
-      if (::fstatat(proc.get(), e->d_name, &st, 0) != 0 || st.st_uid != uid) continue;
-      const auto text = read_text_file(std::string(e->d_name) + "/cgroup", proc.get());
-      const std::string path = text ? cgroup_from_proc_text(*text) : std::string();
-      if (!path.empty()) found.push_back({static_cast<pid_t>(pid), path});  // empty: gone
-    }
+  DIR* dir = ::opendir("/proc");
+  if (!dir) return found;
+  const int proc = ::dirfd(dir);
+  while (dirent* e = ::readdir(dir)) {
+    char* end = nullptr;
+    const long pid = std::strtol(e->d_name, &end, 10);
+    if (pid <= 0 || *end != '\0' || pid == self) continue;
+    // The link first, the owner only for a match: one system call per process. (Someone
+    // else's process cannot be read unless we are root: the readlink fails at once; as
+    // root every process is readable, and most are root's anyway, so a stat first would
+    // only double the calls.)
+    char target[PATH_MAX];
+    const ssize_t n =
+        ::readlinkat(proc, (std::string(e->d_name) + "/exe").c_str(), target, sizeof(target) - 1);
+    if (n <= 0 ||
+        executable.compare(0, std::string::npos, target, static_cast<std::size_t>(n)) != 0)
+      continue;
+    struct stat st {};
+    if (::fstatat(proc, e->d_name, &st, 0) != 0 || st.st_uid != uid) continue;
+    const auto text = read_text_file(std::string(e->d_name) + "/cgroup", proc);
+    const std::string path = text ? cgroup_from_proc_text(*text) : std::string();
+    if (!path.empty()) found.push_back({static_cast<pid_t>(pid), path});  // empty: gone
   }
+  ::closedir(dir);
   return found;
 }
 
