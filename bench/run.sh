@@ -85,8 +85,8 @@ print(s.getsockopt(socket.SOL_SOCKET, socket.SO_MARK))'
 # per_packet_row ROW: benchmark 1 (also run again at scale). Sets MARGINAL.
 #
 # Which program first reads a packet's fields pays for bringing the skb's cache lines in; the
-# programs after it find them loaded (measured: a floor program attached after ours cost 10 ns
-# over the empties, attached before ours 27 ns more). So each candidate is measured in the
+# programs after it find them loaded (measured: the floor program attached before ours cost
+# 16-26 ns more than attached after it). So each candidate is measured in the
 # same place: the first program that reads the packet. Rounds: ours alone between the two
 # empties; the floor, or the counting floor, attached on the profile slice right after the
 # first empty (before ours); the three kinds in rotating order, twice (once in --quick).
