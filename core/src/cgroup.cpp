@@ -90,6 +90,25 @@ std::string cgroup2_mount_from_mountinfo(const std::string& text) {
   return mount;
 }
 
+std::string cgroup2_super_options_from_mountinfo(const std::string& text) {
+  std::string options;
+  for_each_line(text, [&](std::string_view line) {
+    // ... - fstype source super_options
+    const auto dash = line.find(" - ");
+    if (dash == std::string_view::npos) return false;
+    std::string_view after = line.substr(dash + 3);
+    if (next_field(after) != "cgroup2") return false;
+    next_field(after);  // source
+    options = std::string(next_field(after));
+    return true;
+  });
+  return options;
+}
+
+bool cgroup2_favors_dynmods(const std::string& super_options) {
+  return ("," + super_options + ",").find(",favordynmods,") != std::string::npos;
+}
+
 std::string find_cgroup2_mount(const std::string& mountinfo_path) {
   std::string mount = cgroup2_mount_from_mountinfo(read_file(mountinfo_path));
   if (mount.empty())

@@ -8,14 +8,17 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <sstream>
 
 #include "killswitch/cgroup.hpp"
 #include "killswitch/enforcement.hpp"
 #include "killswitch/error.hpp"
+#include "killswitch/files.hpp"
 #include "killswitch/hooks.hpp"
 #include "killswitch/transient_scopes.hpp"
 
@@ -192,6 +195,43 @@ Diagnosis check_cgroup2() {
   return make("cgroup2", Verdict::kOk,
               unified ? "unified hierarchy at " + mount
                       : "hybrid hierarchy: cgroup2 at " + mount + " next to cgroup v1");
+}
+
+void for_each_option(std::string_view options, const std::function<void(std::string_view)>& f) {
+  while (!options.empty()) {
+    const auto comma = std::min(options.find(','), options.size());
+    if (comma > 0) f(options.substr(0, comma));
+    options.remove_prefix(std::min(comma + 1, options.size()));
+  }
+}
+
+// Not a protection matter: how long a launch waits to be moved into its app's cgroup. Without
+// favordynmods each move after a quiet spell waits for an RCU grace period (+10-20 ms a
+// launch on the test VMs; launches in quick succession do not wait).
+Diagnosis check_cgroup_moves(const std::string& release) {
+  const std::string mountinfo = read_text_file("/proc/self/mountinfo").value_or("");
+  const std::string mount = cgroup2_mount_from_mountinfo(mountinfo);
+  const std::string options = cgroup2_super_options_from_mountinfo(mountinfo);
+  if (mount.empty()) return make("cgroup_moves", Verdict::kSkip, "no cgroup2 mount");
+  if (cgroup2_favors_dynmods(options))
+    return make("cgroup_moves", Verdict::kOk,
+                "cgroup2 is mounted with favordynmods: ksrun's move into its app's cgroup "
+                "does not wait for an RCU grace period");
+  if (!kernel_at_least(release, 6, 0))
+    return make("cgroup_moves", Verdict::kOk,
+                "each launch after a quiet spell waits for an RCU grace period to be moved "
+                "into its cgroup (~10-20 ms); Linux 6.0+ can avoid that (cgroup2 favordynmods)");
+  // The mount's own options are named too: a remount sets all of them anew.
+  std::string remount = "remount";
+  for_each_option(options, [&](std::string_view option) {
+    if (option != "rw" && option != "ro") remount += "," + std::string(option);
+  });
+  return make("cgroup_moves", Verdict::kOk,
+              "each launch after a quiet spell waits for an RCU grace period to be moved into "
+              "its cgroup (~10-20 ms). To avoid it, at the cost of a memory barrier in every "
+              "fork and exit: mount -o " +
+                  remount + ",favordynmods " + mount +
+                  " (from Linux 6.18 on, until the next boot; docs/benchmarks.md, 4)");
 }
 
 Diagnosis check_bpffs() {
@@ -397,6 +437,7 @@ std::vector<Diagnosis> diagnose(const std::string& pin_dir) {
                                 check_kernel_config(u.release),
                                 check_bpf(),
                                 check_cgroup2(),
+                                check_cgroup_moves(u.release),
                                 check_bpffs(),
                                 check_btf(),
                                 check_privileges(),

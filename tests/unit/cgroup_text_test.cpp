@@ -71,6 +71,18 @@ TEST(Cgroup2Mount, HybridHostWithV1MountsFirst) {
   EXPECT_EQ(cgroup2_mount_from_mountinfo(kHybridHost), "/sys/fs/cgroup/unified");
 }
 
+TEST(Cgroup2Mount, SuperOptionsAndFavorDynmods) {
+  EXPECT_EQ(cgroup2_super_options_from_mountinfo(kHybridHost), "rw,nsdelegate");
+  EXPECT_FALSE(cgroup2_favors_dynmods(cgroup2_super_options_from_mountinfo(kHybridHost)));
+  EXPECT_EQ(cgroup2_super_options_from_mountinfo(kV1OnlyHost), "");
+  EXPECT_TRUE(cgroup2_favors_dynmods(cgroup2_super_options_from_mountinfo(
+      "32 22 0:27 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 "
+      "rw,nsdelegate,favordynmods,memory_recursiveprot\n")));
+  EXPECT_TRUE(cgroup2_favors_dynmods("favordynmods"));
+  EXPECT_FALSE(cgroup2_favors_dynmods("rw,nofavordynmods"));
+  EXPECT_FALSE(cgroup2_favors_dynmods(""));
+}
+
 TEST(Cgroup2Mount, NoneMounted) {
   EXPECT_EQ(cgroup2_mount_from_mountinfo(kV1OnlyHost), "");
   EXPECT_EQ(cgroup2_mount_from_mountinfo(""), "");

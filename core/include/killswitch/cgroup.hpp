@@ -23,6 +23,12 @@ std::string unescape_mountinfo(const std::string& field);
 // Parses mountinfo text; exposed for unit tests. Empty string when no cgroup2 mount.
 std::string cgroup2_mount_from_mountinfo(const std::string& mountinfo_text);
 
+// The cgroup2 mount's superblock options ("rw,nsdelegate,memory_recursiveprot"), from
+// mountinfo text; empty when no cgroup2 mount. `favordynmods` among them (Linux 6.0+): moving
+// a process between cgroups does not wait for an RCU grace period (docs/benchmarks.md, 4).
+std::string cgroup2_super_options_from_mountinfo(const std::string& mountinfo_text);
+bool cgroup2_favors_dynmods(const std::string& super_options);
+
 // The cgroup's id as BPF sees it (bpf_get_current_cgroup_id): its kernfs inode number.
 std::uint64_t cgroup_id(const std::string& path);
 
