@@ -1039,13 +1039,22 @@ lab_side_netns_up() {
   echo "$ns"
 }
 
-# _lab_kill_ns NS: SIGKILL every process in netns NS until none is left.
+# _lab_kill_ns NS: SIGKILL every process in netns NS until none is left, and wait until each
+# is gone: a process leaves its namespaces early in its exit, while it still runs (a
+# wireguard-go's threads, a tcpdump's capture take a moment).
 _lab_kill_ns() {
-  local ns=$1 pids i
+  local ns=$1 pids i killed=() pid
   [[ -e /run/netns/$ns ]] || return 0
   for ((i = 0; i < 500; i++)); do
-    pids=$(ip netns pids "$ns" 2>/dev/null) || return 0
-    [[ -n $pids ]] || return 0
+    pids=$(ip netns pids "$ns" 2>/dev/null) || pids=""
+    if [[ -z $pids ]]; then
+      for pid in "${killed[@]}"; do
+        _lab_wait_until 5 _lab_gone "$pid" || lab_log "WARNING: pid $pid still runs after SIGKILL"
+      done
+      return 0
+    fi
+    # shellcheck disable=SC2206
+    killed+=($pids)
     # shellcheck disable=SC2086
     kill -KILL $pids 2>/dev/null || true
     _lab_sleep 0.01
@@ -1062,12 +1071,17 @@ lab_down() {
   # Processes in the namespaces (wireguard-go, tcpdump, echo server, probes, ksd, ...).
   for ns in "$LAB_NS_C" "$LAB_NS_I" "ksl${LAB_ID}x"; do _lab_kill_ns "$ns" || rc=1; done
   # Anything lab_spawn_* started that somehow left the namespaces.
+  # A process leaves its namespaces early in its exit, before it is gone (a wireguard-go's
+  # threads take a moment): each is waited for, so that nothing of the lab still runs once
+  # lab_down returns.
   if [[ -s $LAB_DIR/spawned ]]; then
     while read -r pid st name; do
-      if _lab_alive "$pid" "$st"; then
-        kill -KILL "$pid" 2>/dev/null || true
-        lab_log "killed $name ($pid) outside the lab namespaces"
-      fi
+      _lab_alive "$pid" "$st" || continue
+      kill -KILL "$pid" 2>/dev/null || true
+      _lab_wait_until 1 _lab_gone "$pid" "$st" && continue # (it was exiting)
+      lab_log "killed $name ($pid) outside the lab namespaces"
+      _lab_wait_until 5 _lab_gone "$pid" "$st" ||
+        { lab_log "WARNING: $name ($pid) still runs after SIGKILL" && rc=1; }
     done <"$LAB_DIR/spawned"
   fi
   for ns in "$LAB_NS_C" "$LAB_NS_I" "ksl${LAB_ID}x"; do
