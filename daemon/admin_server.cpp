@@ -72,11 +72,16 @@ void AdminServer::accept_all() {
     UniqueFd client(::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
     if (!client) break;
     if (clients_.size() >= kMaxClients) continue;  // closes it: no fd exhaustion
+    const int fd = client.get();
     try {
       adopt(std::move(client));
     } catch (const Error&) {
       // Not watchable (epoll full?): the connection is closed, the server goes on.
+      continue;
     }
+    // A client sends its request right after connecting: read it now rather than after
+    // another turn of the loop (which may be a turn of someone's list).
+    if (auto it = clients_.find(fd); it != clients_.end()) on_request(it->second);
   }
 }
 
@@ -98,6 +103,11 @@ bool AdminServer::is_following(ClientId client) const {
   for (const auto& [fd, c] : clients_)
     if (c.id == client) return c.following;
   return false;
+}
+
+bool AdminServer::is_stream_fd(int fd) const {
+  auto it = clients_.find(fd);
+  return it != clients_.end() && it->second.stream != nullptr;
 }
 
 bool AdminServer::is_streaming(ClientId client) const {
@@ -204,15 +214,19 @@ void AdminServer::pump_stream(Client& client) {
   Stream& s = *client.stream;
   const ClientId id = client.id;
   std::size_t sent = 0;
+  // A turn ends after kStreamTurn of work too: how long another client may wait for its
+  // answer while a list is made does not depend on how fast this machine makes one.
+  const auto turn_ends = std::chrono::steady_clock::now() + kStreamTurn;
+  bool time_is_up = false;
   try {
-    while (sent < kStreamBytesPerTurn) {
+    while (sent < kStreamBytesPerTurn && !time_is_up) {
       if (s.message.empty()) {
         // The next message: up to a fragment of text after the tag byte; what the source
         // made beyond that (part of an app) carries over into the message after it.
         s.message.assign(1, ipc::kStreamData);
         s.message += s.text;
         s.text.clear();
-        while (!s.done && s.message.size() <= ipc::kFragmentBytes) {
+        while (!s.done && s.message.size() <= ipc::kFragmentBytes && !time_is_up) {
           const std::size_t before = s.message.size();
           s.done = !s.source->next(s.message);
           // A source with nothing yet (a step of its own work done) gives the turn to the
@@ -221,6 +235,11 @@ void AdminServer::pump_stream(Client& client) {
             s.message.clear();
             return;
           }
+          time_is_up = std::chrono::steady_clock::now() >= turn_ends;
+        }
+        if (!s.done && s.message.size() == 1) {  // (no text yet, the turn over)
+          s.message.clear();
+          return;
         }
         if (s.message.size() > 1 + ipc::kFragmentBytes) {
           s.text.assign(s.message, 1 + ipc::kFragmentBytes);

@@ -66,6 +66,8 @@ class AdminServer {
   static constexpr std::chrono::seconds kStreamTimeout{30};
   // At most this much of a stream is sent per turn of the loop, then the other fds get theirs.
   static constexpr std::size_t kStreamBytesPerTurn = ipc::kFragmentBytes;
+  // ... or after this much time making it (10,000 apps: a list is ~40 ms of such turns).
+  static constexpr std::chrono::microseconds kStreamTurn{250};
 
   AdminServer(FdWatcher& watcher, std::optional<gid_t> admin_gid, Handler handler);
 
@@ -96,6 +98,8 @@ class AdminServer {
   std::size_t client_count() const { return clients_.size(); }
   bool is_following(ClientId client) const;
   bool is_streaming(ClientId client) const;
+  // The fd is a client's that is taking a stream: the loop serves it after the others.
+  bool is_stream_fd(int fd) const;
 
  private:
   struct Stream {

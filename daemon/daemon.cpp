@@ -167,9 +167,15 @@ void Daemon::run() {
   if (watchdog_ && watchdog_usec < 2 * kSweepIntervalSeconds * 1000000ull)
     log_warning("WatchdogSec= is shorter than twice the 1 s sweep; expect watchdog kills");
   sd_notify(0, "READY=1");
+  std::vector<int> streams;
   for (;;) {
+    // Streams (a list going out) last: a request that came in meanwhile is answered first,
+    // so that it waits for at most one turn of a list.
+    streams.clear();
     for (int fd : loop_.wait()) {
-      if (fd == links_.fd()) {
+      if (server_.is_stream_fd(fd)) {
+        streams.push_back(fd);
+      } else if (fd == links_.fd()) {
         // A failure here must not end the daemon: enforcement stays in force from the
         // pinned state, and the timer retries until the maps are current again.
         try {
@@ -199,6 +205,7 @@ void Daemon::run() {
         server_.on_ready(fd);
       }
     }
+    for (int fd : streams) server_.on_ready(fd);
     launches_.rewatch();  // the manager connection's fd and wanted events change
   }
 }

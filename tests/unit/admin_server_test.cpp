@@ -204,6 +204,23 @@ TEST(AdminServerPermissions, ChangesNeedTheAdminGroupOrRoot) {
       << "1: reload by nobody was not refused; 2-5: the child could not set up";
 }
 
+// A client that sends its request as soon as it has connected is answered in the turn that
+// accepts it, not one turn later (that turn may be a turn of someone's list).
+TEST_F(AdminServerTest, ARequestSentOnConnectIsAnsweredAtAccept) {
+  char dir[] = "/tmp/ks-admin-test.XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  const std::string path = std::string(dir) + "/ksd.sock";
+  server_.listen(path);
+  UniqueFd client = ipc::connect_to(path);
+  Send(client, R"({"op":"status"})");
+  server_.on_ready(server_.listen_fd());
+  auto reply = Receive(client);
+  ::unlink(path.c_str());
+  ::rmdir(dir);
+  ASSERT_TRUE(reply) << "answered only at the next turn";
+  EXPECT_EQ((*reply)["ok"], true);
+}
+
 TEST_F(AdminServerTest, HangUpForgetsTheClient) {
   auto [client, fd] = Connect();
   client.reset();
