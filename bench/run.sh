@@ -592,8 +592,8 @@ if wanted scale; then
   if ((rss_after > rss_kib)); then rss_kib=$rss_after; fi
   # Whether a list holds up everyone else: ksd's answer time for status and a short events
   # query, alone and while another client asks for the list over and over.
-  alone=$("$KS_BENCH" admin-latency --socket "$KS_SOCK" --count 100)
-  listing=$("$KS_BENCH" admin-latency --socket "$KS_SOCK" --count 100 --while-listing)
+  alone=$("$KS_BENCH" admin-latency --socket "$KS_SOCK" --count "$(q 100 1000)")
+  listing=$("$KS_BENCH" admin-latency --socket "$KS_SOCK" --count "$(q 100 1000)" --while-listing)
   lab_log "scale: admin latency alone $alone; while listing $listing"
   lat() { json_get "$1" "/$2" | awk '{ printf "%.1f", $1 / 1000 }'; }
   # ksd's CPU time while nothing happens (its 1 s timer runs), over 5 s.
