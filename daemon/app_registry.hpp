@@ -73,7 +73,11 @@ class AppRegistry {
   using OnRetired = std::function<void(const App&)>;  // before it is forgotten
 
   static constexpr unsigned kFullSweepEverySweeps = 600;
-  static constexpr std::size_t kUnwatchedPerSweep = 50;
+  // 16: about a millisecond of ksd's loop per sweep here; 50 held it up for ~3 ms every
+  // second (what a status or events request then waited) while ksd put watches on 10,000
+  // adopted apps. Those now take ~10 minutes to be all watched; until then the sweeps read
+  // them in turn.
+  static constexpr std::size_t kUnwatchedPerSweep = 16;
 
   AppRegistry(AppMaps& maps, ProfileIdOf profile_id_of, OnRetired on_retired);
 

@@ -400,10 +400,11 @@ void Enforcement::read_cgroup_entries(
       [&](std::uint64_t id, const ks_cgroup_value* v) { out[id] = *v; });
 }
 
-std::map<std::uint64_t, std::uint32_t> Enforcement::cgroups() const {
-  std::map<std::uint64_t, std::uint32_t> out;
-  for (const auto& [id, value] : cgroup_entries()) out[id] = value.profile_id;
-  return out;
+bool Enforcement::has_cgroup(std::uint64_t cgroup_id) const {
+  ks_cgroup_value value{};
+  if (bpf_map_lookup_elem(map_fd("ks_cgroups"), &cgroup_id, &value) == 0) return true;
+  if (errno == ENOENT) return false;
+  throw_errno("cannot read ks_cgroups");
 }
 
 std::set<std::pair<std::uint32_t, std::uint32_t>> Enforcement::tunnels() const {

@@ -83,7 +83,8 @@ class Enforcement {
   // The next batch (up to 1024 entries) of the classification map into `out`.
   void read_cgroup_entries(BatchPosition& position,
                            std::unordered_map<std::uint64_t, ks_cgroup_value>& out) const;
-  std::map<std::uint64_t, std::uint32_t> cgroups() const;
+  // Whether the cgroup is classified (one lookup; the whole map is 10,000+ entries).
+  bool has_cgroup(std::uint64_t cgroup_id) const;
   // Replaces every profile's tunnel set ((profile, ifindex) -> families, as planned; the
   // kernel side keeps only the ifindexes). Throws when a profile has too many.
   void replace_tunnels(
