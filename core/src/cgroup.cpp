@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <fstream>
+#include <optional>
 #include <string_view>
 
 #include "killswitch/error.hpp"
@@ -72,8 +73,16 @@ std::string unescape_mountinfo(const std::string& s) {
   return out;
 }
 
-std::string cgroup2_mount_from_mountinfo(const std::string& text) {
+namespace {
+
+// The first cgroup2 line of mountinfo text: its mount point and its superblock options.
+struct Cgroup2Line {
   std::string mount;
+  std::string super_options;
+};
+
+std::optional<Cgroup2Line> first_cgroup2_line(const std::string& text) {
+  std::optional<Cgroup2Line> found;
   for_each_line(text, [&](std::string_view line) {
     // id parent major:minor root mountpoint options [optional...] - fstype source super
     const auto dash = line.find(" - ");
@@ -84,25 +93,24 @@ std::string cgroup2_mount_from_mountinfo(const std::string& text) {
     for (int skip = 0; skip < 4; ++skip) next_field(before);  // id parent dev root
     const std::string_view mountpoint = next_field(before);
     if (mountpoint.empty()) return false;
-    mount = unescape_mountinfo(std::string(mountpoint));
+    next_field(after);  // source
+    found =
+        Cgroup2Line{unescape_mountinfo(std::string(mountpoint)), std::string(next_field(after))};
     return true;
   });
-  return mount;
+  return found;
+}
+
+}  // namespace
+
+std::string cgroup2_mount_from_mountinfo(const std::string& text) {
+  const auto line = first_cgroup2_line(text);
+  return line ? line->mount : std::string();
 }
 
 std::string cgroup2_super_options_from_mountinfo(const std::string& text) {
-  std::string options;
-  for_each_line(text, [&](std::string_view line) {
-    // ... - fstype source super_options
-    const auto dash = line.find(" - ");
-    if (dash == std::string_view::npos) return false;
-    std::string_view after = line.substr(dash + 3);
-    if (next_field(after) != "cgroup2") return false;
-    next_field(after);  // source
-    options = std::string(next_field(after));
-    return true;
-  });
-  return options;
+  const auto line = first_cgroup2_line(text);
+  return line ? line->super_options : std::string();
 }
 
 bool cgroup2_favors_dynmods(const std::string& super_options) {

@@ -231,7 +231,8 @@ Diagnosis check_cgroup_moves(const std::string& release) {
               "its cgroup (~10-20 ms). To avoid it, at the cost of a memory barrier in every "
               "fork and exit: mount -o " +
                   remount + ",favordynmods " + mount +
-                  " (from Linux 6.18 on, until the next boot; docs/benchmarks.md, 4)");
+                  " (on Linux 6.18 and later it then stays on until the next boot; "
+                  "docs/benchmarks.md, 4)");
 }
 
 Diagnosis check_bpffs() {
