@@ -43,7 +43,17 @@ Utf8Scan scan_utf8(std::string_view s, std::size_t i) {
 void append_string(std::string& out, std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
   out += '"';
+  // Characters that stand for themselves go over a run at a time (a byte at a time was a
+  // third of the CPU time of a 10,000-app list).
+  const auto plain = [](unsigned char c) { return c >= 0x20 && c < 0x80 && c != '"' && c != '\\'; };
   for (std::size_t i = 0; i < s.size();) {
+    std::size_t run = i;
+    while (run < s.size() && plain(static_cast<unsigned char>(s[run]))) ++run;
+    if (run > i) {
+      out.append(s.data() + i, run - i);
+      i = run;
+      continue;
+    }
     const auto c = static_cast<unsigned char>(s[i]);
     if (c >= 0x80) {
       const Utf8Scan scan = scan_utf8(s, i);
@@ -79,13 +89,9 @@ void append_string(std::string& out, std::string_view s) {
         out += "\\f";
         break;
       default:
-        if (c < 0x20) {
-          out += "\\u00";
-          out += kHex[c >> 4];
-          out += kHex[c & 0xF];
-        } else {
-          out += static_cast<char>(c);
-        }
+        out += "\\u00";  // (the other control characters: plain ones went as a run)
+        out += kHex[c >> 4];
+        out += kHex[c & 0xF];
     }
     ++i;
   }
