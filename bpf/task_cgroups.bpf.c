@@ -10,7 +10,6 @@
  * does. ksd loads it on the first list and falls back to cgroup.procs when it cannot.
  */
 #include <linux/bpf.h>
-#include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
 
 #include "killswitch_abi.h"
@@ -55,10 +54,14 @@ int ks_task_cgroups(struct bpf_iter__task *ctx)
 		return 0; /* the end of the iteration */
 	/* One record per process, as cgroup.procs lists them: threads share the leader's
 	 * cgroup (cgroup v2 domain cgroups). */
-	if (BPF_CORE_READ(task, pid) != BPF_CORE_READ(task, tgid))
+	if (task->pid != task->tgid)
 		return 0;
-	rec.cgroup_id = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);
-	rec.pid = (__u32)BPF_CORE_READ(task, tgid);
+	/* Plain loads, not BPF_CORE_READ: the iterator's task is a BTF pointer, so the
+	 * verifier turns each load (and each of this chain's) into an inline load that
+	 * cannot fault. BPF_CORE_READ made each a bpf_probe_read_kernel call: seven per
+	 * task, a quarter of a 10,000-app list's CPU time. */
+	rec.cgroup_id = task->cgroups->dfl_cgrp->kn->id;
+	rec.pid = (__u32)task->tgid;
 	bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));
 	return 0;
 }
