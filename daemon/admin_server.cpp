@@ -17,10 +17,9 @@ namespace ks {
 
 namespace {
 
-// A big reply (a list of thousands of apps) leaves thousands of small freed blocks in the
+// A big reply (an events query of thousands) leaves thousands of small freed blocks in the
 // heap; their pages go back after it, so that ksd's resident memory stays what its state
-// needs: with 10,000 apps 12.6 MB after lists, 16-17 MB without this (the price: page
-// faults on the next list, tens of milliseconds here; docs/benchmarks.md).
+// needs (lists are made and trimmed after by ListMaker's threads).
 constexpr std::size_t kTrimAfterReplyBytes = 1024 * 1024;
 
 }  // namespace
@@ -58,6 +57,10 @@ bool AdminServer::on_ready(int fd) {
     accept_all();
     return true;
   }
+  if (parked_.contains(fd)) {
+    unpark(fd);
+    return true;
+  }
   auto it = clients_.find(fd);
   if (it == clients_.end()) return false;
   if (it->second.stream)
@@ -90,6 +93,10 @@ void AdminServer::close_client(ClientId client) {
   if (!c) return;
   const int fd = c->fd.get();
   watcher_.unwatch(fd);
+  if (c->stream && c->stream->parked_on >= 0) {  // (the source, and its fd, go with it)
+    watcher_.unwatch(c->stream->parked_on);
+    parked_.erase(c->stream->parked_on);
+  }
   clients_.erase(fd);  // closes it, and with it its stream and any pending reply
 }
 
@@ -108,6 +115,12 @@ bool AdminServer::is_following(ClientId client) const {
 bool AdminServer::is_stream_fd(int fd) const {
   auto it = clients_.find(fd);
   return it != clients_.end() && it->second.stream != nullptr;
+}
+
+bool AdminServer::is_parked(ClientId client) const {
+  for (const auto& [fd, c] : clients_)
+    if (c.id == client) return c.stream && c.stream->parked_on >= 0;
+  return false;
 }
 
 bool AdminServer::is_streaming(ClientId client) const {
@@ -230,9 +243,10 @@ void AdminServer::pump_stream(Client& client) {
           const std::size_t before = s.message.size();
           s.done = !s.source->next(s.message);
           // A source with nothing yet (a step of its own work done) gives the turn to the
-          // loop's other fds; it goes on at the next turn.
+          // loop's other fds; it goes on at the next turn, or once what it waits for is done.
           if (!s.done && s.message.size() == before && before == 1) {
             s.message.clear();
+            if (const int wait_fd = s.source->waiting_on(); wait_fd >= 0) park(client, wait_fd);
             return;
           }
           time_is_up = std::chrono::steady_clock::now() >= turn_ends;
@@ -269,11 +283,36 @@ void AdminServer::pump_stream(Client& client) {
     return;
   }
   if (s.message.empty() || s.message.front() != ipc::kStreamEnd) return;  // more next turn
-  const bool large = s.total > kTrimAfterReplyBytes;
+  // (What a list's source held was made and freed by its own thread, which trims after it:
+  // ListMaker.)
   client.stream.reset();
   client.awaiting_reply = false;
   watcher_.watch_output(client.fd.get(), false);
-  if (large) ::malloc_trim(0);  // what the source held (see kTrimAfterReplyBytes)
+}
+
+void AdminServer::park(Client& client, int wait_fd) {
+  // Not watched at all meanwhile: a writable (or readable) client fd would wake the loop on
+  // every turn for nothing. A client that hangs up meanwhile is seen once the wait is over.
+  watcher_.unwatch(client.fd.get());
+  watcher_.watch(wait_fd);  // throws: the request's handling closes the client
+  client.stream->parked_on = wait_fd;
+  parked_[wait_fd] = client.fd.get();
+}
+
+void AdminServer::unpark(int wait_fd) {
+  const auto parked = parked_.find(wait_fd);
+  const int fd = parked->second;
+  parked_.erase(parked);
+  watcher_.unwatch(wait_fd);
+  Client& client = clients_.at(fd);
+  client.stream->parked_on = -1;
+  // Its next turn comes when the loop finds it writable, after the other ready fds.
+  try {
+    watcher_.watch(fd);
+    watcher_.watch_output(fd, true);
+  } catch (const Error&) {
+    close_client(client.id);  // (not watchable: it could never be served)
+  }
 }
 
 void AdminServer::expire(std::chrono::steady_clock::time_point now) {

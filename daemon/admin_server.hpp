@@ -42,6 +42,10 @@ class TextSource {
   // the server asks again at the loop's next turn. Throws ks::Error: the client is told so
   // and closed.
   virtual bool next(std::string& out) = 0;
+  // While the source waits for work done elsewhere (a thread reading the kernel's maps):
+  // an fd that becomes readable when it can go on. The server then leaves the client alone
+  // (no turns of the loop spent asking) until that fd is ready. -1: not waiting.
+  virtual int waiting_on() const { return -1; }
 };
 
 // What a request's handler answers: JSON text at once, or a source to stream.
@@ -100,6 +104,8 @@ class AdminServer {
   bool is_streaming(ClientId client) const;
   // The fd is a client's that is taking a stream: the loop serves it after the others.
   bool is_stream_fd(int fd) const;
+  // The client's stream waits for its source (TextSource::waiting_on).
+  bool is_parked(ClientId client) const;
 
  private:
   struct Stream {
@@ -108,6 +114,7 @@ class AdminServer {
     std::string text;       // made by the source, not yet in a message
     std::size_t total = 0;  // bytes of text in messages so far
     bool done = false;      // the source said the text is complete
+    int parked_on = -1;     // the source's waiting_on() fd, watched instead of the client
     std::chrono::steady_clock::time_point deadline;
   };
   struct Client {
@@ -123,6 +130,10 @@ class AdminServer {
   void start_stream(Client& client, std::unique_ptr<TextSource> source);
   // Sends what the client can take of its stream now, up to kStreamBytesPerTurn.
   void pump_stream(Client& client);
+  // The stream waits for wait_fd: the client's fd is not watched until it is ready.
+  void park(Client& client, int wait_fd);
+  // wait_fd is ready: the client is watched for room to write again, its stream goes on.
+  void unpark(int wait_fd);
   // Sends text to the client; on failure closes it and returns false.
   bool send_or_close(Client& client, std::string_view text);
   Client* find(ClientId id);
@@ -136,6 +147,7 @@ class AdminServer {
   Handler handler_;
   UniqueFd listen_fd_;
   std::map<int, Client> clients_;  // by fd
+  std::map<int, int> parked_;      // a parked stream's wait fd -> its client's fd
   ClientId next_id_ = 1;
 };
 

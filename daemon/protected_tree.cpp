@@ -136,21 +136,6 @@ void ProtectedTree::walk(const std::function<void(const std::string&)>& visit) c
   walk_below(root_, visit);
 }
 
-std::uint32_t ProtectedTree::profile_of(const std::string& absolute_cgroup,
-                                        const ProfileById& profile_by_id) const {
-  std::string path = absolute_cgroup;
-  while (path.size() >= root_.size()) {
-    try {
-      if (auto profile = profile_by_id(cgroup_id(path))) return *profile;
-    } catch (const Error&) {
-    }
-    auto slash = path.find_last_of('/');
-    if (slash == std::string::npos) break;
-    path = path.substr(0, slash);
-  }
-  return KS_PROFILE_NONE;
-}
-
 std::optional<std::string> ProtectedTree::find(std::uint64_t id) {
   if (auto it = names_.find(id); it != names_.end()) return it->second;
   // Services and scopes systemd made: look once through the tree. Events are rate limited

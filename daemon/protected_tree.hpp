@@ -57,11 +57,6 @@ class ProtectedTree {
   bool holds_only(const Config& config, std::size_t apps) const;
   // Every cgroup below the root, parents before their children.
   void walk(const std::function<void(const std::string&)>& visit) const;
-  // The deepest classified ancestor's profile; `profile_by_id` looks a cgroup id up in the
-  // classification map (enforcement's, or a copy of it).
-  using ProfileById = std::function<std::optional<std::uint32_t>(std::uint64_t cgroup_id)>;
-  std::uint32_t profile_of(const std::string& absolute_cgroup,
-                           const ProfileById& profile_by_id) const;
 
   // The relative path of a cgroup of the tree by id (a walk, cached), remembered ones
   // first; nullopt when none has that id.

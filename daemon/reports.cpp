@@ -32,7 +32,8 @@ Reports::Reports(std::string pin_dir, const Enforcement& enforcement, const Poli
       enforcement_(enforcement),
       policy_(policy),
       tree_(tree),
-      registry_(registry) {}
+      registry_(registry),
+      list_maker_(ListMaker::reading(enforcement)) {}
 
 std::string Reports::status_text() {
   std::string out;
@@ -115,212 +116,112 @@ std::size_t Reports::protected_apps() const {
   return count;
 }
 
-std::optional<TaskCgroupsReading> Reports::start_pids_read() {
-  if (!task_cgroups_tried_) {
-    task_cgroups_tried_ = true;
-    task_cgroups_loading_ = std::async(std::launch::async, [] {
-      TaskCgroupsLoad load;
-      load.loaded = TaskCgroups::load(load.why_not);
-      return load;
-    });
-  }
-  if (task_cgroups_loading_.valid() &&
-      task_cgroups_loading_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
-    TaskCgroupsLoad load = task_cgroups_loading_.get();
-    task_cgroups_ = std::move(load.loaded);
-    if (!task_cgroups_) log_info("ksctl list reads every app's cgroup.procs: " + load.why_not);
-  }
-  if (!task_cgroups_) return std::nullopt;
-  try {
-    return task_cgroups_->start_read();
-  } catch (const Error& e) {
-    log_warning(std::string("ksctl list falls back to cgroup.procs: ") + e.what());
-    return std::nullopt;
-  }
-}
-
-// The list, made a few apps at a time from a snapshot taken when it was asked for (which
-// cgroups, then their classification, counters and pids, each read a step per turn of the
-// loop): the text of 10,000 apps is 4 MB, and ksd neither holds it all nor stops serving
-// its other clients for more than a few milliseconds at a time while it is made and goes
-// out.
+// The list as ksd's loop serves it: a ListMaker thread reads the kernel's side while the
+// loop copies what it knows of the apps a batch per turn (their paths and commands; no
+// system call unless the tree holds cgroups it does not know) and hands that over; the
+// loop passes the text on as the thread makes it. The text
+// of 10,000 apps is 4 MB: ksd never holds it all (the thread waits while its client has not
+// taken what was made), and the loop's part of a list is ~1 ms of copying in turns of
+// ~0.1 ms.
 class Reports::ListSource : public TextSource {
  public:
-  ListSource(Reports& reports, std::optional<TaskCgroupsReading> pids_reading)
-      : reports_(reports), pids_reading_(std::move(pids_reading)) {
-    const Config& config = reports.policy_.config();
-    const ProtectedTree& tree = reports.tree_;
-    AppRegistry& registry = reports.registry_;
-    entries_.reserve(registry.apps().size() + config.profiles.size() + 1);  // no rehash later
-    // This part holds up ksd's other clients, so it copies as little as it can. Only known
-    // cgroups in the tree: those are the ones to list, no directory walk (three syscalls
-    // per app), and the apps by id alone (their paths, profiles and commands are ksd's own,
-    // read when each is written). Anything else and the walk finds it.
-    if (tree.holds_only(config, registry.apps().size())) {
-      rows_.reserve(config.profiles.size() + registry.apps().size());
-      for (const auto& p : config.profiles) rows_.push_back(Row{tree.profile_slice_path(p.name)});
-      for (const auto& [id, app] : registry.apps()) rows_.push_back(Row{{}, id, true});
-    } else {
-      std::unordered_map<std::string, std::uint64_t> tracked;
-      for (const auto& [id, app] : registry.apps()) tracked[app.path] = id;
-      tree.walk([&](const std::string& cg) {
-        auto app = tracked.find(cg);
-        rows_.push_back(Row{cg, app == tracked.end() ? 0 : app->second, app != tracked.end()});
-      });
-    }
-  }
+  // The thread's reads begin now; anything that fails from here on comes out of next(), and
+  // the source's end abandons the job.
+  explicit ListSource(Reports& reports) : reports_(reports), job_(reports.list_maker_.start()) {}
+  ~ListSource() override { job_->abandon(); }
+
+  // (In kText, next() appends nothing only when take() found nothing: then the job sets
+  // its fd once there is text.)
+  int waiting_on() const override { return stage_ == Stage::kText ? job_->fd() : -1; }
 
   bool next(std::string& out) override {
-    if (stage_ == Stage::kDone) return false;
-    // The maps a batch per turn of the loop (about a millisecond each with 10,000 apps; read
-    // whole in one turn they were 9 ms).
-    const Enforcement& maps = reports_.enforcement_;
-    if (stage_ == Stage::kEntries) {
-      maps.read_cgroup_entries(entries_at_, entries_);
-      if (entries_at_.done) stage_ = Stage::kCounters;
+    if (stage_ == Stage::kBegin) {
+      begin();
       return true;
     }
-    if (stage_ == Stage::kCounters) {
-      maps.read_counters_by_cgroup(counters_at_, by_cgroup_);
-      if (counters_at_.done) stage_ = Stage::kSlots;
-      return true;
-    }
-    if (stage_ == Stage::kSlots) {
-      by_slot_ = maps.all_counters_by_slot();
-      stage_ = Stage::kPids;
-      return true;
-    }
-    if (stage_ == Stage::kPids) {
-      // The task iterator's walk (16 ms with 10,000 apps here) a step per turn of the loop.
-      if (pids_reading_) {
-        try {
-          if (pids_reading_->step(kPidBytesPerStep)) return true;  // nothing appended: later
-          all_pids_ = pids_reading_->take();
-        } catch (const Error& e) {
-          log_warning(std::string("ksctl list falls back to cgroup.procs: ") + e.what());
-        }
-        pids_reading_.reset();
+    if (stage_ == Stage::kRows) {
+      // The tracked apps from where the last batch ended: by id, so that apps coming and
+      // going in between move nothing (one that comes is listed or not, as with any
+      // snapshot; one that goes has no processes when the thread gets to it).
+      const auto& apps = reports_.registry_.apps();
+      auto it = last_app_ ? apps.upper_bound(*last_app_) : apps.begin();
+      for (int n = 0; n < kRowsPerStep && it != apps.end(); ++n, ++it) {
+        if (is_listed(it->second)) input_.add(it->second.path, it->first, true, it->second.command);
+        last_app_ = it->first;
       }
-      use_pids();
-      stage_ = Stage::kStart;
+      if (it == apps.end()) stage_ = Stage::kStart;
+      return true;
     }
-    JsonText j(out, after_value_);
     if (stage_ == Stage::kStart) {
-      j.begin_object().member("ok", true).key("apps").begin_array();
-      stage_ = Stage::kApps;
+      // Read here, not by the thread: ksd's loop writes these rows in place (mapped memory).
+      input_.by_slot = reports_.enforcement_.all_counters_by_slot();
+      input_.cgroup_mount = reports_.tree_.mount();
+      input_.tree_root = reports_.tree_.root();
+      for (const auto& [name, id] : reports_.policy_.ids()) input_.profile_names[id] = name;
+      job_->give(std::move(input_));
+      stage_ = Stage::kText;
+      // (On to take(): the server waits on waiting_on() only after take() found nothing.)
     }
-    // A few apps per call: the server asks again until it has a fragment's worth.
-    for (int n = 0; n < kAppsPerCall && at_ < rows_.size(); ++at_) n += write_app(j, rows_[at_]);
-    if (at_ == rows_.size()) {
-      j.end_array().end_object();
-      stage_ = Stage::kDone;
+    switch (job_->take(out)) {
+      case ListMaker::Job::Taken::kText:
+        return true;
+      case ListMaker::Job::Taken::kNothingYet:
+        return true;  // the server waits on waiting_on()
+      case ListMaker::Job::Taken::kEnded:
+        break;
     }
-    after_value_ = j.after_value();
-    return true;
+    const ListFindings& found = job_->findings();
+    for (const std::string& note : found.notes) log_info(note);
+    if (!found.error.empty()) throw Error(found.error);
+    // Adopted apps get their command from their first list.
+    for (const auto& [id, command] : found.commands)
+      if (App* app = reports_.registry_.find(id); app && app->command.empty())
+        app->command = command;
+    return false;
   }
 
  private:
-  struct Row {
-    std::string path;      // absolute cgroup path (of an app ksd tracks: may be left empty)
-    std::uint64_t id = 0;  // known for apps ksd tracks, otherwise found when needed
-    bool is_app = false;   // tracked by ksd
-  };
-  // The snapshot's parts, a step at a time, then the text.
-  enum class Stage { kEntries, kCounters, kSlots, kPids, kStart, kApps, kDone };
-  static constexpr int kAppsPerCall = 16;
-  // 256 processes: ~1 ms of the kernel's walk here (32 KiB steps held ksd up for 7 ms).
-  static constexpr std::size_t kPidBytesPerStep = 4 * 1024;
+  // Which cgroups, the apps copied, handed to the thread, its text passed on.
+  enum class Stage { kBegin, kRows, kStart, kText };
+  // ~0.1 ms of copying here (all 10,000 apps at once: ~1 ms, every list).
+  static constexpr int kRowsPerStep = 1024;
 
-  // Without the iterator each app's cgroup.procs is read relative to its slice, opened
-  // once: sorted, each slice's apps come together.
-  void use_pids() {
-    if (all_pids_) return;
-    for (Row& row : rows_)
-      if (row.is_app && row.path.empty())
-        if (const App* app = reports_.registry_.find(row.id)) row.path = app->path;
-    std::sort(rows_.begin(), rows_.end(),
-              [](const Row& a, const Row& b) { return a.path < b.path; });
-  }
-
-  // One app's object, when it still has processes; 1 when one was written.
-  int write_app(JsonText& j, const Row& row) {
+  void begin() {
+    const Config& config = reports_.policy_.config();
     const ProtectedTree& tree = reports_.tree_;
-    // An app ksd tracks that ended since the snapshot has no processes to list.
-    App* app = row.is_app ? reports_.registry_.find(row.id) : nullptr;
-    if (row.is_app && (!app || app->holder != 0)) return 0;  // (a ready scope is no app yet)
-    const std::string& path = app ? app->path : row.path;
-    // The id of a cgroup ksd does not track needs a stat; 0 when it is gone meanwhile.
-    auto id_of = [&]() -> std::uint64_t {
-      if (app) return row.id;
-      try {
-        return cgroup_id(path);
-      } catch (const Error&) {
-        return 0;
-      }
-    };
-    std::vector<pid_t> read_pids;
-    std::span<const pid_t> pids;
-    std::uint64_t id = 0;
-    if (all_pids_) {
-      if ((id = id_of()) == 0) return 0;
-      pids = all_pids_->of(id);
-    } else {
-      const std::size_t slash = path.find_last_of('/');
-      if (std::string_view(path).substr(0, slash) != parent_path_) {
-        parent_path_ = path.substr(0, slash);
-        parent_ = UniqueFd(::open(parent_path_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-      }
-      read_pids =
-          parent_ ? cgroup_pids_at(parent_.get(), path.substr(slash + 1)) : cgroup_pids(path);
-      pids = read_pids;
+    AppRegistry& registry = reports_.registry_;
+    // Only known cgroups in the tree: those are the ones to list, no directory walk (three
+    // system calls per app), the apps copied a batch per turn (kRows). Anything else and
+    // the walk finds it.
+    if (tree.holds_only(config, registry.apps().size())) {
+      input_.rows.reserve(config.profiles.size() + registry.apps().size());
+      input_.text.reserve(registry.apps().size() * 128);  // (a path and a command: ~110)
+      for (const auto& p : config.profiles) input_.add(tree.profile_slice_path(p.name));
+      stage_ = Stage::kRows;
+      return;
     }
-    if (pids.empty()) return 0;
-    if (!all_pids_ && (id = id_of()) == 0) return 0;  // (a stat: only for cgroups with processes)
-    const auto entry = entries_.find(id);
-    const std::uint32_t profile =
-        app && entry != entries_.end()
-            ? entry->second.profile_id
-            : tree.profile_of(path, [&](std::uint64_t cgroup) -> std::optional<std::uint32_t> {
-                auto it = entries_.find(cgroup);
-                if (it == entries_.end()) return std::nullopt;
-                return it->second.profile_id;
-              });
-    if (app && app->command.empty()) app->command = read_cmdline(pids.front());
-    Counters c;
-    if (auto it = by_cgroup_.find(id); it != by_cgroup_.end()) c += it->second;
-    if (entry != entries_.end() && entry->second.app_slot != 0 &&
-        entry->second.app_slot < by_slot_.size())
-      c += by_slot_[entry->second.app_slot];
-
-    const std::string name = reports_.policy_.name_of(profile);
-    j.begin_object().member("cgroup", tree.relative(path)).member("cgroup_id", id);
-    j.member("profile", name.front() == '(' ? std::string("(none: blocked)") : name);
-    j.key("pids").begin_array();
-    for (pid_t pid : pids) j.value(std::int64_t{pid});
-    j.end_array();
-    j.member("command", app ? app->command : read_cmdline(pids.front()));
-    j.member("allowed_packets", c.allowed_packets).member("blocked_packets", c.blocked_packets);
-    j.key("counters").counters(c).end_object();
-    return 1;
+    std::unordered_map<std::string, const App*> tracked;
+    for (const auto& [id, app] : registry.apps()) tracked[app.path] = &app;
+    tree.walk([&](const std::string& cg) {
+      auto it = tracked.find(cg);
+      if (it == tracked.end())
+        input_.add(cg);
+      else if (const App& app = *it->second; is_listed(app))
+        input_.add(cg, app.cgroup_id, true, app.command);
+    });
+    stage_ = Stage::kStart;
   }
+
+  // A ready scope (a placeholder waiting for a launch) is no app yet.
+  static bool is_listed(const App& app) { return app.holder == 0; }
 
   Reports& reports_;
-  std::optional<TaskCgroupsReading> pids_reading_;
-  std::optional<PidsByCgroup> all_pids_;
-  std::unordered_map<std::uint64_t, ks_cgroup_value> entries_;
-  std::unordered_map<std::uint64_t, Counters> by_cgroup_;
-  std::vector<Counters> by_slot_;
-  Enforcement::BatchPosition entries_at_, counters_at_;
-  std::vector<Row> rows_;
-  std::size_t at_ = 0;
-  Stage stage_ = Stage::kEntries;
-  bool after_value_ = false;  // the text so far ends in an app (the next one needs a comma)
-  std::string parent_path_;
-  UniqueFd parent_;
+  std::shared_ptr<ListMaker::Job> job_;
+  ListInput input_;                        // (until the thread has it)
+  std::optional<std::uint64_t> last_app_;  // the last app copied (kRows goes on after it)
+  Stage stage_ = Stage::kBegin;
 };
 
-std::unique_ptr<TextSource> Reports::list_source() {
-  return std::make_unique<ListSource>(*this, start_pids_read());
-}
+std::unique_ptr<TextSource> Reports::list_source() { return std::make_unique<ListSource>(*this); }
 
 }  // namespace ks

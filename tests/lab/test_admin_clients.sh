@@ -8,6 +8,11 @@
 # Clients B0..B4 connect right after, without asking for anything: one of them gets the
 # closed client's fd number. Then C follows the events (positive control: an event is
 # pushed, and C gets it), and a protected app makes a refused attempt. No B may receive it.
+#
+# Then lists whose clients stop reading: more of them than ksd has list threads (each
+# waits for its client once 256 KiB are made ahead), with 5,000 apps so that a list is
+# more than the socket buffers hold. status is still answered, ksd stops within its
+# usual time while the threads wait, and after a restart a list is whole.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/killswitch.sh"
@@ -79,3 +84,42 @@ fi
 pass "no new client inherits the closed client's event stream"
 st=$(ks_ctl status --json)
 assert_eq "$(json_get "$st" /daemon)" running "ksd still serves"
+
+# Lists nobody reads. The apps as after a restart: cgroups in the profile slice, adopted.
+KS_BENCH=$KS_BUILD_DIR/tests/ks-bench
+ks_stop
+"$KS_BENCH" apps "$KS_CGROUP_ROOT/${KS_SLICE%.slice}-default.slice" 5000 >/dev/null
+ks_start
+python3 - "$KS_SOCK" >"$LAB_DIR/stalled.out" 2>&1 <<'PY' &
+import json, socket, sys, time
+held = []
+for _ in range(6):  # ksd makes 4 lists at a time (ListMaker::kThreads)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.connect(sys.argv[1])
+    s.send(json.dumps({"op": "list"}).encode())
+    held.append(s)
+print("ASKED", flush=True)
+time.sleep(600)  # never reads; ends with the lab
+PY
+stalled=$!
+_lab_wait_until 20 grep -q ASKED "$LAB_DIR/stalled.out" || fail "the listers never asked: $(cat "$LAB_DIR/stalled.out")"
+# Until the threads have made what they may ahead and wait.
+list_threads() { ps -L -o comm= -p "$KS_DAEMON_PID" | grep -c '^ksd-list$' || true; }
+_lab_wait_until 20 test "$(list_threads)" -ge 4 || fail "ksd has $(list_threads) list threads, not 4"
+sleep 1
+threads=$(list_threads)
+((threads == 4)) || fail "ksd runs $threads list threads for 6 lists; at most 4"
+pass "6 lists nobody reads: ksd makes 4 at a time (each waits for its client), no more"
+t0=${EPOCHREALTIME/./}
+st=$(timeout 5 "$KS_KSCTL" --socket "$KS_SOCK" status --json) || fail "status was not answered while lists wait"
+assert_eq "$(json_get "$st" /daemon)" running "status while 6 lists wait for their clients"
+pass "status answered in $(((${EPOCHREALTIME/./} - t0) / 1000)) ms while the lists wait"
+t0=${EPOCHREALTIME/./}
+ks_stop # fails unless ksd exits within 5 s of SIGTERM
+pass "ksd stopped in $(((${EPOCHREALTIME/./} - t0) / 1000)) ms with its list threads waiting"
+kill "$stalled" 2>/dev/null || true
+wait "$stalled" 2>/dev/null || true
+ks_start
+listed=$(ks_ctl list --json | python3 -c 'import json, sys; print(len(json.load(sys.stdin)["apps"]))')
+((listed >= 5000)) || fail "the list after the restart has $listed apps, not 5,000"
+pass "after the restart a list is whole: $listed apps"

@@ -6,6 +6,8 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -72,6 +74,32 @@ class CountingSource : public TextSource {
   int count_, fail_at_, at_ = -1, steps_ = 3;
 };
 
+// A source whose first part waits for work elsewhere (ksd's list reader thread): it says
+// so with an eventfd, written when the test lets it go on; counts how often it was asked.
+class WaitingSource : public TextSource {
+ public:
+  explicit WaitingSource(int* asked) : asked_(asked), fd_(::eventfd(0, EFD_CLOEXEC)) {}
+  bool next(std::string& out) override {
+    ++*asked_;
+    if (!ready()) return true;
+    if (sent_) return false;
+    out += R"({"ok":true,"apps":[]})";
+    sent_ = true;
+    return true;
+  }
+  int waiting_on() const override { return ready() ? -1 : fd_.get(); }
+  int fd() const { return fd_.get(); }
+
+ private:
+  bool ready() const {
+    pollfd p{fd_.get(), POLLIN, 0};
+    return ::poll(&p, 1, 0) == 1;
+  }
+  int* asked_;
+  UniqueFd fd_;
+  bool sent_ = false;
+};
+
 class AdminServerTest : public ::testing::Test {
  protected:
   AdminServerTest()
@@ -79,6 +107,11 @@ class AdminServerTest : public ::testing::Test {
                 [this](AdminServer::ClientId client, const ipc::Request& request,
                        const ipc::PeerCred&) -> std::optional<Reply> {
                   handled_.push_back(request.op);
+                  if (request.op == ipc::Op::kList && waiting_) {
+                    auto source = std::make_unique<WaitingSource>(&asked_);
+                    waiting_fd_ = source->fd();
+                    return Reply(std::move(source));
+                  }
                   if (request.op == ipc::Op::kList)
                     return Reply(std::make_unique<CountingSource>(list_count_, list_fail_at_));
                   if (request.op == ipc::Op::kEvents && request.follow) server_.follow(client);
@@ -136,6 +169,9 @@ class AdminServerTest : public ::testing::Test {
   AdminServer::ClientId deferred_ = 0;
   int list_count_ = 200000;  // about 1.3 MB of text
   int list_fail_at_ = -1;
+  bool waiting_ = false;  // lists come from a WaitingSource
+  int asked_ = 0;         // its next() calls
+  int waiting_fd_ = -1;   // its eventfd
 };
 
 TEST_F(AdminServerTest, AnswersARequest) {
@@ -385,6 +421,50 @@ TEST_F(AdminServerTest, AStreamNotTakenExpires) {
                  std::chrono::seconds(1));
   EXPECT_EQ(server_.client_count(), 0u);
   EXPECT_FALSE(watcher_.watched.count(fd));
+}
+
+// A list whose source waits for its reader thread costs the loop nothing meanwhile: the
+// client is not watched (a writable socket would wake the loop on every turn) but the
+// source's fd is; once that is ready the stream goes on and ends as any other.
+TEST_F(AdminServerTest, AStreamWaitingForItsSourceIsParked) {
+  waiting_ = true;
+  AdminServer::ClientId lister = 0;
+  auto [client, fd] = Connect(&lister);
+  Send(client, R"({"op":"list"})");
+  server_.on_ready(fd);
+  ASSERT_TRUE(server_.is_parked(lister));
+  EXPECT_EQ(asked_, 1);
+  EXPECT_FALSE(watcher_.watched.count(fd)) << "the client is left alone meanwhile";
+  EXPECT_TRUE(watcher_.watched.count(waiting_fd_));
+  EXPECT_TRUE(server_.is_stream_fd(fd));
+
+  const std::uint64_t one = 1;
+  ASSERT_EQ(::write(waiting_fd_, &one, sizeof(one)), static_cast<ssize_t>(sizeof(one)));
+  EXPECT_TRUE(server_.on_ready(waiting_fd_));
+  EXPECT_FALSE(server_.is_parked(lister));
+  EXPECT_FALSE(watcher_.watched.count(waiting_fd_));
+  EXPECT_TRUE(watcher_.output.count(fd)) << "watched for room to write again";
+  EXPECT_EQ(asked_, 1) << "asked again at the client's own turn, not the wait fd's";
+  for (int turns = 0; server_.is_streaming(lister) && turns < 100; ++turns) server_.on_ready(fd);
+  EXPECT_FALSE(server_.is_streaming(lister));
+  EXPECT_EQ(ipc::receive_text(client.get(), 1000), R"({"ok":true,"apps":[]})");
+}
+
+// A client that goes while its stream is parked takes the wait with it.
+TEST_F(AdminServerTest, AClientClosedWhileParkedLeavesNothingWatched) {
+  waiting_ = true;
+  AdminServer::ClientId lister = 0;
+  auto [client, fd] = Connect(&lister);
+  Send(client, R"({"op":"list"})");
+  server_.on_ready(fd);
+  ASSERT_TRUE(server_.is_parked(lister));
+  const int wait_fd = waiting_fd_;
+  server_.expire(std::chrono::steady_clock::now() + AdminServer::kStreamTimeout +
+                 std::chrono::seconds(1));
+  EXPECT_EQ(server_.client_count(), 0u);
+  EXPECT_FALSE(watcher_.watched.count(wait_fd));
+  EXPECT_FALSE(watcher_.watched.count(fd));
+  EXPECT_FALSE(server_.on_ready(wait_fd)) << "a stale wakeup is nobody's";
 }
 
 // A follower that asks for a list cannot take events in the middle of it: it is closed
