@@ -119,6 +119,7 @@ bool ListMaker::Job::put(std::string&& part) {
 
 void ListMaker::Job::end() {
   std::lock_guard lock(mutex_);
+  input_ = {};  // (the copy of the apps goes with the job's end: see run's malloc_trim)
   ended_ = true;
   if (caller_waits_) signal_ready(ready_fd_.get());
 }
@@ -180,7 +181,6 @@ void ListMaker::run() {
     } catch (const std::exception& e) {  // (out of memory, a cgroup read that failed)
       job->findings_.error = e.what();
     }
-    job->input_ = {};
     job->end();
     // A list of thousands of apps leaves thousands of small freed blocks (its copy of the
     // apps, the maps it read, the text), in this thread's heap and ksd's main one; their
@@ -195,12 +195,12 @@ void ListMaker::run() {
 }
 
 ListMaker::ReadKernelSide ListMaker::reading(const Enforcement& enforcement) {
-  struct Iterator {
+  struct TaskIterator {
     std::once_flag once;
     std::unique_ptr<TaskCgroups> loaded;  // null when it cannot load
     std::string why_not;
   };
-  auto iterator = std::make_shared<Iterator>();
+  auto iterator = std::make_shared<TaskIterator>();
   return [&enforcement, iterator](ListFindings& found) {
     ListKernelSide side;
     Enforcement::BatchPosition at;

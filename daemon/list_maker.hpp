@@ -1,18 +1,18 @@
 // ListMaker: the text of `ksctl list`, made by threads of ksd's own while its loop goes on
 // serving status, events and launches. With 10,000 apps a list is ~4 MB of text and ~30 ms
 // of work (the classification map, the counters, every process's cgroup through the task
-// iterator, then the text). Made on the loop in short turns, it still held up the others:
-// the loop (at nice -10) kept the CPU from the clients it had just answered, and a turn
-// waited for a CPU whenever the kernel's own threads took one. Made here, at the lowest
-// priority there is (SCHED_IDLE: any other runnable task preempts it at once), the loop
-// only copies what it knows of the apps and passes the text on.
+// iterator, then the text). Made on ksd's loop, in turns of up to 250 us, every request
+// that came during a list waited for a turn, and the loop (at nice -10) spent those 30 ms
+// ahead of everyone else's work. Made here, at the lowest priority there is (SCHED_IDLE:
+// any other runnable task preempts it at once), the loop's part is copying what it knows
+// of the apps (1,024 per turn) and passing the text on (docs/benchmarks.md, "Lists made
+// off ksd's loop").
 //
 // The threads read only what the loop hands them (ListInput, a copy) and the kernel,
 // through file descriptors that live as long as ksd (the maps, the iterator's link) or
 // /proc and cgroupfs; nothing the loop changes is shared with them.
 #pragma once
 
-#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>

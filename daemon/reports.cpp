@@ -162,14 +162,8 @@ class Reports::ListSource : public TextSource {
       stage_ = Stage::kText;
       // (On to take(): the server waits on waiting_on() only after take() found nothing.)
     }
-    switch (job_->take(out)) {
-      case ListMaker::Job::Taken::kText:
-        return true;
-      case ListMaker::Job::Taken::kNothingYet:
-        return true;  // the server waits on waiting_on()
-      case ListMaker::Job::Taken::kEnded:
-        break;
-    }
+    // Text, or none yet (then the server waits on waiting_on()), or the end.
+    if (job_->take(out) != ListMaker::Job::Taken::kEnded) return true;
     const ListFindings& found = job_->findings();
     for (const std::string& note : found.notes) log_info(note);
     if (!found.error.empty()) throw Error(found.error);
