@@ -56,8 +56,15 @@ UniqueFd lock_single_instance(const std::string& socket_path) {
   std::string lock_path = socket_path + ".lock";
   UniqueFd fd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
   if (!fd) throw_errno("cannot open lock file " + lock_path);
-  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0)
-    throw Error("another ksd is already running with socket " + socket_path);
+  // A ksd that is still exiting holds the lock until its last thread is gone (after a
+  // SIGKILL on a busy machine, a list's thread at SCHED_IDLE may wait a while for the CPU
+  // to exit): it is given a moment. One that runs holds it for good.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK || std::chrono::steady_clock::now() >= give_up)
+      throw Error("another ksd is already running with socket " + socket_path);
+    ::usleep(10'000);
+  }
   return fd;
 }
 

@@ -125,15 +125,24 @@ void ListMaker::Job::end() {
 }
 
 ListMaker::~ListMaker() {
-  std::vector<std::shared_ptr<Job>> making;
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
-    making = making_;
+    for (auto& job : making_) job->abandon();  // (a thread waiting for its client goes on)
   }
-  for (auto& job : making) job->abandon();  // (a thread waiting for its client goes on)
-  wake_.notify_all();
-  for (auto& thread : threads_) thread.join();
+  for (auto& worker : workers_)
+    if (worker.thread.joinable()) worker.thread.join();
+}
+
+void ListMaker::join_finished() {
+  for (auto it = workers_.begin(); it != workers_.end();) {
+    if (!it->finished) {
+      ++it;
+      continue;
+    }
+    it->thread.join();  // (it has returned from run(): at most its last instructions left)
+    it = workers_.erase(it);
+  }
 }
 
 std::shared_ptr<ListMaker::Job> ListMaker::start() {
@@ -141,38 +150,38 @@ std::shared_ptr<ListMaker::Job> ListMaker::start() {
   if (!ready_fd) throw_errno("eventfd");
   std::shared_ptr<Job> job(new Job(std::move(ready_fd)));
   std::lock_guard lock(mutex_);
-  // A thread of its own unless an idle one is left over once those queued before get theirs.
-  if (queue_.size() >= idle_threads_ && threads_.size() < kThreads) {
+  join_finished();
+  queue_.push_back(job);
+  if (running_ < kThreads) {
     // Started by ksd's loop: it inherits the loop's signal mask (the signals its signalfd
     // takes), so no signal is ever delivered to it.
+    Worker& worker = workers_.emplace_back();
     try {
-      threads_.emplace_back([this] { run(); });
-      ::pthread_setname_np(threads_.back().native_handle(), "ksd-list");  // (ps -L, top -H)
-      ++idle_threads_;
+      worker.thread = std::thread([this, &worker] { run(worker); });
+      ::pthread_setname_np(worker.thread.native_handle(), "ksd-list");  // (ps -L, top -H)
+      ++running_;
     } catch (const std::system_error& e) {
-      // With threads already there, the list waits for one of them.
-      if (threads_.empty())
+      workers_.pop_back();
+      // With threads running, the list waits for one of them.
+      if (running_ == 0) {
+        queue_.pop_back();
         throw Error(std::string("cannot start a thread to make the list: ") + e.what());
+      }
     }
   }
-  queue_.push_back(job);
-  wake_.notify_one();
   return job;
 }
 
-void ListMaker::run() {
+void ListMaker::run(Worker& worker) {
   // The lowest priority there is: whatever else wants the CPU (ksd's loop answering a
   // status, the client that asked, anyone's work) preempts the list at once. Where the
   // kernel refuses (it does not for lowering one's own), the list is made at ksd's nice.
   const sched_param none{};
   ::sched_setscheduler(0, SCHED_IDLE, &none);
   std::unique_lock lock(mutex_);
-  for (;;) {
-    wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-    if (stopping_) return;
+  while (!stopping_ && !queue_.empty()) {
     std::shared_ptr<Job> job = std::move(queue_.front());
     queue_.pop_front();
-    --idle_threads_;
     making_.push_back(job);
     lock.unlock();
     std::size_t made = 0;
@@ -190,8 +199,9 @@ void ListMaker::run() {
     if (made > kTrimAfterBytes) ::malloc_trim(0);
     lock.lock();
     std::erase(making_, job);
-    ++idle_threads_;
   }
+  --running_;
+  worker.finished = true;
 }
 
 ListMaker::ReadKernelSide ListMaker::reading(const Enforcement& enforcement) {

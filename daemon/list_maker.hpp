@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -140,12 +141,15 @@ class ListMaker {
   ListMaker(const ListMaker&) = delete;
   ListMaker& operator=(const ListMaker&) = delete;
 
-  // Queues a list; a thread takes it up at once when one is free (up to kThreads lists are
-  // made at the same time) and reads the kernel's side while the caller copies its own
-  // (Job::give). Throws ks::Error when no eventfd or thread can be had.
+  // Queues a list; a thread takes it up at once (up to kThreads lists are made at the same
+  // time) and reads the kernel's side while the caller copies its own (Job::give). Throws
+  // ks::Error when no eventfd or thread can be had.
   std::shared_ptr<Job> start();
 
-  // At most this many lists are made at once, each by a thread; more wait their turn.
+  // At most this many lists are made at once, each by a thread; more wait their turn. A
+  // thread ends once no list waits: none is left behind at SCHED_IDLE, where after a
+  // SIGKILL it would hold ksd's files (its single-instance lock) until a busy machine
+  // gives it the CPU to exit.
   static constexpr std::size_t kThreads = 4;
   // The text goes over in parts of about this size (half an admin socket fragment: the
   // server fills a fragment with two parts and carries little over).
@@ -156,19 +160,23 @@ class ListMaker {
   static constexpr std::size_t kWakeBytes = kMaxQueuedBytes / 2;
 
  private:
-  void run();
+  struct Worker {
+    std::thread thread;
+    bool finished = false;  // run() has returned (the thread is to be joined)
+  };
+  void run(Worker& worker);
+  void join_finished();  // (with mutex_ held)
   // The list's text, put part by part; its length.
   std::size_t make(Job& job);
   static constexpr std::size_t kTrimAfterBytes = 1024 * 1024;  // (see run)
 
   const ReadKernelSide read_kernel_side_;
   std::mutex mutex_;
-  std::condition_variable wake_;
   std::deque<std::shared_ptr<Job>> queue_;
   std::vector<std::shared_ptr<Job>> making_;  // taken up by a thread (ended at ~ListMaker)
-  std::size_t idle_threads_ = 0;
+  std::list<Worker> workers_;                 // (a list: each keeps its place for run())
+  std::size_t running_ = 0;                   // workers not finished
   bool stopping_ = false;
-  std::vector<std::thread> threads_;
 };
 
 }  // namespace ks
