@@ -28,6 +28,9 @@
 //   apps DIR N                   N cgroups DIR/bench-I.scope, each with one sleeping process
 //                                (a fork of this one, so thousands start in seconds); exits
 //                                once all are in place (the apps stay; cgroup.kill ends them)
+//   cgroup-moves DIR N           a new process into a fresh cgroup DIR/move-I, N times 100 ms
+//                                apart, two ways: written into cgroup.procs (what ksrun and
+//                                systemd do) and born there (clone3 CLONE_INTO_CGROUP); avg ms
 //   connect-rate --dst IP:PORT --count N [--mark M]  TCP connect()+close() N times; rate
 //   send-rate --dst IP:PORT --count N [--mark M]  UDP sendto() N times (errors counted); rate
 //   admin-latency --socket S --count N [--while-listing]
@@ -39,7 +42,10 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <netinet/in.h>
+#include <fcntl.h>
+#include <linux/sched.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -434,6 +440,54 @@ int apps(const std::string& dir, unsigned n) {
   return 0;
 }
 
+// Fork and wait, the child moving itself into `cg` (by_clone: born there); ms.
+double one_move(const std::string& cg, bool by_clone) {
+  const auto t0 = Clock::now();
+  pid_t pid;
+  if (!by_clone) {
+    pid = ::fork();
+    if (pid == 0) {
+      std::ofstream(cg + "/cgroup.procs") << "0\n";
+      ::_exit(0);
+    }
+  } else {
+    ks::UniqueFd dir(::open(cg.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!dir) ks::throw_errno("open " + cg);
+    clone_args args{};
+    args.flags = CLONE_INTO_CGROUP;
+    args.exit_signal = SIGCHLD;
+    args.cgroup = static_cast<std::uint64_t>(dir.get());
+    pid = static_cast<pid_t>(::syscall(SYS_clone3, &args, sizeof(args)));
+    if (pid == 0) ::_exit(0);
+  }
+  if (pid < 0) ks::throw_errno("fork");
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return seconds_since(t0) * 1e3;
+}
+
+// One launch at a time, the way a person starts apps: does the move into the cgroup wait
+// for an RCU grace period (a write to cgroup.procs takes the threadgroup rwsem for
+// writing) or not (a process born in its cgroup takes it for reading only)?
+int cgroup_moves(const std::string& dir, unsigned n) {
+  double written = 0, born = 0;
+  for (unsigned i = 0; i < n; ++i) {
+    for (bool by_clone : {false, true}) {
+      const std::string cg = dir + "/move-" + std::to_string(i) + (by_clone ? "-born" : "");
+      ks::ensure_cgroup_dir(cg);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      (by_clone ? born : written) += one_move(cg, by_clone);
+      ::rmdir(cg.c_str());
+    }
+  }
+  std::cout << nlohmann::json{{"moves", n},
+                              {"written_avg_ms", written / n},
+                              {"born_avg_ms", born / n}}
+                   .dump()
+            << "\n";
+  return 0;
+}
+
 // SO_MARK a socket (mark 0: leave it). An unprotected socket with a protected socket's mark
 // takes the same policy rules without any program: what routing alone adds (needs
 // CAP_NET_ADMIN).
@@ -532,6 +586,9 @@ int main(int argc, char** argv) {
   auto* ap = app.add_subcommand("apps", "N cgroups with a sleeping process each");
   ap->add_option("dir", cgroup)->required();
   ap->add_option("n", n)->required();
+  auto* cm = app.add_subcommand("cgroup-moves", "a process into a fresh cgroup, two ways");
+  cm->add_option("dir", cgroup)->required();
+  cm->add_option("n", n)->required();
   unsigned mark = 0;
   auto* cr = app.add_subcommand("connect-rate", "TCP connect+close loop");
   cr->add_option("--dst", dst)->required();
@@ -562,6 +619,7 @@ int main(int argc, char** argv) {
     if (*la) return launch(n, command, gap_ms);
     if (*so) return sockets(n, ready_file);
     if (*ap) return apps(cgroup, n);
+    if (*cm) return cgroup_moves(cgroup, n);
     if (*cr) return connect_rate(dst, n, mark);
     if (*sr) return send_rate(dst, n, mark);
     if (*al) return admin_latency(socket_path, n, while_listing);
