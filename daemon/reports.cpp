@@ -119,10 +119,9 @@ std::size_t Reports::protected_apps() const {
 // The list as ksd's loop serves it: a ListMaker thread reads the kernel's side while the
 // loop copies what it knows of the apps a batch per turn (their paths and commands; no
 // system call unless the tree holds cgroups it does not know) and hands that over; the
-// loop passes the text on as the thread makes it. The text
-// of 10,000 apps is 4 MB: ksd never holds it all (the thread waits while its client has not
-// taken what was made), and the loop's part of a list is ~1 ms of copying in turns of
-// ~0.1 ms.
+// loop passes the text on as the thread makes it. The text of 10,000 apps is 4 MB: ksd
+// never holds it all (the thread waits while its client has not taken what was made), and
+// the loop's part of a list is ~1 ms of copying in turns of ~0.1 ms.
 class Reports::ListSource : public TextSource {
  public:
   // The thread's reads begin now; anything that fails from here on comes out of next(), and
