@@ -142,6 +142,16 @@ class AdminServerTest : public ::testing::Test {
     return {UniqueFd(client), server};
   }
 
+  // A client that asked for a list whose source waits (a WaitingSource): parked.
+  std::pair<UniqueFd, int> ListParked(AdminServer::ClientId* id) {
+    waiting_ = true;
+    auto connected = Connect(id);
+    Send(connected.first, R"({"op":"list"})");
+    server_.on_ready(connected.second);
+    EXPECT_TRUE(server_.is_parked(*id));
+    return connected;
+  }
+
   // The client follows the events (its reply read).
   void Follow(const UniqueFd& client, int fd) {
     Send(client, R"({"op":"events","follow":true})");
@@ -427,12 +437,8 @@ TEST_F(AdminServerTest, AStreamNotTakenExpires) {
 // client is not watched (a writable socket would wake the loop on every turn) but the
 // source's fd is; once that is ready the stream goes on and ends as any other.
 TEST_F(AdminServerTest, AStreamWaitingForItsSourceIsParked) {
-  waiting_ = true;
   AdminServer::ClientId lister = 0;
-  auto [client, fd] = Connect(&lister);
-  Send(client, R"({"op":"list"})");
-  server_.on_ready(fd);
-  ASSERT_TRUE(server_.is_parked(lister));
+  auto [client, fd] = ListParked(&lister);
   EXPECT_EQ(asked_, 1);
   EXPECT_FALSE(watcher_.watched.count(fd)) << "the client is left alone meanwhile";
   EXPECT_TRUE(watcher_.watched.count(waiting_fd_));
@@ -452,12 +458,8 @@ TEST_F(AdminServerTest, AStreamWaitingForItsSourceIsParked) {
 
 // A client that goes while its stream is parked takes the wait with it.
 TEST_F(AdminServerTest, AClientClosedWhileParkedLeavesNothingWatched) {
-  waiting_ = true;
   AdminServer::ClientId lister = 0;
-  auto [client, fd] = Connect(&lister);
-  Send(client, R"({"op":"list"})");
-  server_.on_ready(fd);
-  ASSERT_TRUE(server_.is_parked(lister));
+  auto [client, fd] = ListParked(&lister);
   const int wait_fd = waiting_fd_;
   server_.expire(std::chrono::steady_clock::now() + AdminServer::kStreamTimeout +
                  std::chrono::seconds(1));
