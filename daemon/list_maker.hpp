@@ -98,7 +98,7 @@ class ListMaker {
     // after take() found neither (an eventfd, for the caller to wait on).
     int fd() const { return ready_fd_.get(); }
     enum class Taken { kText, kNothingYet, kEnded };
-    // Appends the next part of the text (up to kPartBytes) to out (kText), or says there
+    // Appends the next part of the text (about kPartBytes) to out (kText), or says there
     // is none yet, or that the job has ended (then findings()).
     Taken take(std::string& out);
     const ListFindings& findings() const { return findings_; }
