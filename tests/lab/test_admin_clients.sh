@@ -105,7 +105,8 @@ stalled=$!
 _lab_wait_until 20 grep -q ASKED "$LAB_DIR/stalled.out" || fail "the listers never asked: $(cat "$LAB_DIR/stalled.out")"
 # Until the threads have made what they may ahead and wait.
 list_threads() { ps -L -o comm= -p "$KS_DAEMON_PID" | grep -c '^ksd-list$' || true; }
-_lab_wait_until 20 test "$(list_threads)" -ge 4 || fail "ksd has $(list_threads) list threads, not 4"
+four_list_threads() { (($(list_threads) >= 4)); }
+_lab_wait_until 20 four_list_threads || fail "ksd has $(list_threads) list threads, not 4"
 sleep 1
 threads=$(list_threads)
 ((threads == 4)) || fail "ksd runs $threads list threads for 6 lists; at most 4"
