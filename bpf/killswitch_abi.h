@@ -278,9 +278,9 @@ enum ks_reason {
 					    * extension headers that can route it onwards */
 };
 
-/* One record of the task iterator in task_cgroups.bpf.c (read by ksd for `ksctl list`):
- * a process and the cgroup v2 cgroup it is in. Not pinned, not part of the enforcement
- * ABI. */
+/* One record of the task iterators in task_cgroups.bpf.c (read by ksd for `ksctl list` and
+ * ksrun's single-instance check): a process and the cgroup v2 cgroup it is in. Not pinned,
+ * not part of the enforcement ABI. */
 struct ks_task_cgroup {
 	ks_u64 cgroup_id; /* kernfs id: the cgroup directory's inode number */
 	ks_u32 pid;	  /* thread group id, in the initial pid namespace */

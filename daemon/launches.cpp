@@ -1,7 +1,12 @@
 #include "launches.hpp"
 
+#include <pthread.h>
+#include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
+
+#include <csignal>
+#include <system_error>
 
 #include "killswitch/cgroup.hpp"
 #include "killswitch/error.hpp"
@@ -28,6 +33,7 @@ Launches::Launches(EventLoop& loop, const PolicySync& policy, ProtectedTree& tre
       registry_(registry),
       enforcement_(enforcement),
       reply_later_(std::move(reply_later)) {
+  load_copies_iterator();
   if (!systemd_scopes) return;
   if (tree_.slices_are_systemd_units()) {
     scopes_ = std::make_unique<systemd::TransientScopes>();
@@ -126,13 +132,68 @@ nlohmann::json Launches::finish(const ipc::Request& request, const ipc::PeerCred
                           {"profile", request.profile},
                           {"program_ids", prog_ids}};
   // ksrun's single-instance check: copies of the command the caller runs outside the tree.
-  // Looked for here, where /proc's entries and this code are warm (~0.2 ms; ksrun, a new
-  // process, took ~0.5 ms for the same scan), and only when ksrun's pid is the one ksd
-  // sees: then both see the same processes. Otherwise ksrun looks itself.
+  // Looked for here, where ksd can use the task iterator (ksrun, a new process, took ~0.5
+  // ms to read /proc), and only when ksrun's pid is the one ksd sees: then both see the
+  // same processes. Otherwise ksrun looks itself.
   if (!request.executable.empty() && request.pid == peer.pid)
-    reply["unprotected_copies"] = outside(running_copies(request.executable, peer.uid, peer.pid),
-                                          tree_.relative(tree_.root()));
+    reply["unprotected_copies"] = unprotected_copies(request, peer);
   return reply;
+}
+
+void Launches::load_copies_iterator() {
+  // The thread starts with every signal blocked: ksd's loop blocks SIGTERM and the others
+  // only once it runs, and until then a thread that did not block them could take one with
+  // its default action, ending ksd before it removes its socket (lab_ksrun_refuses saw it).
+  sigset_t all;
+  sigset_t before;
+  ::sigfillset(&all);
+  ::pthread_sigmask(SIG_BLOCK, &all, &before);
+  try {
+    copies_loading_ = std::async(std::launch::async, [] {
+      std::string why_not;
+      auto loaded = TaskCgroups::load(why_not);
+      if (!loaded) throw Error(why_not);
+      return loaded;
+    });
+  } catch (const std::system_error& e) {  // no thread: /proc it is
+    log_info(std::string("ksrun's single-instance check reads /proc: ") + e.what());
+  }
+  ::pthread_sigmask(SIG_SETMASK, &before, nullptr);
+}
+
+TaskCgroups* Launches::copies() {
+  if (copies_loading_.valid() &&
+      copies_loading_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+    try {
+      copies_ = copies_loading_.get();
+      log_info("ksrun's single-instance check uses the task iterator");
+    } catch (const std::exception& e) {
+      log_info(std::string("ksrun's single-instance check reads /proc: ") + e.what());
+    }
+  }
+  return copies_.get();
+}
+
+std::vector<pid_t> Launches::unprotected_copies(const ipc::Request& request,
+                                                const ipc::PeerCred& peer) {
+  const std::string tree = tree_.relative(tree_.root());
+  // The file as the caller would exec it (its root and mount namespace, which need not be
+  // ksd's), by inode number: the iterator reports the processes running a file with that
+  // number, and each is then checked by its /proc/PID/exe as the walk of /proc would.
+  struct stat st {};
+  TaskCgroups* iterator = copies();
+  if (iterator && request.executable.starts_with('/') &&
+      ::stat(("/proc/" + std::to_string(peer.pid) + "/root" + request.executable).c_str(), &st) ==
+          0) {
+    try {
+      const std::vector<pid_t> candidates = iterator->running_inode(st.st_ino);
+      return outside(running_copies_among(candidates, request.executable, peer.uid, peer.pid),
+                     tree);
+    } catch (const Error& e) {
+      log_warning(std::string("single-instance check: ") + e.what() + "; reading /proc");
+    }
+  }
+  return outside(running_copies(request.executable, peer.uid, peer.pid), tree);
 }
 
 nlohmann::json Launches::protect(const ipc::Request& request) {

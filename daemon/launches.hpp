@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <functional>
+#include <future>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -18,6 +19,7 @@
 #include "event_loop.hpp"
 #include "killswitch/fd.hpp"
 #include "killswitch/ipc.hpp"
+#include "killswitch/task_cgroups.hpp"
 #include "killswitch/transient_scopes.hpp"
 #include "policy_sync.hpp"
 #include "protected_tree.hpp"
@@ -64,6 +66,8 @@ class Launches {
 
  private:
   nlohmann::json finish(const ipc::Request& request, const ipc::PeerCred& peer, const App& app);
+  // ksrun's single-instance check: the caller's copies of the command outside the tree.
+  std::vector<pid_t> unprotected_copies(const ipc::Request& request, const ipc::PeerCred& peer);
   static std::string scope_description(const ipc::Request& request);
 
   // Ready scopes kept per profile: one from the start, two once it is used (a launch that
@@ -83,6 +87,14 @@ class Launches {
   AppRegistry& registry_;
   const Enforcement& enforcement_;
   ReplyLater reply_later_;
+  // The task iterator that finds a command's running copies (null where it cannot load:
+  // then /proc is read, one readlink per process). Loaded by a thread of its own while ksd
+  // starts (~20 ms, most of it reading the kernel's BTF); launches before it is ready read
+  // /proc.
+  std::future<std::unique_ptr<TaskCgroups>> copies_loading_;
+  std::unique_ptr<TaskCgroups> copies_;
+  void load_copies_iterator();
+  TaskCgroups* copies();
   // Transient scopes for ksrun (systemd hosts only; null: ksd makes the cgroups itself).
   std::unique_ptr<systemd::TransientScopes> scopes_;
   std::unique_ptr<ReadyScopes> ready_;  // with scopes_ (destroyed first: it uses them)

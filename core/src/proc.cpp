@@ -1,6 +1,7 @@
 #include "killswitch/proc.hpp"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,12 +10,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
 
 #include "killswitch/cgroup.hpp"
 #include "killswitch/error.hpp"
+#include "killswitch/fd.hpp"
 #include "killswitch/files.hpp"
 
 namespace ks {
@@ -90,6 +93,30 @@ bool is_shared_runtime(std::string_view executable_path) {
   return false;
 }
 
+namespace {
+
+// Whether process NAME (a /proc entry) runs EXECUTABLE as user UID: its cgroup when it does.
+std::optional<RunningCopy> running_copy(int proc, const char* name, const std::string& executable,
+                                        uid_t uid) {
+  // The link first, the owner only for a match: one system call per process. (Someone
+  // else's process cannot be read unless we are root: the readlink fails at once; as
+  // root every process is readable, and most are root's anyway, so a stat first would
+  // only double the calls.)
+  char target[PATH_MAX];
+  const ssize_t n =
+      ::readlinkat(proc, (std::string(name) + "/exe").c_str(), target, sizeof(target) - 1);
+  if (n <= 0 || executable.compare(0, std::string::npos, target, static_cast<std::size_t>(n)) != 0)
+    return std::nullopt;
+  struct stat st {};
+  if (::fstatat(proc, name, &st, 0) != 0 || st.st_uid != uid) return std::nullopt;
+  const auto text = read_text_file(std::string(name) + "/cgroup", proc);
+  const std::string path = text ? cgroup_from_proc_text(*text) : std::string();
+  if (path.empty()) return std::nullopt;  // gone
+  return RunningCopy{static_cast<pid_t>(std::strtol(name, nullptr, 10)), path};
+}
+
+}  // namespace
+
 std::vector<RunningCopy> running_copies(const std::string& executable, uid_t uid, pid_t self) {
   std::vector<RunningCopy> found;
   DIR* dir = ::opendir("/proc");
@@ -99,23 +126,24 @@ std::vector<RunningCopy> running_copies(const std::string& executable, uid_t uid
     char* end = nullptr;
     const long pid = std::strtol(e->d_name, &end, 10);
     if (pid <= 0 || *end != '\0' || pid == self) continue;
-    // The link first, the owner only for a match: one system call per process. (Someone
-    // else's process cannot be read unless we are root: the readlink fails at once; as
-    // root every process is readable, and most are root's anyway, so a stat first would
-    // only double the calls.)
-    char target[PATH_MAX];
-    const ssize_t n =
-        ::readlinkat(proc, (std::string(e->d_name) + "/exe").c_str(), target, sizeof(target) - 1);
-    if (n <= 0 ||
-        executable.compare(0, std::string::npos, target, static_cast<std::size_t>(n)) != 0)
-      continue;
-    struct stat st {};
-    if (::fstatat(proc, e->d_name, &st, 0) != 0 || st.st_uid != uid) continue;
-    const auto text = read_text_file(std::string(e->d_name) + "/cgroup", proc);
-    const std::string path = text ? cgroup_from_proc_text(*text) : std::string();
-    if (!path.empty()) found.push_back({static_cast<pid_t>(pid), path});  // empty: gone
+    if (auto copy = running_copy(proc, e->d_name, executable, uid)) found.push_back(*copy);
   }
   ::closedir(dir);
+  return found;
+}
+
+std::vector<RunningCopy> running_copies_among(std::span<const pid_t> candidates,
+                                              const std::string& executable, uid_t uid,
+                                              pid_t self) {
+  std::vector<RunningCopy> found;
+  if (candidates.empty()) return found;
+  UniqueFd proc(::open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!proc) return found;
+  for (const pid_t pid : candidates) {
+    if (pid <= 0 || pid == self) continue;
+    if (auto copy = running_copy(proc.get(), std::to_string(pid).c_str(), executable, uid))
+      found.push_back(*copy);
+  }
   return found;
 }
 

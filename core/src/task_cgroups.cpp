@@ -72,6 +72,29 @@ TaskCgroupsReading TaskCgroups::start_read() const {
   return TaskCgroupsReading(std::move(fd));
 }
 
+std::vector<pid_t> TaskCgroups::running_inode(ino_t inode) {
+  skel_->bss->copies_of_inode = inode;
+  UniqueFd fd(bpf_iter_create(bpf_link__fd(skel_->links.ks_task_copies)));
+  if (!fd) throw_errno("cannot create the task iterator");
+  std::vector<pid_t> pids;
+  ks_task_cgroup records[64];
+  std::size_t have = 0;  // bytes in records
+  for (;;) {
+    ssize_t n = ::read(fd.get(), reinterpret_cast<char*>(records) + have, sizeof(records) - have);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno("cannot read the task iterator");
+    have += static_cast<std::size_t>(n);
+    const std::size_t whole = have / sizeof(ks_task_cgroup);
+    for (std::size_t i = 0; i < whole; ++i) pids.push_back(static_cast<pid_t>(records[i].pid));
+    // A read may end inside a record: its start moves to the front.
+    std::memmove(records, records + whole, have - whole * sizeof(ks_task_cgroup));
+    have -= whole * sizeof(ks_task_cgroup);
+    if (n == 0) break;
+  }
+  std::sort(pids.begin(), pids.end());
+  return pids;
+}
+
 PidsByCgroup TaskCgroups::read() const {
   TaskCgroupsReading reading = start_read();
   while (reading.step(SIZE_MAX)) {

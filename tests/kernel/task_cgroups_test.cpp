@@ -1,12 +1,15 @@
-// The task iterator behind `ksctl list` (bpf/task_cgroups.bpf.c), against the real kernel:
-// it must report exactly what cgroup.procs reports, one pid per process (not per thread).
+// The task iterators (bpf/task_cgroups.bpf.c), against the real kernel: the one behind
+// `ksctl list` must report exactly what cgroup.procs reports, one pid per process (not per
+// thread); the one behind ksrun's single-instance check every process running a file.
 #include "killswitch/task_cgroups.hpp"
 
 #include <dirent.h>
 #include <gtest/gtest.h>
+#include <limits.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,6 +18,7 @@
 #include <vector>
 
 #include "killswitch/cgroup.hpp"
+#include "killswitch/proc.hpp"
 
 namespace ks {
 namespace {
@@ -77,6 +81,53 @@ TEST_F(TaskCgroupsTest, EachReadIsFresh) {
   ::waitpid(children_.back(), nullptr, 0);
   children_.pop_back();
   EXPECT_EQ(as_vector(iterator->read().of(cgroup_id(path_))), children_);
+}
+
+// The children run this test's executable (forked, not exec'd), and so does the test: each
+// is reported once (the first child has two threads), and everything reported runs a file
+// with that inode number.
+TEST_F(TaskCgroupsTest, FindsTheProcessesRunningAnExecutable) {
+  std::string why_not;
+  auto iterator = TaskCgroups::load(why_not);
+  ASSERT_TRUE(iterator) << why_not;
+  struct stat self {};
+  ASSERT_EQ(::stat("/proc/self/exe", &self), 0);
+  const std::vector<pid_t> found = iterator->running_inode(self.st_ino);
+  EXPECT_TRUE(std::is_sorted(found.begin(), found.end()));
+  EXPECT_EQ(std::adjacent_find(found.begin(), found.end()), found.end()) << "a pid twice";
+  for (pid_t pid : children_) EXPECT_TRUE(std::binary_search(found.begin(), found.end(), pid));
+  EXPECT_TRUE(std::binary_search(found.begin(), found.end(), ::getpid()));
+  for (pid_t pid : found) {
+    struct stat st {};
+    if (::stat(("/proc/" + std::to_string(pid) + "/exe").c_str(), &st) == 0) {
+      EXPECT_EQ(st.st_ino, self.st_ino) << "pid " << pid;
+    }
+  }
+  // No process runs a file with inode number 0, and kernel threads run none at all.
+  EXPECT_TRUE(iterator->running_inode(0).empty());
+
+  // The candidates are then checked as a walk of /proc would: by path, owner and cgroup.
+  // Pid 1 runs another program, and the caller's own pid is left out.
+  char exe[PATH_MAX] = {};
+  ASSERT_GT(::readlink("/proc/self/exe", exe, sizeof(exe) - 1), 0);
+  std::vector<pid_t> candidates = found;
+  candidates.push_back(1);
+  std::vector<pid_t> copies;
+  for (const auto& copy : running_copies_among(candidates, exe, ::getuid(), ::getpid())) {
+    copies.push_back(copy.pid);
+    if (std::binary_search(children_.begin(), children_.end(), copy.pid)) {
+      EXPECT_EQ(find_cgroup2_mount() + copy.cgroup, path_);
+    }
+  }
+  EXPECT_EQ(std::count(copies.begin(), copies.end(), 1), 0);
+  EXPECT_EQ(std::count(copies.begin(), copies.end(), ::getpid()), 0);
+  for (pid_t pid : children_) EXPECT_EQ(std::count(copies.begin(), copies.end(), pid), 1);
+  // The walk of /proc finds the same.
+  std::vector<pid_t> walked;
+  for (const auto& copy : running_copies(exe, ::getuid(), ::getpid())) walked.push_back(copy.pid);
+  std::sort(copies.begin(), copies.end());
+  std::sort(walked.begin(), walked.end());
+  EXPECT_EQ(copies, walked);
 }
 
 // The iterator reports the initial namespace's pids, so ksd uses it only there. Inside a

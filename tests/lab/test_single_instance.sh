@@ -7,10 +7,12 @@
 #     (running a tool twice is normal; the new process itself is protected);
 #   - another user's copy, a protected copy, a shell (`ksrun sh -c ...`): no warning;
 #   - --no-instance-check: no warning;
-#   - ksd looks for the copies itself (its /proc scan is warm; ksrun is a new process) and
-#     names them in the launch's answer when the caller's pid is the one it sees; when it
-#     is not (ksrun in another pid namespace) it names none and ksrun looks itself, and
-#     still warns.
+#   - ksd looks for the copies itself (with a BPF task iterator that finds the processes
+#     running the file, then checks each by /proc/PID/exe; ksrun would read all of /proc)
+#     and names them in the launch's answer when the caller's pid is the one it sees; when
+#     it is not (ksrun in another pid namespace) it names none and ksrun looks itself, and
+#     still warns. (The kernel test TaskCgroupsTest.FindsTheProcessesRunningAnExecutable
+#     checks that ksd's two ways, iterator and /proc, find the same.)
 # The app is a copy of sleep(1) under its own name, so that nothing else on the machine
 # shares its executable.
 set -euo pipefail
@@ -89,3 +91,9 @@ err=$(ksrun_stderr ks_run_nobody "$APP" 0)
 [[ $err != *"$WARNING"* ]] || fail "a protected copy is warned about: $err"
 pass "a protected copy: no warning"
 lab_stop "$PROTECTED"
+
+# What was tested is ksd's iterator, not its fallback: ksd says which one it took at the
+# first launch after the iterator's load ended (launches before that read /proc).
+grep -q "single-instance check uses the task iterator" "$LAB_DIR/ksd.log" ||
+  fail "ksd did not look with the task iterator: $(grep "single-instance" "$LAB_DIR/ksd.log")"
+pass "ksd looked with its task iterator"

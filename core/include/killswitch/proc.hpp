@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include <cstddef>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -33,6 +34,10 @@ struct RunningCopy {
   std::string cgroup;
 };
 std::vector<RunningCopy> running_copies(const std::string& executable, uid_t uid, pid_t self);
+// The same, looking only at CANDIDATES (pids, e.g. the processes whose executable has the
+// right inode number, found by TaskCgroups::running_inode): each is checked as above.
+std::vector<RunningCopy> running_copies_among(std::span<const pid_t> candidates,
+                                              const std::string& executable, uid_t uid, pid_t self);
 // Those of COPIES outside the cgroup2 subtree PROTECTED_ROOT ("/killswitch.slice").
 std::vector<pid_t> outside(const std::vector<RunningCopy>& copies,
                            const std::string& protected_root);

@@ -1,7 +1,9 @@
 // TaskCgroups: every process's cgroup in one read, through a BPF task iterator
 // (bpf/task_cgroups.bpf.c). `ksctl list` needs the pids of every app; reading each app's
-// cgroup.procs costs three system calls and a walk under a kernel-wide lock per app.
-// Optional by design: where it cannot load, callers read cgroup.procs as before.
+// cgroup.procs costs three system calls and a walk under a kernel-wide lock per app. A
+// second iterator finds the processes that run an executable (ksrun's single-instance
+// check) without a readlink of every /proc/PID/exe.
+// Optional by design: where it cannot load, callers read cgroup.procs and /proc as before.
 #pragma once
 
 #include <sys/types.h>
@@ -66,6 +68,12 @@ class TaskCgroups {
   PidsByCgroup read() const;
   // The same walk, to be read in steps. Throws ks::Error.
   TaskCgroupsReading start_read() const;
+
+  // The processes (thread group ids, ascending) whose executable's inode number is
+  // INODE, in one walk: candidates only, since the number alone does not name a file (see
+  // running_copies_among in proc.hpp). Not thread-safe: the inode is the object's global.
+  // Throws ks::Error.
+  std::vector<pid_t> running_inode(ino_t inode);
 
  private:
   explicit TaskCgroups(std::unique_ptr<task_cgroups_bpf, TaskCgroupsSkeletonDeleter> skel)
