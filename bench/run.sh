@@ -590,6 +590,16 @@ if wanted scale; then
   # Again after the lists (the first loads the task iterator): the larger of the two.
   rss_after=$(awk '/VmRSS/ { print $2 }' "/proc/$KS_DAEMON_PID/status")
   if ((rss_after > rss_kib)); then rss_kib=$rss_after; fi
+  # A launch with all of them up, one at a time as in 4: ksd's single-instance check looks
+  # for copies of the command among 10,000+ processes (a readlink of each /proc/PID/exe
+  # until the task iterator did it in one walk); --no-instance-check shows its share.
+  r=$(lab_exec_client "$KS_BENCH" launch --gap-ms 100 "$(q 10 40)" -- env true ::: \
+    "$KS_KSRUN" --socket "$KS_SOCK" true ::: \
+    "$KS_KSRUN" --socket "$KS_SOCK" --no-instance-check true)
+  read -r scale_launch scale_env scale_launch_over scale_check <<<"$(awk \
+    -v w="$(json_get "$r" /p50_us/0)" -v b="$(json_get "$r" /p50_us/1)" \
+    -v n="$(json_get "$r" /p50_us/2)" \
+    'BEGIN { printf "%.2f %.2f %.2f %.2f", b / 1000, w / 1000, (b - w) / 1000, (b - n) / 1000 }')"
   # Whether a list holds up everyone else: ksd's answer time for status and a short events
   # query, alone and while another client asks for the list over and over.
   alone=$("$KS_BENCH" admin-latency --socket "$KS_SOCK" --count "$(q 100 1000)")
@@ -606,6 +616,8 @@ if wanted scale; then
   row scale_ksd_rss "$((rss_kib / 1024)) MiB" "($APPS apps, $SOCKS sockets)" "$rss_kib KiB" "<= 16 MiB" \
     "$(verdict "$rss_kib <= 16384") (after the lists)"
   row scale_ksctl_list "$lm ms" "($APPS apps)" "$lm ms" "<= 100 ms" "$(verdict "$lm <= 100") (median of 5)"
+  row scale_launch "p50 $scale_launch ms" "env true: $scale_env ms" "+$scale_launch_over ms over env" \
+    "<= 1 ms over env" "$(verdict "$scale_launch_over <= 1") (ksrun true, 100 ms apart, $APPS apps up; the single-instance check $scale_check ms of it)"
   row scale_status_during_list "p99 $(lat "$listing" status_p99_us) ms" \
     "p99 $(lat "$alone" status_p99_us) ms alone" \
     "p50 $(lat "$listing" status_p50_us) ms, max $(lat "$listing" status_max_us)" "unaffected" \
