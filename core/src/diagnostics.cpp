@@ -205,11 +205,15 @@ void for_each_option(std::string_view options, const std::function<void(std::str
   }
 }
 
+}  // namespace
+
 // Not a protection matter: how long a launch waits to be moved into its app's cgroup. Without
 // favordynmods each move after a quiet spell waits for an RCU grace period (+10-20 ms a
-// launch on the test VMs; launches in quick succession do not wait).
-Diagnosis check_cgroup_moves(const std::string& release) {
-  const std::string mountinfo = read_text_file("/proc/self/mountinfo").value_or("");
+// launch on the test VMs; launches in quick succession do not wait); with expedited grace
+// periods it waits for one of those (8.0 ms instead of 26.5 in Debian 12's kernel under
+// qemu, where a move without any wait took 5.6: docs/benchmarks.md, 4, seventh round).
+Diagnosis cgroup_moves_diagnosis(const std::string& release, const std::string& mountinfo,
+                                 const std::string& rcu_expedited, const std::string& rcu_normal) {
   const std::string mount = cgroup2_mount_from_mountinfo(mountinfo);
   const std::string options = cgroup2_super_options_from_mountinfo(mountinfo);
   if (mount.empty()) return make("cgroup_moves", Verdict::kSkip, "no cgroup2 mount");
@@ -217,22 +221,42 @@ Diagnosis check_cgroup_moves(const std::string& release) {
     return make("cgroup_moves", Verdict::kOk,
                 "cgroup2 is mounted with favordynmods: ksrun's move into its app's cgroup "
                 "does not wait for an RCU grace period");
-  if (!kernel_at_least(release, 6, 0))
+  // rcu_normal overrides rcu_expedited (the kernel's rcu_gp_is_normal()).
+  const bool expedited = rcu_expedited.starts_with("1") && !rcu_normal.starts_with("1");
+  if (expedited)
     return make("cgroup_moves", Verdict::kOk,
-                "each launch after a quiet spell waits for an RCU grace period to be moved "
-                "into its cgroup (~10-20 ms); Linux 6.0+ can avoid that (cgroup2 favordynmods)");
-  // The mount's own options are named too: a remount sets all of them anew.
-  std::string remount = "remount";
-  for_each_option(options, [&](std::string_view option) {
-    if (option != "rw" && option != "ro") remount += "," + std::string(option);
-  });
+                "RCU grace periods are expedited (/sys/kernel/rcu_expedited): ksrun's move into "
+                "its app's cgroup waits for an expedited one only");
+  std::string avoid;
+  if (kernel_at_least(release, 6, 0)) {
+    // The mount's own options are named too: a remount sets all of them anew.
+    std::string remount = "remount";
+    for_each_option(options, [&](std::string_view option) {
+      if (option != "rw" && option != "ro") remount += "," + std::string(option);
+    });
+    avoid = " To avoid it, at the cost of a memory barrier in every fork and exit: mount -o " +
+            remount + ",favordynmods " + mount +
+            " (on Linux 6.18 and later it then stays on until the next boot); or, reversible at "
+            "any time, echo 1 > /sys/kernel/rcu_expedited (every RCU grace period then "
+            "interrupts all busy CPUs at once). docs/benchmarks.md, 4";
+  } else {
+    avoid =
+        " Linux 6.0+ can avoid that (cgroup2 favordynmods); here, echo 1 > "
+        "/sys/kernel/rcu_expedited shortens it (every RCU grace period then interrupts all "
+        "busy CPUs at once)";
+  }
   return make("cgroup_moves", Verdict::kOk,
               "each launch after a quiet spell waits for an RCU grace period to be moved into "
-              "its cgroup (~10-20 ms). To avoid it, at the cost of a memory barrier in every "
-              "fork and exit: mount -o " +
-                  remount + ",favordynmods " + mount +
-                  " (on Linux 6.18 and later it then stays on until the next boot; "
-                  "docs/benchmarks.md, 4)");
+              "its cgroup (~10-20 ms)." +
+                  avoid);
+}
+
+namespace {
+
+Diagnosis check_cgroup_moves(const std::string& release) {
+  return cgroup_moves_diagnosis(release, read_text_file("/proc/self/mountinfo").value_or(""),
+                                read_text_file("/sys/kernel/rcu_expedited").value_or(""),
+                                read_text_file("/sys/kernel/rcu_normal").value_or(""));
 }
 
 Diagnosis check_bpffs() {

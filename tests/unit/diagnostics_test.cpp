@@ -1,4 +1,5 @@
-// The pure parts of ksctl doctor: kernel release comparison and firewall rule parsing.
+// The pure parts of ksctl doctor: kernel release comparison, firewall rule parsing, what it
+// says about moves into cgroups.
 #include "killswitch/diagnostics.hpp"
 
 #include <gtest/gtest.h>
@@ -12,6 +13,40 @@ TEST(Diagnostics, KernelRelease) {
   EXPECT_FALSE(ks::kernel_at_least("6.1.0", 6, 7));
   EXPECT_TRUE(ks::kernel_at_least("6.18.44-fc", 6, 7));
   EXPECT_FALSE(ks::kernel_at_least("garbage", 5, 18));
+}
+
+TEST(Diagnostics, CgroupMovesNamesWhatSparesTheGracePeriod) {
+  const std::string unified =
+      "32 22 0:27 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw,nsdelegate\n";
+  const std::string favoring =
+      "32 22 0:27 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 "
+      "rw,nsdelegate,favordynmods\n";
+  auto moves = [](const std::string& release, const std::string& mountinfo,
+                  const std::string& expedited, const std::string& normal) {
+    const ks::Diagnosis d = ks::cgroup_moves_diagnosis(release, mountinfo, expedited, normal);
+    EXPECT_EQ(d.check, "cgroup_moves");
+    EXPECT_FALSE(d.essential) << "informational only";
+    return d;
+  };
+  EXPECT_NE(moves("6.1.0", favoring, "0\n", "0\n").detail.find("does not wait"), std::string::npos);
+  // Expedited grace periods: said so, nothing to do; unless rcu_normal overrides them.
+  EXPECT_NE(moves("6.1.0", unified, "1\n", "0\n").detail.find("expedited one only"),
+            std::string::npos);
+  EXPECT_NE(moves("5.15.0", unified, "1\n", "").detail.find("expedited one only"),
+            std::string::npos);
+  const std::string normal = moves("6.1.0", unified, "1\n", "1\n").detail;
+  EXPECT_NE(normal.find("waits for an RCU grace period"), std::string::npos) << normal;
+  // Neither: both ways out, the remount naming the mount's own options.
+  const std::string waits = moves("6.1.0-13-amd64", unified, "0\n", "0\n").detail;
+  EXPECT_NE(waits.find("mount -o remount,nsdelegate,favordynmods /sys/fs/cgroup"),
+            std::string::npos)
+      << waits;
+  EXPECT_NE(waits.find("echo 1 > /sys/kernel/rcu_expedited"), std::string::npos) << waits;
+  // Before 6.0 there is no favordynmods to mount with.
+  const std::string old = moves("5.15.0", unified, "", "").detail;
+  EXPECT_EQ(old.find("mount -o"), std::string::npos) << old;
+  EXPECT_NE(old.find("rcu_expedited"), std::string::npos) << old;
+  EXPECT_EQ(moves("6.1.0", "", "0", "0").verdict, ks::Verdict::kSkip);
 }
 
 TEST(Diagnostics, NftOutputPolicyDrop) {

@@ -31,6 +31,13 @@ std::vector<Diagnosis> diagnose(const std::string& pin_dir = "/sys/fs/bpf/killsw
 // Only what ksd needs to start (kernel, BPF, cgroup2): the failing ones.
 std::vector<Diagnosis> essential_failures();
 
+// `cgroup_moves` (informational): whether a launch after a quiet spell waits for an RCU
+// grace period to be moved into its cgroup, and how to avoid it, from the kernel release
+// and the texts of /proc/self/mountinfo, /sys/kernel/rcu_expedited and rcu_normal ("" when
+// missing).
+Diagnosis cgroup_moves_diagnosis(const std::string& release, const std::string& mountinfo,
+                                 const std::string& rcu_expedited, const std::string& rcu_normal);
+
 // "5.18" <= "6.1.0-13-amd64": compares the leading numeric parts of kernel releases.
 bool kernel_at_least(const std::string& release, int major, int minor);
 
